@@ -1,0 +1,117 @@
+"""The `tlab` command line: parses flags, calls the library, prints. No logic of its own."""
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from .config import TrainConfig
+
+app = typer.Typer(
+    help="transferlab: train, evaluate and explain an image classifier on a folder of photos, "
+    "by transfer learning and data augmentation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+USAGE_ERROR = 2
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(USAGE_ERROR)
+
+
+def _validation_message(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        field = "--" + "-".join(str(loc) for loc in item["loc"]).replace("_", "-")
+        parts.append(f"{field}: {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(parts)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library log messages.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Argument(help="Folder of photos: DATA/train/<class>/* + DATA/val/<class>/*, or DATA/<class>/* (split by --val-fraction).")],
+    strategy: Annotated[str, typer.Option(help="scratch (random init, all trains), frozen (pretrained backbone frozen, new head trains) or finetune (frozen stage, then the backbone's last layers train at a low LR).")] = "frozen",
+    backbone: Annotated[str, typer.Option(help="efficientnet_lite0 (bundled ImageNet weights), efficientnet_b0 (the notebook's; needs --weights or the hub), or timm:<name>.")] = "efficientnet_lite0",
+    weights: Annotated[Optional[Path], typer.Option(help="State dict file with pretrained weights for the backbone (.pth/.safetensors).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs of the strategy (default: seed recipe, scratch 40, frozen 25, finetune 4).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: seed recipe, scratch 1e-3, frozen 1e-2, finetune 1e-5).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    image_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels (default: the backbone's, 224).")] = None,
+    augment: Annotated[str, typer.Option(help="Augmentation of training photos: none or seed-keras (the notebook's rotation, translation, flips, contrast).")] = "seed-keras",
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")] = 42,
+    val_fraction: Annotated[float, typer.Option(help="Share of each class held out for validation when DATA has no train/val folders.")] = 0.2,
+    dropout: Annotated[float, typer.Option(help="Dropout rate of the head.")] = 0.2,
+    init: Annotated[Optional[Path], typer.Option(help="finetune only: a frozen run directory or checkpoint to start from (default: run the frozen stage first).")] = None,
+    frozen_epochs: Annotated[Optional[int], typer.Option(help="finetune only: epochs of the frozen stage when --init is not given (default 25).")] = None,
+    unfreeze_layers: Annotated[int, typer.Option(help="finetune: unfreeze the backbone's last N weight layers (BatchNorm stays frozen).")] = 20,
+    unfreeze_blocks: Annotated[Optional[int], typer.Option(help="finetune: unfreeze the last K whole blocks instead of N layers.")] = None,
+    early_stop: Annotated[Optional[int], typer.Option(help="Stop when val_loss has not improved for this many epochs.")] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes (0: decode in the main process).")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<strategy>).")] = None,
+) -> None:
+    """Train a classifier with one strategy; writes history, checkpoints, metrics and plots to the run directory."""
+    from .data.decode import UnreadableImageError
+    from .data.sources import DataSourceError
+    from .models.backbones import BackboneError
+    from .models.weights import WeightsError
+    from .train.runner import train as run_training
+
+    try:
+        config = TrainConfig(
+            data=data,
+            out=str(out or Path("runs") / strategy),
+            strategy=strategy,
+            backbone=backbone,
+            weights=str(weights) if weights else None,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            image_size=image_size,
+            augment=augment,
+            seed=seed,
+            val_fraction=val_fraction,
+            dropout=dropout,
+            init=str(init) if init else None,
+            frozen_epochs=frozen_epochs,
+            unfreeze_layers=unfreeze_layers,
+            unfreeze_blocks=unfreeze_blocks,
+            early_stop=early_stop,
+            workers=workers,
+        )
+    except ValidationError as error:
+        _fail(_validation_message(error))
+    try:
+        run = run_training(config)
+    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError) as error:
+        _fail(str(error))
+    for name, values in run.read_metrics().items():
+        console.print(
+            f"{name}: val_acc {values['val_acc']:.3f} (best {values['best_val_acc']:.3f} at epoch "
+            f"{values['best_epoch']}), val_loss {values['val_loss']:.3f}, {values['epochs']} epochs, "
+            f"{values['seconds']:.0f} s"
+        )
+    console.print(f"run directory: {run.path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Validated configuration of a training run; every field names its allowed range."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .augment.pipeline import PRESETS
+from .models.backbones import DEFAULT_BACKBONE
+
+StrategyName = Literal["scratch", "frozen", "finetune"]
+
+
+class TrainConfig(BaseModel):
+    """One `tlab train` run. Unset epochs/lr come from the seed recipe (DESIGN.md) for the strategy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="folder of photos: DATA/train/<class>, DATA/val/<class>, or DATA/<class>")
+    out: str = Field(description="run directory")
+    strategy: StrategyName = "frozen"
+    backbone: str = DEFAULT_BACKBONE
+    weights: str | None = Field(None, description="state dict file with pretrained backbone weights")
+    epochs: int | None = Field(None, ge=1, le=10_000)
+    lr: float | None = Field(None, gt=0, le=10)
+    batch_size: int = Field(64, ge=2, le=4096)
+    image_size: int | None = Field(None, ge=32, le=1024)
+    augment: str = "seed-keras"
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    init: str | None = Field(None, description="frozen run directory or checkpoint that finetune starts from")
+    frozen_epochs: int | None = Field(None, ge=1, le=10_000, description="epochs of finetune's frozen stage")
+    unfreeze_layers: int = Field(20, ge=0, le=10_000)
+    unfreeze_blocks: int | None = Field(None, ge=0, le=1_000)
+    early_stop: int | None = Field(None, ge=1, le=10_000, description="patience in epochs on val_loss")
+    workers: int = Field(0, ge=0, le=64)
+
+    @field_validator("augment")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown augmentation preset {value!r}; known: {', '.join(PRESETS)}")
+        return value

@@ -1,0 +1,101 @@
+"""Which parameters train: small helpers that freeze, unfreeze and keep frozen BatchNorm in eval mode."""
+
+from dataclasses import dataclass
+
+import timm.models
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def is_batchnorm(module: nn.Module) -> bool:
+    return isinstance(module, _BatchNorm)
+
+
+def freeze(module: nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
+def unfreeze(module: nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(True)
+
+
+def weight_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules owning parameters directly, except BatchNorm, in registration (= forward) order."""
+    return [
+        (name, child)
+        for name, child in module.named_modules()
+        if not is_batchnorm(child) and any(True for _ in child.parameters(recurse=False))
+    ]
+
+
+def unfreeze_last_weight_layers(module: nn.Module, count: int) -> list[str]:
+    """Unfreeze the last `count` weight layers (convolutions, linear layers); BatchNorm stays frozen."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    chosen = weight_layers(module)[-count:] if count else []
+    for _, layer in chosen:
+        for parameter in layer.parameters(recurse=False):
+            parameter.requires_grad_(True)
+    return [name for name, _ in chosen]
+
+
+def block_groups(backbone: nn.Module) -> list[list[str]]:
+    """Parameter names of the backbone's blocks, stem first, from timm's fine-grained `group_matcher`."""
+    if not hasattr(backbone, "group_matcher"):
+        raise ValueError(f"{type(backbone).__name__} has no group_matcher; use --unfreeze-layers instead of blocks")
+    groups = timm.models.group_parameters(backbone, backbone.group_matcher(coarse=False))
+    return [groups[key] for key in sorted(groups)]
+
+
+def unfreeze_last_blocks(backbone: nn.Module, count: int) -> list[str]:
+    """Unfreeze whole blocks, from the last one back (never the stem); their BatchNorm stays frozen."""
+    groups = block_groups(backbone)
+    if not 0 <= count < len(groups):
+        raise ValueError(f"unfreeze_blocks must be between 0 and {len(groups) - 1} for this backbone, got {count}")
+    names = {name for group in (groups[-count:] if count else []) for name in group}
+    frozen_norm_params = {
+        f"{module_name}.{param_name}" if module_name else param_name
+        for module_name, module in backbone.named_modules()
+        if is_batchnorm(module)
+        for param_name, _ in module.named_parameters(recurse=False)
+    }
+    unfrozen = []
+    for name, parameter in backbone.named_parameters():
+        if name in names and name not in frozen_norm_params:
+            parameter.requires_grad_(True)
+            unfrozen.append(name)
+    return unfrozen
+
+
+def frozen_batchnorms(module: nn.Module) -> list[nn.Module]:
+    """BatchNorm modules whose affine parameters are all frozen (or that have none)."""
+    return [m for m in module.modules() if is_batchnorm(m) and not any(p.requires_grad for p in m.parameters())]
+
+
+def set_frozen_batchnorms_eval(module: nn.Module) -> int:
+    """Put every frozen BatchNorm in eval mode, so it normalises with (and keeps) its running statistics."""
+    norms = frozen_batchnorms(module)
+    for norm in norms:
+        norm.eval()
+    return len(norms)
+
+
+@dataclass(frozen=True)
+class FreezeSummary:
+    """What a strategy left trainable, for logs and the run directory."""
+
+    trainable_params: int
+    total_params: int
+    frozen_batchnorms: int
+    unfrozen: tuple[str, ...] = ()
+
+
+def summarize(module: nn.Module, unfrozen: list[str] | tuple[str, ...] = ()) -> FreezeSummary:
+    return FreezeSummary(
+        trainable_params=sum(p.numel() for p in module.parameters() if p.requires_grad),
+        total_params=sum(p.numel() for p in module.parameters()),
+        frozen_batchnorms=len(frozen_batchnorms(module)),
+        unfrozen=tuple(unfrozen),
+    )

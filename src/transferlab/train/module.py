@@ -1,0 +1,103 @@
+"""The LightningModule and the callbacks that keep frozen BatchNorm frozen and record the history."""
+
+import logging
+import time
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..models.freezing import set_frozen_batchnorms_eval
+from .rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains a `Classifier` with cross-entropy and Adam over the parameters that require grad.
+
+    The strategy (which parameters train, BatchNorm policy) is applied to `model` before training;
+    this module only optimises what it is given.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float,
+        strategy: str,
+        backbone: str,
+        classes: list[str],
+        dropout: float,
+        image_size: int,
+    ):
+        super().__init__()
+        self.model = model
+        self.lr = lr
+        self.strategy = strategy
+        self.save_hyperparameters(ignore=["model"])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        batch_size = labels.numel()
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        total = sum(p.numel() for p in self.model.parameters())
+        log.info("%s: %d trainable of %d parameters", self.strategy, sum(p.numel() for p in trainable), total)
+        return torch.optim.Adam(trainable, lr=self.lr)
+
+
+class FrozenBatchNormEval(L.Callback):
+    """Keeps frozen BatchNorm in eval mode in every training step, as Keras does for a frozen layer.
+
+    Lightning (>= 2.2) restores each submodule's mode after validation, so setting it at each
+    training epoch start holds for the whole epoch.
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        set_frozen_batchnorms_eval(pl_module)
+
+
+class HistoryRecorder(L.Callback):
+    """Appends one row per epoch to the run directory's `history.csv`, after validation."""
+
+    def __init__(self, run: RunDir, strategy: str):
+        self.run = run
+        self.strategy = strategy
+        self._epoch_start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        metrics = trainer.callback_metrics
+        self.run.append_history(
+            {
+                "epoch": trainer.current_epoch + 1,
+                "strategy": self.strategy,
+                "train_loss": float(metrics["train_loss"]),
+                "train_acc": float(metrics["train_acc"]),
+                "val_loss": float(metrics.get("val_loss", float("nan"))),
+                "val_acc": float(metrics.get("val_acc", float("nan"))),
+                "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                "seconds": round(time.perf_counter() - self._epoch_start, 3),
+            }
+        )

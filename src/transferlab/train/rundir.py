@@ -1,0 +1,81 @@
+"""The run directory: every file a run leaves behind, written atomically (temp file + rename)."""
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..files import write_atomic
+
+HISTORY_COLUMNS = ("epoch", "strategy", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+class RunDir:
+    """Paths and readers/writers of one run directory (see DESIGN.md)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def classes_file(self) -> Path:
+        return self.path / "classes.json"
+
+    @property
+    def history_file(self) -> Path:
+        return self.path / "history.csv"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    def checkpoint_dir(self, strategy: str) -> Path:
+        return self.path / "checkpoints" / strategy
+
+    def best_checkpoint(self, strategy: str) -> Path:
+        return self.checkpoint_dir(strategy) / "best.ckpt"
+
+    def plot_file(self, name: str) -> Path:
+        return self.path / "plots" / f"{name}.png"
+
+    def write_json(self, path: Path, value: Any) -> None:
+        write_atomic(path, json.dumps(value, indent=2) + "\n")
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_atomic(self.config_file, yaml.safe_dump(config, sort_keys=False))
+
+    def read_history(self, strategy: str | None = None) -> list[dict[str, Any]]:
+        """History rows (numbers parsed), optionally only those of one strategy."""
+        if not self.history_file.exists():
+            return []
+        with open(self.history_file, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        parsed = [
+            {key: value if key == "strategy" else (int(value) if key == "epoch" else float(value)) for key, value in row.items()}
+            for row in rows
+        ]
+        return [row for row in parsed if strategy is None or row["strategy"] == strategy]
+
+    def append_history(self, row: dict[str, Any]) -> None:
+        """Add one epoch; a row for the same (strategy, epoch) replaces the old one."""
+        rows = [r for r in self.read_history() if (r["strategy"], r["epoch"]) != (row["strategy"], row["epoch"])]
+        rows.append(row)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.history_file, buffer.getvalue())
+
+    def read_metrics(self) -> dict[str, Any]:
+        return json.loads(self.metrics_file.read_text()) if self.metrics_file.exists() else {}
+
+    def update_metrics(self, strategy: str, values: dict[str, Any]) -> None:
+        metrics = self.read_metrics()
+        metrics[strategy] = values
+        self.write_json(self.metrics_file, metrics)

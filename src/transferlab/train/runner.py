@@ -1,0 +1,216 @@
+"""`train(config)`: data -> model -> strategy -> Lightning Trainer -> run directory. Usable from a notebook."""
+
+import logging
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import timm
+import torch
+import torchvision
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from .. import __version__
+from ..augment.pipeline import build_augment
+from ..config import TrainConfig
+from ..data.datasets import PhotoDataModule
+from ..data.sources import DatasetIndex, folder_source
+from ..models.backbones import resolve_backbone
+from ..models.classifier import Classifier, build_classifier, data_config
+from ..models.freezing import FreezeSummary
+from ..models.weights import WeightsError, WeightsInfo
+from ..report.plots import history_figure, save_figure
+from .module import ClassifierModule, FrozenBatchNormEval, HistoryRecorder
+from .rundir import RunDir
+from .strategies import SEED_RECIPE, Strategy, apply_strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    """One trained strategy: its model (best checkpoint loaded), final metrics and freeze summary."""
+
+    strategy: Strategy
+    model: Classifier
+    metrics: dict[str, Any]
+    freeze: FreezeSummary
+
+
+def resolve_strategy(config: TrainConfig, name: str) -> Strategy:
+    """The seed recipe's strategy, with the config's epochs and lr where set (for the strategy asked for)."""
+    strategy = SEED_RECIPE[name]
+    if name == config.strategy:
+        return replace(strategy, epochs=config.epochs or strategy.epochs, lr=config.lr or strategy.lr)
+    if name == "frozen" and config.frozen_epochs:
+        return replace(strategy, epochs=config.frozen_epochs)
+    return strategy
+
+
+def versions() -> dict[str, str]:
+    return {
+        "transferlab": __version__,
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "lightning": L.__version__,
+    }
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def write_run_header(run: RunDir, config: TrainConfig, index: DatasetIndex, weights: WeightsInfo) -> None:
+    """config.yaml (resolved config, versions, weights, data counts) and classes.json."""
+    run.write_config(
+        {
+            "config": config.model_dump(),
+            "versions": versions(),
+            "git_sha": _git_sha(),
+            "weights": asdict(weights),
+            "data": {"root": str(index.root), "classes": len(index.classes), "train": len(index.train), "val": len(index.val)},
+        }
+    )
+    run.write_json(
+        run.classes_file,
+        [
+            {"index": i, "folder": folder, "name": name}
+            for i, (folder, name) in enumerate(zip(index.classes, index.readable_names))
+        ],
+    )
+
+
+def stage_metrics(run: RunDir, strategy: str) -> dict[str, Any]:
+    rows = run.read_history(strategy)
+    best = max(rows, key=lambda row: row["val_acc"])
+    return {
+        "val_acc": rows[-1]["val_acc"],
+        "val_loss": rows[-1]["val_loss"],
+        "best_val_acc": best["val_acc"],
+        "best_epoch": best["epoch"],
+        "epochs": len(rows),
+        "seconds": round(sum(row["seconds"] for row in rows), 3),
+    }
+
+
+def fit_stage(
+    run: RunDir,
+    datamodule: PhotoDataModule,
+    model: Classifier,
+    strategy: Strategy,
+    config: TrainConfig,
+    classes: tuple[str, ...],
+) -> StageResult:
+    """Train `model` with `strategy`, record history, checkpoints, metrics and plot; load the best weights back."""
+    freeze = apply_strategy(model, strategy, config.unfreeze_layers, config.unfreeze_blocks)
+    log.info(
+        "%s: %d of %d parameters train, %d BatchNorm frozen",
+        strategy.name, freeze.trainable_params, freeze.total_params, freeze.frozen_batchnorms,
+    )
+    module = ClassifierModule(
+        model,
+        lr=strategy.lr,
+        strategy=strategy.name,
+        backbone=config.backbone,
+        classes=list(classes),
+        dropout=config.dropout,
+        image_size=datamodule.train_set.config.image_size,
+    )
+    checkpoint = ModelCheckpoint(
+        dirpath=run.checkpoint_dir(strategy.name), filename="best", monitor="val_acc", mode="max", save_last=True
+    )
+    callbacks: list[L.Callback] = [HistoryRecorder(run, strategy.name), checkpoint]
+    if strategy.batchnorm == "frozen":
+        callbacks.append(FrozenBatchNormEval())
+    if config.early_stop:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=config.early_stop, mode="min"))
+    trainer = L.Trainer(
+        max_epochs=strategy.epochs,
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        default_root_dir=run.path,
+    )
+    trainer.fit(module, datamodule=datamodule)
+
+    if checkpoint.best_model_path:
+        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(best["state_dict"])
+    metrics = stage_metrics(run, strategy.name)
+    run.update_metrics(strategy.name, metrics)
+    save_figure(history_figure(run.read_history(strategy.name), strategy.name), run.plot_file(f"history_{strategy.name}"))
+    return StageResult(strategy, model, metrics, freeze)
+
+
+def find_checkpoint(path: str | Path, strategy: str = "frozen") -> Path:
+    """A checkpoint file, or a run directory's best checkpoint of `strategy`."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        checkpoint = RunDir(path).best_checkpoint(strategy)
+        if not checkpoint.is_file():
+            raise WeightsError(f"{path}: no {strategy} checkpoint (expected {checkpoint})")
+        return checkpoint
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such run directory or checkpoint file")
+    return path
+
+
+def load_checkpoint_classifier(path: str | Path, strategy: str = "frozen") -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild the `Classifier` saved in a checkpoint (or a run directory's best `strategy` checkpoint)."""
+    checkpoint_path = find_checkpoint(path, strategy)
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        hparams = checkpoint["hyper_parameters"]
+        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+        model, _ = build_classifier(hparams["backbone"], len(hparams["classes"]), pretrained=False, dropout=hparams["dropout"])
+    except (KeyError, RuntimeError, OSError, EOFError) as error:
+        raise WeightsError(f"{checkpoint_path}: not a transferlab checkpoint ({error})") from None
+    model.load_state_dict(state)
+    return model, hparams
+
+
+def train(config: TrainConfig) -> RunDir:
+    """Train `config.strategy` on `config.data` into the run directory `config.out`; return it."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    index = folder_source(config.data, config.val_fraction, config.seed)
+    spec = resolve_backbone(config.backbone)
+    run = RunDir(config.out)
+    run.path.mkdir(parents=True, exist_ok=True)
+
+    first = "frozen" if config.strategy == "finetune" else config.strategy
+    if config.strategy == "finetune" and config.init:
+        model, hparams = load_checkpoint_classifier(config.init)
+        if list(hparams["classes"]) != list(index.classes):
+            raise WeightsError(f"{config.init}: trained on other classes than {config.data}")
+        weights = WeightsInfo("checkpoint", str(find_checkpoint(config.init)))
+    else:
+        model, weights = build_classifier(
+            spec, len(index.classes), SEED_RECIPE[first].pretrained, config.weights, config.dropout
+        )
+    write_run_header(run, config, index, weights)
+    datamodule = PhotoDataModule(
+        index,
+        data_config(model.backbone, config.image_size),
+        build_augment(config.augment),
+        batch_size=config.batch_size,
+        workers=config.workers,
+        seed=config.seed,
+    )
+    if config.strategy == "finetune" and not config.init:
+        model = fit_stage(run, datamodule, model, resolve_strategy(config, "frozen"), config, index.classes).model
+    fit_stage(run, datamodule, model, resolve_strategy(config, config.strategy), config, index.classes)
+    return run
