@@ -37,10 +37,14 @@ def _validation_message(error: ValidationError) -> str:
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library log messages.")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    """Set up logging; Lightning's own INFO lines (accelerator, tips) are shown with --verbose only."""
+    import lightning  # noqa: F401  (its import sets its loggers to INFO; set them after)
+
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(level)
+        logging.getLogger(name).propagate = False
 
 
 @app.command()

@@ -1,11 +1,12 @@
 """`train(config)`: data -> model -> strategy -> Lightning Trainer -> run directory. Usable from a notebook."""
 
 import logging
+import warnings
 import platform
 import subprocess
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import lightning as L
 import timm
@@ -28,6 +29,8 @@ from .rundir import RunDir
 from .strategies import SEED_RECIPE, Strategy, apply_strategy
 
 log = logging.getLogger(__name__)
+
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
 
 @dataclass
@@ -111,6 +114,7 @@ def fit_stage(
     strategy: Strategy,
     config: TrainConfig,
     classes: tuple[str, ...],
+    extra_callbacks: Sequence[L.Callback] = (),
 ) -> StageResult:
     """Train `model` with `strategy`, record history, checkpoints, metrics and plot; load the best weights back."""
     freeze = apply_strategy(model, strategy, config.unfreeze_layers, config.unfreeze_blocks)
@@ -130,7 +134,7 @@ def fit_stage(
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoint_dir(strategy.name), filename="best", monitor="val_acc", mode="max", save_last=True
     )
-    callbacks: list[L.Callback] = [HistoryRecorder(run, strategy.name), checkpoint]
+    callbacks: list[L.Callback] = [HistoryRecorder(run, strategy.name), checkpoint, *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
     if config.early_stop:
@@ -183,8 +187,11 @@ def load_checkpoint_classifier(path: str | Path, strategy: str = "frozen") -> tu
     return model, hparams
 
 
-def train(config: TrainConfig) -> RunDir:
-    """Train `config.strategy` on `config.data` into the run directory `config.out`; return it."""
+def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
+    """Train `config.strategy` on `config.data` into the run directory `config.out`; return it.
+
+    `callbacks` are extra Lightning callbacks added to every stage's Trainer.
+    """
     L.seed_everything(config.seed, workers=True, verbose=False)
     index = folder_source(config.data, config.val_fraction, config.seed)
     spec = resolve_backbone(config.backbone)
@@ -197,20 +204,23 @@ def train(config: TrainConfig) -> RunDir:
         if list(hparams["classes"]) != list(index.classes):
             raise WeightsError(f"{config.init}: trained on other classes than {config.data}")
         weights = WeightsInfo("checkpoint", str(find_checkpoint(config.init)))
+        image_size = config.image_size or hparams["image_size"]
     else:
         model, weights = build_classifier(
             spec, len(index.classes), SEED_RECIPE[first].pretrained, config.weights, config.dropout
         )
+        image_size = config.image_size
     write_run_header(run, config, index, weights)
     datamodule = PhotoDataModule(
         index,
-        data_config(model.backbone, config.image_size),
+        data_config(model.backbone, image_size),
         build_augment(config.augment),
         batch_size=config.batch_size,
         workers=config.workers,
         seed=config.seed,
     )
     if config.strategy == "finetune" and not config.init:
-        model = fit_stage(run, datamodule, model, resolve_strategy(config, "frozen"), config, index.classes).model
-    fit_stage(run, datamodule, model, resolve_strategy(config, config.strategy), config, index.classes)
+        frozen = resolve_strategy(config, "frozen")
+        model = fit_stage(run, datamodule, model, frozen, config, index.classes, callbacks).model
+    fit_stage(run, datamodule, model, resolve_strategy(config, config.strategy), config, index.classes, callbacks)
     return run

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real photos of ../shared/data (skipped with a reason when absent) and synthetic images."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download in tests
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = Path(os.environ.get("TLAB_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+def _data_set(name: str) -> Path:
+    path = TEST_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"test data {path} not found; set TLAB_TEST_DATA to the folder holding {name}/ (see README)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def woof_mini() -> Path:
+    """Real photos of 10 dog breeds: train/<wnid>-<breed>/*.JPEG (30 each) and val/ (10 each)."""
+    return _data_set("woof-mini")
+
+
+def make_image(path: Path, size: tuple[int, int] = (48, 40), mode: str = "RGB", seed: int = 0) -> Path:
+    """A small random image in `mode`, saved by extension."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    if mode == "P":
+        image = image.convert("P", palette=Image.Palette.ADAPTIVE)
+    elif mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path):
+    """Build `root/<class>/<n>.<ext>` trees of synthetic images: image_tree({"a": 5, "b": 3}, split=None)."""
+
+    def build(counts: dict[str, int], split: str | None = None, ext: str = ".jpg", root: Path | None = None) -> Path:
+        root = root or tmp_path / "photos"
+        base = root / split if split else root
+        for class_index, (name, count) in enumerate(counts.items()):
+            for i in range(count):
+                make_image(base / name / f"img{i}{ext}", seed=class_index * 1000 + i)
+        return root
+
+    return build

@@ -1,0 +1,72 @@
+"""CLI errors are one clear line and exit code 2, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from transferlab.cli import app
+
+runner = CliRunner()
+
+
+def _train(*args: str):
+    return runner.invoke(app, ["train", *args])
+
+
+def _assert_usage_error(result, *fragments: str) -> None:
+    output = result.output
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output
+    for fragment in fragments:
+        assert fragment in output, output
+
+
+def test_help_explains_every_flag():
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--strategy", "--backbone", "--weights", "--epochs", "--init", "--unfreeze-blocks", "--augment", "--out"):
+        assert flag in result.output
+
+
+def test_missing_folder(tmp_path):
+    _assert_usage_error(_train(str(tmp_path / "nowhere")), "nowhere", "no such folder")
+
+
+def test_class_with_no_images(image_tree):
+    root = image_tree({"beagle": 3, "pug": 3})
+    (root / "empty_breed").mkdir()
+    _assert_usage_error(_train(str(root)), "empty_breed", "no images")
+
+
+def test_unknown_backbone(image_tree):
+    _assert_usage_error(_train(str(image_tree({"a": 3, "b": 3})), "--backbone", "vgg99"), "vgg99", "known:")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "three"], "--epochs"),
+        (["--batch-size", "-4"], "--batch-size"),
+        (["--val-fraction", "1.5"], "--val-fraction"),
+        (["--strategy", "magic"], "--strategy"),
+        (["--augment", "wild"], "wild"),
+    ],
+)
+def test_bad_values(image_tree, args, fragment):
+    _assert_usage_error(_train(str(image_tree({"a": 3, "b": 3})), *args), fragment)
+
+
+def test_finetune_of_b0_without_weights_says_how(image_tree):
+    result = _train(str(image_tree({"a": 3, "b": 3})), "--backbone", "efficientnet_b0", "--strategy", "finetune")
+    _assert_usage_error(result, "--weights FILE")
+
+
+def test_the_installed_script_exits_2_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "transferlab.cli", "train", str(tmp_path / "missing")], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "missing" in result.stderr

@@ -1,0 +1,48 @@
+import csv
+
+from transferlab.files import write_atomic
+from transferlab.report.plots import history_figure, save_figure
+from transferlab.train.rundir import HISTORY_COLUMNS, RunDir
+
+
+def _row(epoch: int, strategy: str = "frozen", loss: float = 1.0) -> dict:
+    return {"epoch": epoch, "strategy": strategy, "train_loss": loss, "train_acc": 0.5, "val_loss": loss,
+            "val_acc": 0.6, "lr": 0.01, "seconds": 1.5}
+
+
+def test_history_appends_and_replaces_a_repeated_epoch(tmp_path):
+    run = RunDir(tmp_path)
+    run.append_history(_row(1))
+    run.append_history(_row(2))
+    run.append_history(_row(2, loss=0.25))
+    run.append_history(_row(1, strategy="finetune"))
+    with open(run.history_file, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == HISTORY_COLUMNS
+    assert [(r["strategy"], r["epoch"]) for r in rows] == [("frozen", "1"), ("frozen", "2"), ("finetune", "1")]
+    assert run.read_history("frozen")[1]["train_loss"] == 0.25
+
+
+def test_metrics_are_kept_per_strategy(tmp_path):
+    run = RunDir(tmp_path)
+    run.update_metrics("frozen", {"val_acc": 0.9})
+    run.update_metrics("finetune", {"val_acc": 0.95})
+    assert run.read_metrics() == {"frozen": {"val_acc": 0.9}, "finetune": {"val_acc": 0.95}}
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "sub" / "file.txt"
+    write_atomic(target, "one")
+    write_atomic(target, "two")
+    assert target.read_text() == "two" and [p.name for p in target.parent.iterdir()] == ["file.txt"]
+
+
+def test_history_plot_has_two_labelled_panels(tmp_path):
+    figure = history_figure([_row(1, loss=1.0), _row(2, loss=0.5)], "frozen")
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["model accuracy", "model loss"]
+    assert all(ax.get_xlabel() == "epoch" for ax in figure.axes)
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["train", "validation"]
+    save_figure(figure, tmp_path / "h.png")
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"

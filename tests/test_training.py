@@ -1,0 +1,143 @@
+"""Training on real photos (woof-mini, 10 breeds, 300 train / 100 val): each test asserts what could fail."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from timm.data import ImageNetInfo
+
+from transferlab.config import TrainConfig
+from transferlab.data.datasets import PhotoDataset
+from transferlab.data.names import wordnet_id
+from transferlab.data.sources import folder_source
+from transferlab.models.backbones import resolve_backbone
+from transferlab.models.classifier import build_classifier, data_config
+from transferlab.models.freezing import frozen_batchnorms, weight_layers
+from transferlab.models.weights import create_timm_model
+from transferlab.train.rundir import HISTORY_COLUMNS
+from transferlab.train.runner import train
+
+pytestmark = pytest.mark.slow
+
+
+class StepProbe(L.Callback):
+    """Records, at every training step, frozen BatchNorm modes and the trainable parameter names."""
+
+    def on_fit_start(self, trainer, pl_module):
+        backbone = pl_module.model.backbone
+        self.frozen = frozen_batchnorms(backbone)
+        self.buffers_before = {name: b.clone() for name, b in backbone.named_buffers()}
+        self.frozen_bn_training: list[bool] = []
+        self.head_bn_training: list[bool] = []
+        self.trainable: list[frozenset[str]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.frozen_bn_training.append(any(m.training for m in self.frozen))
+        self.head_bn_training.append(pl_module.model.head[2].training)
+        self.trainable.append(frozenset(n for n, p in pl_module.model.named_parameters() if p.requires_grad))
+
+    def on_fit_end(self, trainer, pl_module):
+        self.buffers_after = dict(pl_module.model.backbone.named_buffers())
+
+    def buffers_unchanged(self) -> bool:
+        return all(torch.equal(self.buffers_before[k], v) for k, v in self.buffers_after.items())
+
+
+@pytest.fixture(scope="session")
+def frozen_run(woof_mini, tmp_path_factory):
+    probe = StepProbe()
+    out = tmp_path_factory.mktemp("runs") / "frozen"
+    config = TrainConfig(data=str(woof_mini), out=str(out), strategy="frozen", epochs=3, batch_size=32)
+    return train(config, callbacks=[probe]), probe
+
+
+def test_bundled_weights_are_real_imagenet_weights(woof_mini):
+    """1000-way ImageNet top-1 of the pretrained Lite0 on woof-mini val, scored by each breed's WordNet id."""
+    model, _ = create_timm_model(resolve_backbone("efficientnet_lite0"), pretrained=True)
+    model.eval()
+    index = folder_source(woof_mini)
+    imagenet = ImageNetInfo().label_names()
+    to_imagenet = torch.tensor([imagenet.index(wordnet_id(name)) for name in index.classes])
+    loader = torch.utils.data.DataLoader(PhotoDataset(index.val, data_config(model)), batch_size=50)
+    correct = 0
+    with torch.no_grad():
+        for images, labels in loader:
+            correct += (model(images).argmax(1) == to_imagenet[labels]).sum().item()
+    assert correct / len(index.val) >= 0.70
+
+
+def test_frozen_learns_the_breeds(frozen_run):
+    run, _ = frozen_run
+    metrics = json.loads(run.metrics_file.read_text())["frozen"]
+    assert metrics["epochs"] == 3
+    assert metrics["val_acc"] >= 0.75, metrics  # chance is 0.10
+
+
+def test_frozen_batchnorm_in_eval_mode_every_step_and_stats_untouched(frozen_run):
+    _, probe = frozen_run
+    assert len(probe.frozen_bn_training) == 3 * math.ceil(300 / 32)
+    assert len(probe.frozen) == 49  # every BatchNorm of Lite0's backbone
+    assert not any(probe.frozen_bn_training)
+    assert all(probe.head_bn_training)  # the new head's BatchNorm trains, as in Keras
+    assert probe.buffers_unchanged()
+
+
+def test_run_directory_has_every_file(frozen_run):
+    run, _ = frozen_run
+    with open(run.history_file, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == HISTORY_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and {r["strategy"] for r in rows} == {"frozen"}
+    assert all(math.isfinite(float(r[c])) for r in rows for c in HISTORY_COLUMNS if c not in ("epoch", "strategy"))
+    metrics = json.loads(run.metrics_file.read_text())
+    assert set(metrics["frozen"]) == {"val_acc", "val_loss", "best_val_acc", "best_epoch", "epochs", "seconds"}
+    config = yaml.safe_load(run.config_file.read_text())
+    assert config["config"]["strategy"] == "frozen" and config["versions"]["torch"].startswith("2.14")
+    assert config["weights"]["source"] == "bundled"
+    classes = json.loads(run.classes_file.read_text())
+    assert len(classes) == 10 and classes[6] == {"index": 6, "folder": "n02099601-golden_retriever", "name": "golden retriever"}
+    assert run.best_checkpoint("frozen").is_file() and (run.checkpoint_dir("frozen") / "last.ckpt").is_file()
+    assert run.plot_file("history_frozen").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_finetune_from_frozen_run(frozen_run, woof_mini, tmp_path):
+    frozen, _ = frozen_run
+    probe = StepProbe()
+    config = TrainConfig(
+        data=str(woof_mini), out=str(tmp_path / "ft"), strategy="finetune", init=str(frozen.path), epochs=1, batch_size=32
+    )
+    run = train(config, callbacks=[probe])
+
+    head = {f"head.{n}" for n in ("2.weight", "2.bias", "4.weight", "4.bias")}
+    reference, _ = build_classifier("efficientnet_lite0", 10, pretrained=False)
+    last_20 = {
+        f"backbone.{name}.{p}" for name, layer in weight_layers(reference.backbone)[-20:] for p, _ in layer.named_parameters()
+    }
+    assert probe.trainable and all(step == head | last_20 for step in probe.trainable)
+    assert not any(probe.frozen_bn_training)
+    assert probe.buffers_unchanged()
+    finetune = json.loads(run.metrics_file.read_text())["finetune"]
+    before = json.loads(frozen.metrics_file.read_text())["frozen"]
+    assert finetune["val_acc"] >= min(0.75, before["best_val_acc"] - 0.10), (before, finetune)
+
+
+def test_scratch_one_epoch_through_the_cli(woof_mini, tmp_path):
+    out = tmp_path / "scratch"
+    result = subprocess.run(
+        [sys.executable, "-m", "transferlab.cli", "train", str(woof_mini), "--strategy", "scratch",
+         "--epochs", "1", "--batch-size", "32", "--image-size", "160", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    with open(out / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 and rows[0]["strategy"] == "scratch"
+    assert all(rows[0][c] != "" and math.isfinite(float(rows[0][c])) for c in HISTORY_COLUMNS if c != "strategy")
+    assert "scratch: val_acc" in result.stderr
