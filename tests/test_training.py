@@ -141,3 +141,17 @@ def test_scratch_one_epoch_through_the_cli(woof_mini, tmp_path):
     assert len(rows) == 1 and rows[0]["strategy"] == "scratch"
     assert all(rows[0][c] != "" and math.isfinite(float(rows[0][c])) for c in HISTORY_COLUMNS if c != "strategy")
     assert "scratch: val_acc" in result.stderr
+
+
+def test_finetune_without_init_runs_the_frozen_stage_first(image_tree, tmp_path):
+    """Synthetic photos, tiny images: checks the two-stage flow and early stopping, not accuracy."""
+    root = image_tree({"a": 6, "b": 6})
+    config = TrainConfig(
+        data=str(root), out=str(tmp_path / "two_stage"), strategy="finetune", frozen_epochs=2, epochs=1,
+        batch_size=4, image_size=64, augment="none", early_stop=5,
+    )
+    run = train(config)
+    assert [(r["strategy"], r["epoch"]) for r in run.read_history()] == [("frozen", 1), ("frozen", 2), ("finetune", 1)]
+    assert set(run.read_metrics()) == {"frozen", "finetune"}
+    assert run.plot_file("history_frozen").is_file() and run.plot_file("history_finetune").is_file()
+    assert run.best_checkpoint("frozen").is_file() and run.best_checkpoint("finetune").is_file()

@@ -149,6 +149,7 @@ def fit_stage(
         enable_model_summary=False,
         default_root_dir=run.path,
     )
+    model.train()  # a previous stage may have left frozen BatchNorm in eval; FrozenBatchNormEval sets it per epoch
     trainer.fit(module, datamodule=datamodule)
 
     if checkpoint.best_model_path:
