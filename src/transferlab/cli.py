@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 USAGE_ERROR = 2
 
@@ -30,6 +30,9 @@ def _fail(message: str) -> None:
 def _validation_message(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
+        if not item["loc"]:
+            parts.append(item["msg"].removeprefix("Value error, "))
+            continue
         field = "--" + "-".join(str(loc) for loc in item["loc"]).replace("_", "-")
         parts.append(f"{field}: {item['msg']} (got {item.get('input')!r})")
     return "; ".join(parts)
@@ -57,7 +60,8 @@ def train(
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: seed recipe, scratch 1e-3, frozen 1e-2, finetune 1e-5).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     image_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels (default: the backbone's, 224).")] = None,
-    augment: Annotated[str, typer.Option(help="Augmentation of training photos: none or seed-keras (the notebook's rotation, translation, flips, contrast).")] = "seed-keras",
+    augment: Annotated[str, typer.Option(help="Augmentation of training photos: none, seed-keras (the notebook's rotation, translation, flips, contrast), seed-all (all eight ops), or a YAML file listing ops.")] = "seed-keras",
+    augment_set: Annotated[Optional[list[str]], typer.Option("--augment-set", help="Override one op setting, op.param=value (repeatable), e.g. rotation.factor=0.2.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")] = 42,
     val_fraction: Annotated[float, typer.Option(help="Share of each class held out for validation when DATA has no train/val folders.")] = 0.2,
     dropout: Annotated[float, typer.Option(help="Dropout rate of the head.")] = 0.2,
@@ -88,6 +92,7 @@ def train(
             batch_size=batch_size,
             image_size=image_size,
             augment=augment,
+            augment_set=augment_set or [],
             seed=seed,
             val_fraction=val_fraction,
             dropout=dropout,
@@ -111,6 +116,40 @@ def train(
             f"{values['seconds']:.0f} s"
         )
     console.print(f"run directory: {run.path}")
+
+
+augment_app = typer.Typer(help="See what data augmentation does to a photo.", no_args_is_help=True)
+app.add_typer(augment_app, name="augment")
+
+
+@augment_app.command("show")
+def augment_show(
+    source: Annotated[str, typer.Argument(help="An image file, or a data folder (a seeded random training photo is used).")],
+    preset: Annotated[str, typer.Option(help="none, seed-keras, seed-all, or a YAML file listing ops.")] = "seed-keras",
+    augment_set: Annotated[Optional[list[str]], typer.Option("--augment-set", help="Override one op setting, op.param=value (repeatable).")] = None,
+    n: Annotated[int, typer.Option(min=1, max=64, help="Number of augmented copies.")] = 9,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the random draws (and of the photo picked from a folder).")] = 0,
+    per_op: Annotated[bool, typer.Option("--per-op", help="One row per op at its weakest, middle and strongest setting.")] = False,
+    image_size: Annotated[int, typer.Option(min=32, max=1024, help="Size the photo is resized and cropped to.")] = 224,
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("augment.png"),
+) -> None:
+    """Draw a grid of the original photo and augmented copies, each captioned with the ops and parameters it got."""
+    from .augment.gallery import gallery_figure, gallery_image, per_op_figure
+    from .augment.pipeline import AugmentConfigError, Pipeline
+    from .data.decode import UnreadableImageError
+    from .data.sources import DataSourceError
+    from .report.plots import save_figure
+
+    try:
+        pipeline = Pipeline.from_config(preset, augment_set or [])
+        image, path = gallery_image(source, image_size, seed)
+    except (AugmentConfigError, DataSourceError, UnreadableImageError) as error:
+        _fail(str(error))
+    if not pipeline.ops:
+        _fail(f"preset {preset!r} has no ops to show")
+    figure = per_op_figure(image, pipeline) if per_op else gallery_figure(image, pipeline, n, seed)
+    save_figure(figure, out)
+    console.print(f"{path} -> {out}")
 
 
 def main() -> None:

@@ -2,9 +2,9 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .augment.pipeline import PRESETS
+from .augment.pipeline import build_augment
 from .models.backbones import DEFAULT_BACKBONE
 
 StrategyName = Literal["scratch", "frozen", "finetune"]
@@ -24,7 +24,8 @@ class TrainConfig(BaseModel):
     lr: float | None = Field(None, gt=0, le=10)
     batch_size: int = Field(64, ge=2, le=4096)
     image_size: int | None = Field(None, ge=32, le=1024)
-    augment: str = "seed-keras"
+    augment: str = Field("seed-keras", description="preset (none, seed-keras, seed-all) or a YAML file of ops")
+    augment_set: list[str] = Field(default_factory=list, description="op.param=value overrides")
     seed: int = Field(42, ge=0, le=2**32 - 1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     dropout: float = Field(0.2, ge=0, lt=1)
@@ -35,9 +36,7 @@ class TrainConfig(BaseModel):
     early_stop: int | None = Field(None, ge=1, le=10_000, description="patience in epochs on val_loss")
     workers: int = Field(0, ge=0, le=64)
 
-    @field_validator("augment")
-    @classmethod
-    def _known_preset(cls, value: str) -> str:
-        if value not in PRESETS:
-            raise ValueError(f"unknown augmentation preset {value!r}; known: {', '.join(PRESETS)}")
-        return value
+    @model_validator(mode="after")
+    def _augment_builds(self) -> "TrainConfig":
+        build_augment(self.augment, self.augment_set)
+        return self

@@ -1,43 +1,158 @@
-"""Augmentation presets applied to training images (uint8 RGB tensors, CHW)."""
+"""Augmentation pipelines: presets as data, config overrides, per-sample seeds and provenance.
 
-from typing import Callable
+A pipeline applies its ops in order; for each op it rolls the op's probability and draws its params
+from one `torch.Generator`, and records `{"op", "params"}` for every op it applied (skipped ops are
+absent). The generator of a training sample is seeded from (run seed, epoch, sample index), so
+the same seed gives the same images in any process and any DataLoader worker.
+"""
 
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
 import torch
-from torchvision.transforms import v2
+import yaml
 
-Augment = Callable[[torch.Tensor], torch.Tensor]
+from .ops import OPS, RandomOp
 
-KERAS_ROTATION_TURN = 0.15
+Record = list[dict[str, Any]]
+OpConfig = dict[str, Any]
 
-
-def seed_keras() -> v2.Transform:
-    """The notebook's four random layers: rotation ±0.15 turn, translation ±10 %, flips, contrast ±10 %.
-
-    Keras fills with reflection; torchvision's affine fills with black. The full catalogue with
-    reflect fill and provenance replaces this minimal preset.
-    """
-    return v2.Compose(
-        [
-            v2.RandomAffine(
-                degrees=KERAS_ROTATION_TURN * 360,
-                translate=(0.1, 0.1),
-                interpolation=v2.InterpolationMode.BILINEAR,
-            ),
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            v2.ColorJitter(contrast=0.1),
-        ]
-    )
-
-
-PRESETS: dict[str, Callable[[], v2.Transform | None]] = {
-    "none": lambda: None,
-    "seed-keras": seed_keras,
+PRESETS: dict[str, list[OpConfig]] = {
+    "none": [],
+    "seed-keras": [
+        {"op": "rotation", "factor": 0.15},
+        {"op": "translation", "height": 0.1, "width": 0.1},
+        {"op": "flip", "mode": "both"},
+        {"op": "contrast", "factor": 0.1},
+    ],
+    "seed-all": [
+        {"op": "crop", "scale": [0.6, 1.0]},
+        {"op": "rotation", "degrees": 20},
+        {"op": "translation", "height": 0.1, "width": 0.1},
+        {"op": "flip", "mode": "horizontal"},
+        {"op": "contrast", "factor": 0.2},
+        {"op": "brightness", "delta": 0.08},
+        {"op": "downsample", "factor": [1.0, 2.5], "p": 0.3},
+        {"op": "noise", "sigma": [0.0, 0.03], "p": 0.5},
+    ],
 }
 
 
-def build_augment(preset: str) -> v2.Transform | None:
-    """The augmentation of a preset name, or None for `none`."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown augmentation preset {preset!r}; known: {', '.join(PRESETS)}")
-    return PRESETS[preset]()
+class AugmentConfigError(ValueError):
+    """An augmentation preset, file or override that cannot be used; the message names it."""
+
+
+def build_op(config: OpConfig) -> RandomOp:
+    """One op from `{"op": name, setting: value, ...}`."""
+    settings = dict(config)
+    name = settings.pop("op", None)
+    if name not in OPS:
+        raise AugmentConfigError(f"unknown augmentation op {name!r}; known: {', '.join(OPS)}")
+    settings = {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
+    try:
+        return OPS[name](**settings)
+    except TypeError:
+        known = [p for p in OPS[name].__init__.__code__.co_varnames[1:OPS[name].__init__.__code__.co_argcount]]
+        raise AugmentConfigError(f"{name}: unknown setting in {sorted(settings)}; settings: {', '.join(known)}") from None
+    except ValueError as error:
+        raise AugmentConfigError(str(error)) from None
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`op.param=value` -> (op, param, value); the value is read as YAML (numbers, [lists], words)."""
+    key, sep, raw = text.partition("=")
+    op, dot, param = key.strip().partition(".")
+    if not (sep and dot and op and param):
+        raise AugmentConfigError(f"--augment-set {text!r}: expected op.param=value, e.g. rotation.factor=0.2")
+    return op, param.strip(), yaml.safe_load(raw)
+
+
+def resolve_ops(augment: str | Sequence[OpConfig], overrides: Sequence[str] = ()) -> list[OpConfig]:
+    """Op configs of a preset name, a YAML file (a list, or a mapping with an `augment` list) or a list,
+    with `op.param=value` overrides applied (an op not in the list is appended)."""
+    if isinstance(augment, str):
+        if augment in PRESETS:
+            configs = PRESETS[augment]
+        elif Path(augment).is_file():
+            loaded = yaml.safe_load(Path(augment).read_text())
+            configs = loaded.get("augment") if isinstance(loaded, dict) else loaded
+            if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+                raise AugmentConfigError(f"{augment}: expected a list of ops like `- op: rotation` (or under `augment:`)")
+        else:
+            raise AugmentConfigError(f"unknown augmentation preset {augment!r}; presets: {', '.join(PRESETS)}, or a YAML file")
+    else:
+        configs = augment
+    configs = [dict(c) for c in configs]
+    for text in overrides:
+        op, param, value = parse_override(text)
+        if op not in OPS:
+            raise AugmentConfigError(f"--augment-set {text!r}: unknown op {op!r}; known: {', '.join(OPS)}")
+        target = next((c for c in configs if c.get("op") == op), None)
+        if target is None:
+            target = {"op": op}
+            configs.append(target)
+        target[param] = value
+    return configs
+
+
+class Pipeline:
+    """Ops in order, each rolled with its probability; params drawn from one generator, applied ops recorded."""
+
+    def __init__(self, ops: Sequence[RandomOp]):
+        self.ops = list(ops)
+
+    @classmethod
+    def from_config(cls, augment: str | Sequence[OpConfig], overrides: Sequence[str] = ()) -> "Pipeline":
+        return cls([build_op(config) for config in resolve_ops(augment, overrides)])
+
+    def __repr__(self) -> str:
+        return f"Pipeline({', '.join(repr(op) for op in self.ops)})"
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def run(self, image: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Record]:
+        """Augment one uint8 image (C, H, W); return it with the record of the ops applied."""
+        record: Record = []
+        for op in self.ops:
+            roll = torch.rand((), generator=generator).item()
+            params = op.sample(image, generator)
+            if roll < op.p and op.changes(params):
+                image = op.apply(image, params)
+                record.append({"op": op.name, "params": params})
+        return image, record
+
+    def run_batch(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[Record]]:
+        """Augment a batch (B, C, H, W) with independent params per image."""
+        results = [self.run(image, generator) for image in images]
+        return torch.stack([image for image, _ in results]), [record for _, record in results]
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if image.ndim == 4:
+            return self.run_batch(image, generator)[0]
+        return self.run(image, generator)[0]
+
+    def replay(self, image: torch.Tensor, record: Record) -> torch.Tensor:
+        """Apply recorded params again; gives the same image as the run that recorded them."""
+        ops = {op.name: op for op in self.ops}
+        for entry in record:
+            image = ops[entry["op"]].apply(image, entry["params"])
+        return image
+
+    def caption(self, record: Record) -> str:
+        ops = {op.name: op for op in self.ops}
+        return ", ".join(ops[entry["op"]].caption(entry["params"]) for entry in record) or "no op applied"
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A generator seeded from non-negative keys, e.g. (run seed, epoch, sample index): the same in every
+    process and worker; different key tuples give independent streams."""
+    state = np.random.SeedSequence(list(keys)).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def build_augment(augment: str | Sequence[OpConfig], overrides: Sequence[str] = ()) -> Pipeline | None:
+    """The pipeline of a preset, file or list with overrides; None when it has no ops."""
+    pipeline = Pipeline.from_config(augment, overrides)
+    return pipeline if len(pipeline) else None

@@ -1,13 +1,13 @@
 """Datasets and the Lightning DataModule: decode, augment (train only), resize and normalise."""
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
-from ..augment.pipeline import Augment
+from ..augment.pipeline import Pipeline, seeded_generator
 from ..models.classifier import DataConfig
 from .decode import load_rgb
 from .sources import DatasetIndex, Sample
@@ -30,13 +30,40 @@ def normalize(config: DataConfig) -> v2.Transform:
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)])
 
 
-class PhotoDataset(Dataset):
-    """Labelled photos as normalised tensors; `augment` (on uint8 tensors) runs between crop and normalise."""
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Shuffles with a generator seeded by (seed, epoch) and yields `(index, epoch)`, so that each
+    sample's augmentation seed is known in whichever worker decodes it. Lightning calls `set_epoch`."""
 
-    def __init__(self, samples: Sequence[Sample], config: DataConfig, augment: Augment | None = None):
+    def __init__(self, length: int, seed: int, shuffle: bool = True):
+        self.length = length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = range(self.length)
+        if self.shuffle:
+            order = torch.randperm(self.length, generator=seeded_generator(self.seed, self.epoch)).tolist()
+        return iter([(index, self.epoch) for index in order])
+
+
+class PhotoDataset(Dataset):
+    """Labelled photos as normalised tensors; `augment` (on uint8 tensors) runs between crop and normalise.
+
+    Indexed by `index` or `(index, epoch)`: the augmentation of a sample is seeded by (seed, epoch, index).
+    """
+
+    def __init__(self, samples: Sequence[Sample], config: DataConfig, augment: Pipeline | None = None, seed: int = 0):
         self.samples = list(samples)
         self.config = config
         self.augment = augment
+        self.seed = seed
         self._to_tensor = resize_and_crop(config)
         self._normalize = normalize(config)
         self._draft_size = int(config.image_size / config.crop_pct)
@@ -44,12 +71,16 @@ class PhotoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        sample = self.samples[index]
-        image = self._to_tensor(load_rgb(sample.path, draft_size=self._draft_size))
+    def load_uint8(self, index: int) -> torch.Tensor:
+        """The photo decoded, resized and centre-cropped, as a uint8 tensor (C, H, W)."""
+        return self._to_tensor(load_rgb(self.samples[index].path, draft_size=self._draft_size))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        image = self.load_uint8(index)
         if self.augment is not None:
-            image = self.augment(image)
-        return self._normalize(image), sample.label
+            image = self.augment(image, seeded_generator(self.seed, epoch, index))
+        return self._normalize(image), self.samples[index].label
 
 
 class PhotoDataModule(L.LightningDataModule):
@@ -59,7 +90,7 @@ class PhotoDataModule(L.LightningDataModule):
         self,
         index: DatasetIndex,
         config: DataConfig,
-        augment: Augment | None,
+        augment: Pipeline | None,
         batch_size: int = 64,
         workers: int = 0,
         seed: int = 0,
@@ -69,17 +100,15 @@ class PhotoDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.workers = workers
         self.seed = seed
-        self.train_set = PhotoDataset(index.train, config, augment)
+        self.train_set = PhotoDataset(index.train, config, augment, seed)
         self.val_set = PhotoDataset(index.val, config)
 
     def _loader(self, dataset: PhotoDataset, shuffle: bool) -> DataLoader:
         """A lone last training sample is dropped: the head's BatchNorm cannot train on a batch of one."""
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=EpochSampler(len(dataset), self.seed, shuffle),
             drop_last=shuffle and len(dataset) % self.batch_size == 1,
             num_workers=self.workers,
             persistent_workers=self.workers > 0,

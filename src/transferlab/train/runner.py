@@ -15,7 +15,7 @@ import torchvision
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from .. import __version__
-from ..augment.pipeline import build_augment
+from ..augment.pipeline import build_augment, resolve_ops
 from ..config import TrainConfig
 from ..data.datasets import PhotoDataModule
 from ..data.sources import DatasetIndex, folder_source
@@ -79,6 +79,7 @@ def write_run_header(run: RunDir, config: TrainConfig, index: DatasetIndex, weig
     run.write_config(
         {
             "config": config.model_dump(),
+            "augment_ops": resolve_ops(config.augment, config.augment_set),
             "versions": versions(),
             "git_sha": _git_sha(),
             "weights": asdict(weights),
@@ -215,7 +216,7 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
     datamodule = PhotoDataModule(
         index,
         data_config(model.backbone, image_size),
-        build_augment(config.augment),
+        build_augment(config.augment, config.augment_set),
         batch_size=config.batch_size,
         workers=config.workers,
         seed=config.seed,

@@ -1,0 +1,70 @@
+"""Figures that show what augmentation does: random copies captioned with their ops, and each op's range."""
+
+import random
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ..data.datasets import resize_and_crop  # noqa: E402
+from ..data.decode import is_image_file, load_rgb  # noqa: E402
+from ..data.sources import DataSourceError, folder_source  # noqa: E402
+from ..models.classifier import DataConfig  # noqa: E402
+from .pipeline import Pipeline, seeded_generator  # noqa: E402
+
+LEVELS = (("weakest", 0.0), ("middle", 0.5), ("strongest", 1.0))
+
+
+def gallery_image(source: str | Path, image_size: int = 224, seed: int = 0) -> tuple[torch.Tensor, Path]:
+    """A photo as a uint8 tensor, resized and centre-cropped: the file itself, or a seeded pick from a data folder."""
+    source = Path(source).expanduser()
+    if source.is_file():
+        path = source
+    elif source.is_dir():
+        index = folder_source(source, seed=seed)
+        path = random.Random(seed).choice(index.train).path
+    else:
+        raise DataSourceError(f"{source}: no such image file or folder")
+    if source.is_file() and not is_image_file(path):
+        raise DataSourceError(f"{path}: not an image file (.jpg .jpeg .png .webp .bmp)")
+    config = DataConfig(image_size, "bicubic", 1.0, (0.5,) * 3, (0.5,) * 3)
+    return resize_and_crop(config)(load_rgb(path)), path
+
+
+def _show(ax, image: torch.Tensor, title: str) -> None:
+    ax.imshow(image.permute(1, 2, 0).numpy())
+    ax.set_title("\n".join(textwrap.wrap(title, 30)), fontsize=8)
+    ax.axis("off")
+
+
+def gallery_figure(image: torch.Tensor, pipeline: Pipeline, n: int = 9, seed: int = 0, columns: int = 4) -> Figure:
+    """The original and `n` augmented copies, each captioned with the ops and parameters it got."""
+    rows = -(-(n + 1) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False)
+    flat = list(axes.flat)
+    _show(flat[0], image, "original")
+    for i in range(n):
+        augmented, record = pipeline.run(image, seeded_generator(seed, 0, i))
+        _show(flat[i + 1], augmented, pipeline.caption(record))
+    for ax in flat[n + 1 :]:
+        ax.remove()
+    figure.tight_layout()
+    return figure
+
+
+def per_op_figure(image: torch.Tensor, pipeline: Pipeline) -> Figure:
+    """One row per op: the original, then the op at its weakest, middle and strongest setting."""
+    rows = max(1, len(pipeline.ops))
+    figure, axes = plt.subplots(rows, 1 + len(LEVELS), figsize=(12, 3.2 * rows), squeeze=False)
+    for row, op in zip(axes, pipeline.ops):
+        _show(row[0], image, f"{op.name}: original")
+        for ax, (label, level) in zip(row[1:], LEVELS):
+            params = op.at_level(image, level)
+            _show(ax, op.apply(image, params), f"{label}: {op.caption(params)}")
+    figure.tight_layout()
+    return figure
