@@ -213,3 +213,14 @@ def test_gallery_cli_writes_png(image_tree, tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["augment", "show", str(root), "--augment-set", "spin.x=1"])
     assert bad.exit_code == 2 and "spin" in bad.output
+
+
+def test_train_config_takes_a_list_of_ops():
+    from pydantic import ValidationError
+
+    from transferlab.config import TrainConfig
+
+    config = TrainConfig(data="d", out="o", augment=[{"op": "flip", "mode": "horizontal"}], augment_set=["flip.p=0.5"])
+    assert build_augment(config.augment, config.augment_set).ops[0].p == 0.5
+    with pytest.raises(ValidationError, match="unknown augmentation op"):
+        TrainConfig(data="d", out="o", augment=[{"op": "spin"}])

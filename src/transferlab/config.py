@@ -1,6 +1,6 @@
 """Validated configuration of a training run; every field names its allowed range."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,7 +24,9 @@ class TrainConfig(BaseModel):
     lr: float | None = Field(None, gt=0, le=10)
     batch_size: int = Field(64, ge=2, le=4096)
     image_size: int | None = Field(None, ge=32, le=1024)
-    augment: str = Field("seed-keras", description="preset (none, seed-keras, seed-all) or a YAML file of ops")
+    augment: str | list[dict[str, Any]] = Field(
+        "seed-keras", description="preset (none, seed-keras, seed-all), a YAML file of ops, or a list of ops"
+    )
     augment_set: list[str] = Field(default_factory=list, description="op.param=value overrides")
     seed: int = Field(42, ge=0, le=2**32 - 1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
