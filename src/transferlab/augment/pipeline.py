@@ -6,6 +6,7 @@ absent). The generator of a training sample is seeded from (run seed, epoch, sam
 the same seed gives the same images in any process and any DataLoader worker.
 """
 
+import inspect
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -53,7 +54,7 @@ def build_op(config: OpConfig) -> RandomOp:
     try:
         return OPS[name](**settings)
     except TypeError:
-        known = [p for p in OPS[name].__init__.__code__.co_varnames[1:OPS[name].__init__.__code__.co_argcount]]
+        known = [p for p in inspect.signature(OPS[name]).parameters]
         raise AugmentConfigError(f"{name}: unknown setting in {sorted(settings)}; settings: {', '.join(known)}") from None
     except ValueError as error:
         raise AugmentConfigError(str(error)) from None
