@@ -9,12 +9,12 @@ from torchvision.transforms import v2
 
 from ..augment.pipeline import Pipeline, seeded_generator
 from ..models.classifier import DataConfig
-from .decode import load_rgb
+from .decode import load_uint8
 from .sources import DatasetIndex, Sample
 
 
 def resize_and_crop(config: DataConfig) -> v2.Transform:
-    """PIL image -> uint8 tensor: resize the short side to size / crop_pct, centre crop to size (timm's eval)."""
+    """Decoded photo (uint8 tensor or PIL image) -> uint8 tensor: resize the short side to size / crop_pct, centre crop to size (timm's eval)."""
     resize_to = int(config.image_size / config.crop_pct)
     return v2.Compose(
         [
@@ -23,6 +23,11 @@ def resize_and_crop(config: DataConfig) -> v2.Transform:
             v2.PILToTensor(),
         ]
     )
+
+
+def square_view(image_size: int) -> v2.Transform:
+    """For figures: resize the short side to `image_size` and centre-crop a square (no normalisation)."""
+    return resize_and_crop(DataConfig(image_size, "bicubic", 1.0, (0.5,) * 3, (0.5,) * 3))
 
 
 def normalize(config: DataConfig) -> v2.Transform:
@@ -66,14 +71,14 @@ class PhotoDataset(Dataset):
         self.seed = seed
         self._to_tensor = resize_and_crop(config)
         self._normalize = normalize(config)
-        self._draft_size = int(config.image_size / config.crop_pct)
+        self._min_size = int(config.image_size / config.crop_pct)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load_uint8(self, index: int) -> torch.Tensor:
         """The photo decoded, resized and centre-cropped, as a uint8 tensor (C, H, W)."""
-        return self._to_tensor(load_rgb(self.samples[index].path, draft_size=self._draft_size))
+        return self._to_tensor(load_uint8(self.samples[index].path, min_size=self._min_size))
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)

@@ -1,14 +1,14 @@
 """The run directory: every file a run leaves behind, written atomically (temp file + rename)."""
 
 import csv
-import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
-from ..files import write_atomic
+from ..data.sources import Skipped
+from ..files import write_atomic, write_csv_atomic
 
 HISTORY_COLUMNS = ("epoch", "strategy", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
@@ -34,6 +34,14 @@ class RunDir:
     @property
     def metrics_file(self) -> Path:
         return self.path / "metrics.json"
+
+    @property
+    def skipped_file(self) -> Path:
+        return self.path / "skipped.csv"
+
+    def write_skipped(self, skipped: Sequence[Skipped]) -> None:
+        """skipped.csv: path and reason of every file left out of the data (header only when none)."""
+        write_csv_atomic(self.skipped_file, ("path", "reason"), ({"path": str(s.path), "reason": s.reason} for s in skipped))
 
     def checkpoint_dir(self, strategy: str) -> Path:
         return self.path / "checkpoints" / strategy
@@ -66,11 +74,7 @@ class RunDir:
         """Add one epoch; a row for the same (strategy, epoch) replaces the old one."""
         rows = [r for r in self.read_history() if (r["strategy"], r["epoch"]) != (row["strategy"], row["epoch"])]
         rows.append(row)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        write_atomic(self.history_file, buffer.getvalue())
+        write_csv_atomic(self.history_file, HISTORY_COLUMNS, rows)
 
     def read_metrics(self) -> dict[str, Any]:
         return json.loads(self.metrics_file.read_text()) if self.metrics_file.exists() else {}

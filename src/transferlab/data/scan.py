@@ -1,0 +1,74 @@
+"""Checks over a whole dataset: photos that do not decode, and identical files shared by train and val."""
+
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .decode import check_image
+from .sources import DataSourceError, DatasetIndex, Sample, Skipped
+
+log = logging.getLogger(__name__)
+
+
+def _workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+def find_unreadable(paths: list[Path]) -> list[Skipped]:
+    """Every path that does not decode completely, with the reason (threads: Pillow decodes outside the GIL)."""
+    with ThreadPoolExecutor(_workers()) as pool:
+        reasons = list(pool.map(check_image, paths))
+    return [Skipped(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
+
+
+def drop_unreadable(index: DatasetIndex) -> DatasetIndex:
+    """`index` without the photos that do not decode, each logged once and added to `skipped`.
+
+    Raises `DataSourceError` when a class is left without training photos.
+    """
+    unreadable = find_unreadable([sample.path for sample in index.train + index.val])
+    for skipped in index.skipped + tuple(unreadable):
+        log.warning("skipped %s: %s", skipped.path, skipped.reason)
+    bad = {skipped.path for skipped in unreadable}
+
+    def keep(samples: tuple[Sample, ...]) -> tuple[Sample, ...]:
+        return tuple(sample for sample in samples if sample.path not in bad)
+
+    cleaned = replace(index, train=keep(index.train), val=keep(index.val), skipped=index.skipped + tuple(unreadable))
+    empty = [name for name, count in cleaned.counts("train").items() if count == 0]
+    if empty:
+        raise DataSourceError(f"{index.root}: no readable training photo left in class(es) {', '.join(empty)}")
+    if not cleaned.val:
+        raise DataSourceError(f"{index.root}: no readable validation photo left")
+    return cleaned
+
+
+def content_hash(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """Byte-identical photos found in both the training and the validation split."""
+
+    train: tuple[Path, ...]
+    val: tuple[Path, ...]
+
+
+def train_val_duplicates(index: DatasetIndex) -> list[Duplicate]:
+    """Groups of identical files (content hash) present in both splits: a leak that inflates validation scores."""
+    samples = [(sample.path, "train") for sample in index.train] + [(sample.path, "val") for sample in index.val]
+    with ThreadPoolExecutor(_workers()) as pool:
+        hashes = list(pool.map(content_hash, [path for path, _ in samples]))
+    groups: dict[str, dict[str, list[Path]]] = defaultdict(lambda: {"train": [], "val": []})
+    for (path, split), digest in zip(samples, hashes):
+        groups[digest][split].append(path)
+    return [
+        Duplicate(tuple(group["train"]), tuple(group["val"]))
+        for group in groups.values()
+        if group["train"] and group["val"]
+    ]
