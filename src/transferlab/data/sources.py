@@ -1,12 +1,14 @@
 """Data sources: where the photos are, their labels and the train/val split."""
 
+import csv
+import difflib
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .decode import is_image_file
-from .names import readable_name
+from .decode import is_image_file, is_unsupported_image_file
+from .names import readable_name, wordnet_id
 
 
 class DataSourceError(ValueError):
@@ -20,13 +22,22 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A file left out of the data, and why (written to the run directory's skipped.csv)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
 class DatasetIndex:
-    """Classes (sorted folder names) and the labelled photos of each split."""
+    """Classes (sorted folder names) and the labelled photos of each split; `skipped` lists files left out."""
 
     root: Path
     classes: tuple[str, ...]
     train: tuple[Sample, ...]
     val: tuple[Sample, ...]
+    skipped: tuple[Skipped, ...] = field(default=())
 
     @property
     def readable_names(self) -> tuple[str, ...]:
@@ -48,13 +59,22 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if is_image_file(p) and not p.name.startswith("."))
 
 
-def _scan_split(split_dir: Path, classes: list[str]) -> list[Sample]:
-    samples = []
+def _unsupported_in(folder: Path) -> list[Skipped]:
+    return [
+        Skipped(path, f"unsupported format ({path.suffix.lower()}); convert it to JPEG or PNG")
+        for path in sorted(folder.rglob("*"))
+        if is_unsupported_image_file(path)
+    ]
+
+
+def _scan_split(split_dir: Path, classes: list[str]) -> tuple[list[Sample], list[Skipped]]:
+    samples, skipped = [], []
     for label, name in enumerate(classes):
         class_dir = split_dir / name
         if class_dir.is_dir():
             samples.extend(Sample(path, label) for path in _images_in(class_dir))
-    return samples
+            skipped.extend(_unsupported_in(class_dir))
+    return samples, skipped
 
 
 def _require_every_class(samples: list[Sample], classes: list[str], where: Path) -> None:
@@ -97,8 +117,9 @@ def folder_source(root: str | Path, val_fraction: float = 0.2, seed: int = 0) ->
         extra = sorted({p.name for p in _class_folders(root / "val")} - set(classes))
         if extra:
             raise DataSourceError(f"{root / 'val'}: class folder(s) not in train: {', '.join(extra)}")
-        train = _scan_split(root / "train", classes)
-        val = _scan_split(root / "val", classes)
+        train, skipped = _scan_split(root / "train", classes)
+        val, skipped_val = _scan_split(root / "val", classes)
+        skipped += skipped_val
         _require_every_class(train, classes, root / "train")
         if not val:
             raise DataSourceError(f"{root / 'val'}: no images")
@@ -108,10 +129,103 @@ def folder_source(root: str | Path, val_fraction: float = 0.2, seed: int = 0) ->
             raise DataSourceError(
                 f"{root}: no class sub-folders; expected {root}/<class>/<photo> or {root}/train/<class>/<photo>"
             )
-        samples = _scan_split(root, classes)
+        samples, skipped = _scan_split(root, classes)
         _require_every_class(samples, classes, root)
         train, val = stratified_split(samples, val_fraction, seed)
 
     if len(classes) < 2:
         raise DataSourceError(f"{root}: a classifier needs at least 2 classes, found {len(classes)}")
-    return DatasetIndex(root=root, classes=tuple(classes), train=tuple(train), val=tuple(val))
+    return DatasetIndex(root=root, classes=tuple(classes), train=tuple(train), val=tuple(val), skipped=tuple(skipped))
+
+
+CSV_SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+
+
+def csv_source(manifest: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DatasetIndex:
+    """Index a CSV manifest `path,label[,split]` (header optional); paths are relative to the CSV's folder.
+
+    Without a split column the photos are split per class by `val_fraction`. Missing files are skipped.
+    """
+    manifest = Path(manifest).expanduser()
+    if not manifest.is_file():
+        raise DataSourceError(f"{manifest}: no such CSV file")
+    with manifest.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1) if any(cell.strip() for cell in row)]
+    if rows and [cell.strip().lower() for cell in rows[0][1][:2]] == ["path", "label"]:
+        has_split = len(rows[0][1]) > 2
+        rows = rows[1:]
+    else:
+        has_split = bool(rows) and len(rows[0][1]) > 2
+    if not rows:
+        raise DataSourceError(f"{manifest}: no rows; expected lines of path,label[,split]")
+
+    entries, skipped = [], []
+    for number, row in rows:
+        if len(row) < 2 or len(row) > 3 or (len(row) == 3) != has_split:
+            raise DataSourceError(f"{manifest}, line {number}: expected path,label{',split' if has_split else ''}, got {row}")
+        path = Path(row[0].strip())
+        path = path if path.is_absolute() else manifest.parent / path
+        label = row[1].strip()
+        split = CSV_SPLITS.get(row[2].strip().lower()) if has_split else None
+        if has_split and split is None:
+            raise DataSourceError(f"{manifest}, line {number}: split {row[2]!r} is not one of train, val, test")
+        if not label:
+            raise DataSourceError(f"{manifest}, line {number}: empty label")
+        if not path.is_file():
+            skipped.append(Skipped(path, f"listed in {manifest.name} line {number} but not found"))
+            continue
+        entries.append((path, label, split))
+
+    classes = sorted({label for _, label, _ in entries} | {row[1].strip() for _, row in rows})
+    label_of = {name: i for i, name in enumerate(classes)}
+    if has_split:
+        train = [Sample(path, label_of[label]) for path, label, split in entries if split == "train"]
+        val = [Sample(path, label_of[label]) for path, label, split in entries if split == "val"]
+        if not val:
+            raise DataSourceError(f"{manifest}: no rows with split val (or test)")
+    else:
+        samples = [Sample(path, label_of[label]) for path, label, _ in entries]
+        _require_every_class(samples, classes, manifest)
+        train, val = stratified_split(samples, val_fraction, seed)
+    _require_every_class(train, classes, manifest)
+    if len(classes) < 2:
+        raise DataSourceError(f"{manifest}: a classifier needs at least 2 classes, found {len(classes)}")
+    return DatasetIndex(manifest, tuple(classes), tuple(sorted(train, key=lambda s: s.path)), tuple(sorted(val, key=lambda s: s.path)), tuple(skipped))
+
+
+def _breed_keys(folder: str) -> set[str]:
+    """Ways a user may name a class: folder name, readable name, WordNet id; case, '_' and ' ' ignored."""
+    keys = {folder, readable_name(folder)}
+    if wordnet_id(folder):
+        keys.add(wordnet_id(folder))
+    return {key.lower().replace("_", " ").replace("-", " ") for key in keys}
+
+
+def select_classes(index: DatasetIndex, breeds: str | int | None) -> DatasetIndex:
+    """The first N classes (`breeds` = N), or the named ones ("beagle,Samoyed"), relabelled 0..K-1."""
+    if breeds is None or breeds == "":
+        return index
+    if isinstance(breeds, int) or str(breeds).strip().isdigit():
+        count = int(breeds)
+        if not 2 <= count <= len(index.classes):
+            raise DataSourceError(f"--breeds {count}: choose between 2 and {len(index.classes)} (the classes of {index.root})")
+        chosen = list(index.classes[:count])
+    else:
+        chosen = []
+        for wanted in (part.strip() for part in str(breeds).split(",") if part.strip()):
+            key = wanted.lower().replace("_", " ").replace("-", " ")
+            matches = [folder for folder in index.classes if key in _breed_keys(folder)]
+            if not matches:
+                close = difflib.get_close_matches(wanted, index.readable_names, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else f"; `tlab data check {index.root}` lists them"
+                raise DataSourceError(f"--breeds: no class {wanted!r} in {index.root}{hint}")
+            chosen.extend(m for m in matches if m not in chosen)
+        if len(chosen) < 2:
+            raise DataSourceError(f"--breeds: a classifier needs at least 2 classes, got {', '.join(chosen)}")
+        chosen.sort(key=index.classes.index)
+    new_label = {index.classes.index(folder): i for i, folder in enumerate(chosen)}
+
+    def keep(samples: tuple[Sample, ...]) -> tuple[Sample, ...]:
+        return tuple(Sample(s.path, new_label[s.label]) for s in samples if s.label in new_label)
+
+    return replace(index, classes=tuple(chosen), train=keep(index.train), val=keep(index.val))
