@@ -26,6 +26,12 @@ def woof_mini() -> Path:
     return _data_set("woof-mini")
 
 
+@pytest.fixture(scope="session")
+def stanford_mini() -> Path:
+    """The official Stanford Dogs archive layout (images.tar, lists.tar) with 10 breeds: 300 train, 100 test."""
+    return _data_set("stanford-dogs-mini")
+
+
 def make_image(path: Path, size: tuple[int, int] = (48, 40), mode: str = "RGB", seed: int = 0) -> Path:
     """A small random image in `mode`, saved by extension."""
     rng = np.random.default_rng(seed)
