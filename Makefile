@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DATA   ?=
+DATA   ?= stanford-dogs
+BREEDS ?= 10
 OUT    ?= runs/demo
+DATA_FLAGS := $(if $(filter stanford-dogs,$(DATA)),--breeds $(BREEDS))
 
 .PHONY: demo test install install-test clean
 
@@ -22,14 +24,11 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# Stanford Dogs (first $(BREEDS) breeds) is downloaded into ~/.cache/transferlab on first use;
+# DATA=path/to/photos (or a .csv manifest) trains on your own.
 demo: install
-	@if [ -z "$(DATA)" ]; then \
-	  echo "make demo needs a folder of photos until the Stanford Dogs source lands:"; \
-	  echo "  make demo DATA=path/to/photos   (DATA/train/<class>/*, DATA/val/<class>/*, or DATA/<class>/*)"; \
-	  echo "  e.g. make demo DATA=../shared/data/woof-mini"; \
-	  exit 2; \
-	fi
-	$(BIN)/tlab train "$(DATA)" --strategy frozen --epochs 3 --batch-size 32 --out "$(OUT)"
+	$(BIN)/tlab data check "$(DATA)" $(DATA_FLAGS) || true
+	$(BIN)/tlab train "$(DATA)" $(DATA_FLAGS) --strategy frozen --epochs 3 --batch-size 32 --out "$(OUT)"
 
 test: install-test
 	$(BIN)/python -m pytest

@@ -20,6 +20,18 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)
 
 USAGE_ERROR = 2
+FOUND_ERRORS = 1
+
+DataArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A folder of photos (DATA/train/<class>/* + DATA/val/<class>/*, or DATA/<class>/* split by --val-fraction), "
+        "a CSV manifest (path,label[,split]), or stanford-dogs (downloaded into the cache on first use)."
+    ),
+]
+BreedsOption = Annotated[Optional[str], typer.Option(help="Keep the first N classes (e.g. 10), or the named ones (e.g. beagle,Samoyed).")]
+DataDirOption = Annotated[Optional[Path], typer.Option(help="Cache folder for stanford-dogs (default $XDG_CACHE_HOME/transferlab or ~/.cache/transferlab).")]
+SourceUrlOption = Annotated[Optional[str], typer.Option(help="Mirror URL or local folder holding images.tar and lists.tar (default $TLAB_STANFORD_DOGS_URL, else the official site).")]
 
 
 def _fail(message: str) -> None:
@@ -52,7 +64,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show li
 
 @app.command()
 def train(
-    data: Annotated[str, typer.Argument(help="Folder of photos: DATA/train/<class>/* + DATA/val/<class>/*, or DATA/<class>/* (split by --val-fraction).")],
+    data: DataArgument,
     strategy: Annotated[str, typer.Option(help="scratch (random init, all trains), frozen (pretrained backbone frozen, new head trains) or finetune (frozen stage, then the backbone's last layers train at a low LR).")] = "frozen",
     backbone: Annotated[str, typer.Option(help="efficientnet_lite0 (bundled ImageNet weights), efficientnet_b0 (the notebook's; needs --weights or the hub), or timm:<name>.")] = "efficientnet_lite0",
     weights: Annotated[Optional[Path], typer.Option(help="State dict file with pretrained weights for the backbone (.pth/.safetensors).")] = None,
@@ -72,6 +84,9 @@ def train(
     early_stop: Annotated[Optional[int], typer.Option(help="Stop when val_loss has not improved for this many epochs.")] = None,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes (0: decode in the main process).")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<strategy>).")] = None,
+    breeds: BreedsOption = None,
+    data_dir: DataDirOption = None,
+    source_url: SourceUrlOption = None,
 ) -> None:
     """Train a classifier with one strategy; writes history, checkpoints, metrics and plots to the run directory."""
     from .data.decode import UnreadableImageError
@@ -83,6 +98,9 @@ def train(
     try:
         config = TrainConfig(
             data=data,
+            breeds=breeds,
+            data_dir=str(data_dir) if data_dir else None,
+            source_url=source_url,
             out=str(out or Path("runs") / strategy),
             strategy=strategy,
             backbone=backbone,
@@ -118,13 +136,93 @@ def train(
     console.print(f"run directory: {run.path}")
 
 
+data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _open_index(data: str, val_fraction: float, seed: int, breeds, data_dir, source_url, exit_code: int = USAGE_ERROR):
+    from .data.resolve import open_data
+    from .data.sources import DataSourceError
+
+    try:
+        return open_data(data, val_fraction=val_fraction, seed=seed, breeds=breeds, data_dir=data_dir, source_url=source_url)
+    except DataSourceError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(exit_code)
+
+
+@data_app.command("check")
+def data_check(
+    data: DataArgument,
+    breeds: BreedsOption = None,
+    data_dir: DataDirOption = None,
+    source_url: SourceUrlOption = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of each class held out when DATA has no split.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split when DATA has none.")] = 42,
+) -> None:
+    """Classes, photos per split, unreadable files, and identical photos in both train and val; exit 1 on errors."""
+    from rich.table import Table
+
+    from .data.scan import find_unreadable, train_val_duplicates
+
+    index = _open_index(data, val_fraction, seed, breeds, data_dir, source_url, exit_code=FOUND_ERRORS)
+    out = Console(soft_wrap=True)
+    train_counts, val_counts = index.counts("train"), index.counts("val")
+    table = Table(title=f"{data}: {len(index.classes)} classes", title_justify="left")
+    for column, justify in (("#", "right"), ("folder", "left"), ("name", "left"), ("train", "right"), ("val", "right")):
+        table.add_column(column, justify=justify)
+    for i, (folder, name) in enumerate(zip(index.classes, index.readable_names)):
+        table.add_row(str(i), folder, name, str(train_counts[folder]), str(val_counts[folder]))
+    table.add_row("", "total", "", str(len(index.train)), str(len(index.val)), style="bold")
+    out.print(table)
+
+    unreadable = list(index.skipped) + find_unreadable([s.path for s in index.train + index.val])
+    for skipped in unreadable:
+        out.print(f"unreadable: {skipped.path}: {skipped.reason}", highlight=False)
+    duplicates = train_val_duplicates(index)
+    for group in duplicates:
+        out.print(f"in train and val (identical): {', '.join(map(str, group.train + group.val))}", highlight=False)
+    empty_val = [name for name, count in val_counts.items() if count == 0]
+    if empty_val:
+        out.print(f"no validation photos for: {', '.join(empty_val)}", highlight=False)
+    errors = len(unreadable) + len(duplicates)
+    out.print(
+        f"{len(unreadable)} unreadable file(s), {len(duplicates)} photo(s) in both train and val"
+        + ("" if errors else ": no errors")
+    )
+    if errors:
+        raise typer.Exit(FOUND_ERRORS)
+
+
+@data_app.command("show")
+def data_show(
+    data: DataArgument,
+    n: Annotated[int, typer.Option(min=1, max=100, help="Number of photos in the grid (9: the notebook's 3x3).")] = 9,
+    image_size: Annotated[int, typer.Option(min=32, max=1024, help="Side of each photo in the grid, in pixels.")] = 224,
+    seed: Annotated[int, typer.Option(help="Seed of the photos picked (and of the split when DATA has none).")] = 0,
+    out: Annotated[Path, typer.Option(help="PNG of the grid; the bar chart goes beside it as <name>_counts.png.")] = Path("samples.png"),
+    breeds: BreedsOption = None,
+    data_dir: DataDirOption = None,
+    source_url: SourceUrlOption = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of each class held out when DATA has no split.")] = 0.2,
+) -> None:
+    """A grid of random training photos titled with their breed, and a bar chart of images per class."""
+    from .report.plots import class_counts_figure, sample_grid_figure, save_figure
+
+    index = _open_index(data, val_fraction, seed, breeds, data_dir, source_url)
+    counts_file = out.with_name(f"{out.stem}_counts{out.suffix or '.png'}")
+    save_figure(sample_grid_figure(index, n, seed, image_size), out)
+    save_figure(class_counts_figure(index), counts_file)
+    console.print(f"{out}\n{counts_file}")
+
+
 augment_app = typer.Typer(help="See what data augmentation does to a photo.", no_args_is_help=True)
 app.add_typer(augment_app, name="augment")
 
 
 @augment_app.command("show")
 def augment_show(
-    source: Annotated[str, typer.Argument(help="An image file, or a data folder (a seeded random training photo is used).")],
+    source: Annotated[str, typer.Argument(help="An image file, or DATA (a folder, a CSV manifest, stanford-dogs): a seeded random training photo is used.")],
     preset: Annotated[str, typer.Option(help="none, seed-keras, seed-all, or a YAML file listing ops.")] = "seed-keras",
     augment_set: Annotated[Optional[list[str]], typer.Option("--augment-set", help="Override one op setting, op.param=value (repeatable).")] = None,
     n: Annotated[int, typer.Option(min=1, max=64, help="Number of augmented copies.")] = 9,

@@ -15,7 +15,10 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(description="folder of photos: DATA/train/<class>, DATA/val/<class>, or DATA/<class>")
+    data: str = Field(description="a folder of photos (DATA/train/<class>, DATA/val/<class>, or DATA/<class>), a CSV manifest, or stanford-dogs")
+    breeds: str | None = Field(None, description="the first N classes, or a comma-separated list of them")
+    data_dir: str | None = Field(None, description="cache folder for downloaded datasets")
+    source_url: str | None = Field(None, description="mirror URL or local folder holding the Stanford Dogs archives")
     out: str = Field(description="run directory")
     strategy: StrategyName = "frozen"
     backbone: str = DEFAULT_BACKBONE

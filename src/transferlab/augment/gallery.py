@@ -11,29 +11,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..data.datasets import resize_and_crop  # noqa: E402
-from ..data.decode import is_image_file, load_rgb  # noqa: E402
-from ..data.sources import DataSourceError, folder_source  # noqa: E402
-from ..models.classifier import DataConfig  # noqa: E402
+from ..data.datasets import square_view  # noqa: E402
+from ..data.decode import is_image_file, load_uint8  # noqa: E402
+from ..data.resolve import open_data  # noqa: E402
 from .pipeline import Pipeline, seeded_generator  # noqa: E402
 
 LEVELS = (("weakest", 0.0), ("middle", 0.5), ("strongest", 1.0))
 
 
 def gallery_image(source: str | Path, image_size: int = 224, seed: int = 0) -> tuple[torch.Tensor, Path]:
-    """A photo as a uint8 tensor, resized and centre-cropped: the file itself, or a seeded pick from a data folder."""
-    source = Path(source).expanduser()
-    if source.is_file():
-        path = source
-    elif source.is_dir():
-        index = folder_source(source, seed=seed)
+    """A photo as a uint8 tensor, resized and centre-cropped: the file itself, or a seeded pick from DATA."""
+    path = Path(source).expanduser()
+    if not is_image_file(path):
+        index = open_data(source, seed=seed)
         path = random.Random(seed).choice(index.train).path
-    else:
-        raise DataSourceError(f"{source}: no such image file or folder")
-    if source.is_file() and not is_image_file(path):
-        raise DataSourceError(f"{path}: not an image file (.jpg .jpeg .png .webp .bmp)")
-    config = DataConfig(image_size, "bicubic", 1.0, (0.5,) * 3, (0.5,) * 3)
-    return resize_and_crop(config)(load_rgb(path)), path
+    return square_view(image_size)(load_uint8(path)), path
 
 
 def _show(ax, image: torch.Tensor, title: str) -> None:

@@ -18,7 +18,9 @@ from .. import __version__
 from ..augment.pipeline import build_augment, resolve_ops
 from ..config import TrainConfig
 from ..data.datasets import PhotoDataModule
-from ..data.sources import DatasetIndex, folder_source
+from ..data.resolve import open_data
+from ..data.scan import drop_unreadable
+from ..data.sources import DatasetIndex
 from ..models.backbones import resolve_backbone
 from ..models.classifier import Classifier, build_classifier, data_config
 from ..models.freezing import FreezeSummary
@@ -83,7 +85,13 @@ def write_run_header(run: RunDir, config: TrainConfig, index: DatasetIndex, weig
             "versions": versions(),
             "git_sha": _git_sha(),
             "weights": asdict(weights),
-            "data": {"root": str(index.root), "classes": len(index.classes), "train": len(index.train), "val": len(index.val)},
+            "data": {
+                "root": str(index.root),
+                "classes": len(index.classes),
+                "train": len(index.train),
+                "val": len(index.val),
+                "skipped": len(index.skipped),
+            },
         }
     )
     run.write_json(
@@ -195,10 +203,19 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
     `callbacks` are extra Lightning callbacks added to every stage's Trainer.
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
-    index = folder_source(config.data, config.val_fraction, config.seed)
     spec = resolve_backbone(config.backbone)
+    index = open_data(
+        config.data,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        breeds=config.breeds,
+        data_dir=config.data_dir,
+        source_url=config.source_url,
+    )
+    index = drop_unreadable(index)
     run = RunDir(config.out)
     run.path.mkdir(parents=True, exist_ok=True)
+    run.write_skipped(index.skipped)
 
     first = "frozen" if config.strategy == "finetune" else config.strategy
     if config.strategy == "finetune" and config.init:
