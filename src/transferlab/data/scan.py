@@ -7,6 +7,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 from .decode import check_image
 from .sources import DataSourceError, DatasetIndex, Sample, Skipped
@@ -23,6 +24,15 @@ def find_unreadable(paths: list[Path]) -> list[Skipped]:
     with ThreadPoolExecutor(_workers()) as pool:
         reasons = list(pool.map(check_image, paths))
     return [Skipped(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
+
+
+def readable(samples: Sequence[Sample]) -> list[Sample]:
+    """`samples` without those that do not decode, each logged once."""
+    unreadable = find_unreadable([sample.path for sample in samples])
+    for skipped in unreadable:
+        log.warning("skipped %s: %s", skipped.path, skipped.reason)
+    bad = {skipped.path for skipped in unreadable}
+    return [sample for sample in samples if sample.path not in bad]
 
 
 def drop_unreadable(index: DatasetIndex) -> DatasetIndex:

@@ -3,6 +3,7 @@
 import csv
 import difflib
 import random
+from operator import attrgetter
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,6 +39,8 @@ class DatasetIndex:
     train: tuple[Sample, ...]
     val: tuple[Sample, ...]
     skipped: tuple[Skipped, ...] = field(default=())
+    has_split: bool = True
+    """False when the source had no split of its own and `val` was drawn by `stratified_split`."""
 
     @property
     def readable_names(self) -> tuple[str, ...]:
@@ -110,7 +113,8 @@ def folder_source(root: str | Path, val_fraction: float = 0.2, seed: int = 0) ->
     if not root.is_dir():
         raise DataSourceError(f"{root}: not a folder (expected a folder of class sub-folders)")
 
-    if (root / "train").is_dir() and (root / "val").is_dir():
+    has_split = (root / "train").is_dir() and (root / "val").is_dir()
+    if has_split:
         classes = [p.name for p in _class_folders(root / "train")]
         if not classes:
             raise DataSourceError(f"{root / 'train'}: no class sub-folders")
@@ -135,7 +139,9 @@ def folder_source(root: str | Path, val_fraction: float = 0.2, seed: int = 0) ->
 
     if len(classes) < 2:
         raise DataSourceError(f"{root}: a classifier needs at least 2 classes, found {len(classes)}")
-    return DatasetIndex(root=root, classes=tuple(classes), train=tuple(train), val=tuple(val), skipped=tuple(skipped))
+    return DatasetIndex(
+        root=root, classes=tuple(classes), train=tuple(train), val=tuple(val), skipped=tuple(skipped), has_split=has_split
+    )
 
 
 CSV_SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
@@ -190,7 +196,10 @@ def csv_source(manifest: str | Path, val_fraction: float = 0.2, seed: int = 0) -
     _require_every_class(train, classes, manifest)
     if len(classes) < 2:
         raise DataSourceError(f"{manifest}: a classifier needs at least 2 classes, found {len(classes)}")
-    return DatasetIndex(manifest, tuple(classes), tuple(sorted(train, key=lambda s: s.path)), tuple(sorted(val, key=lambda s: s.path)), tuple(skipped))
+    by_path = attrgetter("path")
+    return DatasetIndex(
+        manifest, tuple(classes), tuple(sorted(train, key=by_path)), tuple(sorted(val, key=by_path)), tuple(skipped), has_split
+    )
 
 
 def _breed_keys(folder: str) -> set[str]:

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ..data.datasets import square_view  # noqa: E402
@@ -88,3 +89,68 @@ def save_figure(figure: Figure, path: Path) -> None:
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
     write_atomic(path, buffer.getvalue())
+
+
+def compare_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Figure:
+    """The strategies overlaid: validation accuracy and loss per epoch (training dashed)."""
+    figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (strategy, rows), colour in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        epochs = [row["epoch"] for row in rows]
+        for ax, metric in ((acc_ax, "acc"), (loss_ax, "loss")):
+            ax.plot(epochs, [row[f"val_{metric}"] for row in rows], marker="o", color=colour, label=f"{strategy} validation")
+            ax.plot(epochs, [row[f"train_{metric}"] for row in rows], linestyle="--", color=colour, alpha=0.6, label=f"{strategy} train")
+    for ax, label in ((acc_ax, "accuracy"), (loss_ax, "loss")):
+        ax.set_title(f"{label}: the strategies compared")
+        ax.set_xlabel("epoch of the strategy")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    acc_ax.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str], strategy: str) -> Figure:
+    """Row-normalised confusion matrix with readable names; counts written in cells when there are few classes."""
+    counts = np.asarray(confusion)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = min(4 + 0.35 * len(names), 30)
+    figure, ax = plt.subplots(figsize=(size, size * 0.9))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(names))
+    fontsize = 8 if len(names) <= 30 else 5
+    ax.set_xticks(list(ticks), names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(list(ticks), names, fontsize=fontsize)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true breed")
+    if len(names) <= 20:
+        for (row, column), count in np.ndenumerate(counts):
+            if count:
+                colour = "white" if rates[row, column] > 0.5 else "black"
+                ax.text(column, row, str(count), ha="center", va="center", fontsize=7, color=colour)
+    ax.set_title(f"{strategy}: confusion matrix (share of each true breed; counts in cells)")
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    figure.tight_layout()
+    return figure
+
+
+def mistakes_figure(predictions: Any, indices: Sequence[int], names: Sequence[str], strategy: str, image_size: int = 160) -> Figure:
+    """The most confident mistakes: each photo titled with its true breed and the wrong answer's probability."""
+    columns = 4
+    rows = max(1, math.ceil(len(indices) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.4 * rows), squeeze=False)
+    to_square = square_view(image_size)
+    for ax, i in zip(axes.flat, indices):
+        try:
+            ax.imshow(to_square(load_uint8(predictions.paths[i], min_size=image_size)).permute(1, 2, 0).numpy())
+        except UnreadableImageError:
+            ax.text(0.5, 0.5, "photo not found", ha="center", va="center")
+        title = f"true: {names[predictions.labels[i]]}\nsaid: {names[predictions.predicted[i]]} ({predictions.probability[i]:.0%})"
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    for ax in list(axes.flat)[len(indices):]:
+        ax.remove()
+    if not indices:
+        figure.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14)
+    figure.suptitle(f"{strategy}: the most confident mistakes")
+    figure.tight_layout()
+    return figure

@@ -36,6 +36,39 @@ class RunDir:
         return self.path / "metrics.json"
 
     @property
+    def predictions_file(self) -> Path:
+        return self.path / "predictions.csv"
+
+    @property
+    def evaluation_file(self) -> Path:
+        return self.path / "evaluation.json"
+
+    @property
+    def diagnosis_file(self) -> Path:
+        return self.path / "diagnosis.json"
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def report_markdown_file(self) -> Path:
+        return self.path / "report.md"
+
+    def read_config(self) -> dict[str, Any]:
+        return yaml.safe_load(self.config_file.read_text())
+
+    def read_classes(self) -> list[dict[str, Any]]:
+        return json.loads(self.classes_file.read_text())
+
+    def read_evaluation(self) -> dict[str, Any]:
+        return json.loads(self.evaluation_file.read_text()) if self.evaluation_file.exists() else {}
+
+    def trained_strategies(self) -> list[str]:
+        """Strategies with a best checkpoint, in the notebook's order."""
+        return [s for s in ("scratch", "frozen", "finetune") if self.best_checkpoint(s).is_file()]
+
+    @property
     def skipped_file(self) -> Path:
         return self.path / "skipped.csv"
 

@@ -1,0 +1,116 @@
+"""Evaluate a run's models on labelled photos: predictions.csv, metrics, confusion matrices, worst mistakes."""
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from torch import nn
+
+from ..data.datasets import PhotoDataset
+from ..data.resolve import open_data
+from ..data.scan import readable
+from ..data.stanford_dogs import NAME as STANFORD_DOGS
+from ..data.sources import DataSourceError, DatasetIndex, Sample
+from ..models.classifier import data_config
+from ..report.plots import confusion_figure, mistakes_figure, save_figure
+from ..train.rundir import RunDir
+from .metrics import Predictions, compute_metrics, confident_mistakes, predict, write_predictions
+
+SUMMARY_KEYS = ("accuracy", "top5_accuracy", "macro_f1", "n_images")
+
+
+def evaluate_models(
+    out: RunDir,
+    models: Mapping[str, nn.Module],
+    samples: Sequence[Sample],
+    names: Sequence[str],
+    image_size: int | None = None,
+    batch_size: int = 64,
+) -> dict[str, dict[str, Any]]:
+    """Predict with every model on `samples`; write predictions.csv, evaluation.json and the figures into `out`.
+
+    Returns the full metrics per strategy.
+    """
+    all_predictions: list[Predictions] = []
+    results = {}
+    for strategy, model in models.items():
+        dataset = PhotoDataset(samples, data_config(model.backbone, image_size))
+        predictions = predict(model, dataset, [s.path for s in samples], strategy, batch_size)
+        all_predictions.append(predictions)
+        metrics = compute_metrics(predictions, names)
+        results[strategy] = metrics
+        save_figure(confusion_figure(metrics["confusion_matrix"], names, strategy), out.plot_file(f"confusion_{strategy}"))
+        save_figure(
+            mistakes_figure(predictions, confident_mistakes(predictions), names, strategy),
+            out.plot_file(f"mistakes_{strategy}"),
+        )
+    write_predictions(out.predictions_file, all_predictions, names)
+    out.write_json(out.evaluation_file, results)
+    return results
+
+
+def evaluation_samples(data: str, classes: Sequence[str], **source_options: Any) -> list[Sample]:
+    """Photos of another labelled set, relabelled to a run's `classes`: its val split, or every photo if it has none."""
+    index: DatasetIndex = open_data(data, **source_options)
+    unknown = [name for name in index.classes if name not in classes]
+    if unknown:
+        raise DataSourceError(f"{data}: class(es) the run was not trained on: {', '.join(unknown)}")
+    samples = index.val if index.has_split else index.train + index.val
+    label_of = {i: classes.index(name) for i, name in enumerate(index.classes)}
+    return sorted((Sample(s.path, label_of[s.label]) for s in readable(samples)), key=lambda s: s.path)
+
+
+def run_samples(run: RunDir) -> list[Sample]:
+    """The validation photos a run was trained with, from its config.yaml alone."""
+    header = run.read_config()
+    config = header["config"]
+    options = {key: config.get(key) for key in ("breeds", "data_dir", "source_url")}
+    if config["data"] == STANFORD_DOGS and not options["data_dir"]:
+        options["data_dir"] = Path(header["data"]["root"]).parent.parent  # the cache the run used
+    index = open_data(config["data"], val_fraction=config["val_fraction"], seed=config["seed"], **options)
+    return readable(index.val)
+
+
+def summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {strategy: {key: metrics[key] for key in SUMMARY_KEYS} for strategy, metrics in results.items()}
+
+
+def record_summary(run: RunDir, results: Mapping[str, Mapping[str, Any]]) -> None:
+    """Add accuracy, top-5, macro-F1 of each best model to the strategy's entry in metrics.json."""
+    for strategy, values in summary(results).items():
+        run.update_metrics(strategy, {**run.read_metrics().get(strategy, {}), **values})
+
+
+def evaluation_dir(run: RunDir, data: str | None) -> RunDir:
+    """Where an evaluation is written: the run itself, or `evaluations/<name of DATA>/` inside it."""
+    if data is None:
+        return run
+    return RunDir(run.path / "evaluations" / Path(str(data).rstrip("/")).name.removesuffix(".csv"))
+
+
+def evaluate_run(
+    run_path: str | Path, data: str | None = None, batch_size: int = 64, **source_options: Any
+) -> tuple[dict[str, dict[str, Any]], RunDir]:
+    """Evaluate every trained strategy of a run on its validation photos, or on `data`; returns (metrics, where written)."""
+    from ..train.runner import load_checkpoint_classifier
+
+    run = RunDir(run_path)
+    if not run.config_file.is_file():
+        raise FileNotFoundError(f"{run_path}: not a run directory (no config.yaml)")
+    strategies = run.trained_strategies()
+    if not strategies:
+        raise FileNotFoundError(f"{run_path}: no trained strategy (no checkpoints/<strategy>/best.ckpt)")
+    classes = [entry["folder"] for entry in run.read_classes()]
+    names = [entry["name"] for entry in run.read_classes()]
+    if data is None:
+        samples = run_samples(run)
+    else:
+        samples = evaluation_samples(data, classes, **source_options)
+    models, image_size = {}, None
+    for strategy in strategies:
+        models[strategy], hparams = load_checkpoint_classifier(run.path, strategy)
+        image_size = hparams["image_size"]
+    out = evaluation_dir(run, data)
+    results = evaluate_models(out, models, samples, names, image_size, batch_size)
+    if data is None:
+        record_summary(run, results)
+    return results, out

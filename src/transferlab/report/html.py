@@ -1,0 +1,123 @@
+"""report.html (one self-contained file, images inlined) and report.md, rebuilt from the run directory alone."""
+
+import base64
+import datetime
+import io
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from PIL import Image
+
+from ..evaluate.diagnose import Finding, diagnose
+from ..evaluate.metrics import compute_metrics, read_predictions
+from ..files import write_atomic
+from ..train.rundir import RunDir
+from .plots import compare_figure, history_figure, save_figure
+
+TEMPLATES = Path(__file__).parent / "templates"
+ORDER = ("scratch", "frozen", "finetune")
+
+
+PHOTO_FIGURES = ("samples", "augment", "mistakes_")
+"""Figures of photos, inlined as JPEG: a tenth of their PNG size, and the report stays one file of a few MB."""
+
+
+def _data_uri(path: Path) -> str:
+    if not path.stem.startswith(PHOTO_FIGURES):
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    buffer = io.BytesIO()
+    with Image.open(path) as image:
+        image.convert("RGB").save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _metrics_rows(run: RunDir, histories: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    metrics = run.read_metrics()
+    rows = []
+    for strategy, history in histories.items():
+        values = metrics.get(strategy, {})
+        rows.append(
+            {
+                "strategy": strategy,
+                "epochs": len(history),
+                "train_acc": history[-1]["train_acc"],
+                "val_acc": history[-1]["val_acc"],
+                "val_loss": history[-1]["val_loss"],
+                "best_val_acc": max(row["val_acc"] for row in history),
+                "best_epoch": max(history, key=lambda row: row["val_acc"])["epoch"],
+                "accuracy": values.get("accuracy"),
+                "top5_accuracy": values.get("top5_accuracy"),
+                "macro_f1": values.get("macro_f1"),
+                "seconds_per_epoch": sum(row["seconds"] for row in history) / len(history),
+                "seconds": sum(row["seconds"] for row in history),
+            }
+        )
+    return rows
+
+
+def report_context(run: RunDir) -> dict[str, Any]:
+    """Everything the templates show, from the run directory's files; (re)draws the curves and writes diagnosis.json."""
+    config = run.read_config()
+    names = [entry["name"] for entry in run.read_classes()]
+    histories = {s: run.read_history(s) for s in ORDER if run.read_history(s)}
+    for strategy, rows in histories.items():
+        save_figure(history_figure(rows, strategy), run.plot_file(f"history_{strategy}"))
+    if len(histories) > 1:
+        save_figure(compare_figure(histories), run.plot_file("compare"))
+
+    predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else {}
+    evaluation = {s: compute_metrics(p, names) for s, p in predictions.items()}
+    n_val = next(iter(evaluation.values()))["n_images"] if evaluation else config["data"]["val"]
+    findings: list[Finding] = diagnose(histories, predictions, n_val, seed=config["config"]["seed"])
+    run.write_json(run.diagnosis_file, [finding.as_dict() for finding in findings])
+
+    def image(name: str) -> dict[str, str | None]:
+        path = run.plot_file(name)
+        return {"file": path.relative_to(run.path).as_posix(), "uri": _data_uri(path)} if path.is_file() else None
+
+    return {
+        "title": f"transferlab: {Path(config['config']['data']).name or config['config']['data']}",
+        "run": str(run.path),
+        "created": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "config": config["config"],
+        "data": config["data"],
+        "versions": config["versions"],
+        "augment_ops": config.get("augment_ops", []),
+        "classes": names,
+        "strategies": list(histories),
+        "metrics": _metrics_rows(run, histories),
+        "findings": findings,
+        "evaluation": evaluation,
+        "images": {
+            "samples": image("samples"),
+            "class_counts": image("class_counts"),
+            "augment": image("augment"),
+            "compare": image("compare"),
+            **{f"history_{s}": image(f"history_{s}") for s in histories},
+            **{f"confusion_{s}": image(f"confusion_{s}") for s in histories},
+            **{f"mistakes_{s}": image(f"mistakes_{s}") for s in histories},
+        },
+    }
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["pct"] = lambda value: "–" if value is None else f"{100 * value:.1f}%"
+    return environment
+
+
+def build_report(run: RunDir | str | Path) -> tuple[Path, Path]:
+    """Write report.html and report.md into the run directory; return their paths."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    context = report_context(run)
+    environment = _environment()
+    write_atomic(run.report_file, environment.get_template("report.html.j2").render(context))
+    write_atomic(run.report_markdown_file, environment.get_template("report.md.j2").render(context))
+    return run.report_file, run.report_markdown_file
