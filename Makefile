@@ -25,10 +25,11 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 # Stanford Dogs (first $(BREEDS) breeds) is downloaded into ~/.cache/transferlab on first use;
-# DATA=path/to/photos (or a .csv manifest) trains on your own.
+# DATA=path/to/photos (or a .csv manifest) runs on your own. RECIPE=seed runs the notebook's epochs.
+RECIPE ?= quick
 demo: install
 	$(BIN)/tlab data check "$(DATA)" $(DATA_FLAGS) || true
-	$(BIN)/tlab train "$(DATA)" $(DATA_FLAGS) --strategy frozen --epochs 3 --batch-size 32 --out "$(OUT)"
+	$(BIN)/tlab compare "$(DATA)" $(DATA_FLAGS) --recipe $(RECIPE) --batch-size 32 --out "$(OUT)"
 
 test: install-test
 	$(BIN)/python -m pytest

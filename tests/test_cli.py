@@ -70,3 +70,21 @@ def test_the_installed_script_exits_2_without_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "missing" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--epochs", "bogus=2"], "unknown strategy 'bogus'"),
+        (["--epochs", "frozen=x"], "expected a number"),
+        (["--strategies", "finetune"], "keep frozen in --strategies"),
+        (["--recipe", "slow"], "--recipe"),
+    ],
+)
+def test_compare_bad_flags(image_tree, args, fragment):
+    _assert_usage_error(runner.invoke(app, ["compare", str(image_tree({"a": 2, "b": 2})), *args]), fragment)
+
+
+def test_evaluate_and_report_need_a_run_directory(tmp_path):
+    _assert_usage_error(runner.invoke(app, ["evaluate", str(tmp_path)]), "not a run directory")
+    _assert_usage_error(runner.invoke(app, ["report", str(tmp_path)]), "not a run directory")

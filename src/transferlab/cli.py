@@ -8,7 +8,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from .config import TrainConfig
+from .config import CompareConfig, TrainConfig
 
 app = typer.Typer(
     help="transferlab: train, evaluate and explain an image classifier on a folder of photos, "
@@ -134,6 +134,146 @@ def train(
             f"{values['seconds']:.0f} s"
         )
     console.print(f"run directory: {run.path}")
+
+
+def _per_strategy(values: list[str] | None, flag: str, cast) -> dict[str, float]:
+    """`--epochs 3` (every strategy) or `--epochs frozen=5` (repeatable) as {strategy: value}."""
+    result: dict[str, float] = {}
+    for value in values or []:
+        name, _, number = value.rpartition("=")
+        try:
+            parsed = cast(number)
+        except ValueError:
+            _fail(f"{flag}: expected a number or strategy=number, got {value!r}")
+        for strategy in [name] if name else ["scratch", "frozen", "finetune"]:
+            if strategy not in ("scratch", "frozen", "finetune"):
+                _fail(f"{flag}: unknown strategy {strategy!r} in {value!r} (scratch, frozen, finetune)")
+            result[strategy] = parsed
+    return result
+
+
+@app.command()
+def compare(
+    data: DataArgument,
+    recipe: Annotated[str, typer.Option(help="seed: the notebook's epochs and learning rates (scratch 40, frozen 25, finetune 4); quick: 3, 3, 2 epochs for a CPU.")] = "quick",
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/compare"),
+    epochs: Annotated[Optional[list[str]], typer.Option(help="Epochs for every strategy (N) or one (frozen=N); repeatable; overrides the recipe.")] = None,
+    lr: Annotated[Optional[list[str]], typer.Option(help="Learning rate for every strategy or one (finetune=1e-4); repeatable.")] = None,
+    strategies: Annotated[str, typer.Option(help="Comma-separated strategies to run (finetune needs frozen).")] = "scratch,frozen,finetune",
+    backbone: Annotated[str, typer.Option(help="efficientnet_lite0 (bundled weights), efficientnet_b0 (needs --weights or the hub), or timm:<name>.")] = "efficientnet_lite0",
+    weights: Annotated[Optional[Path], typer.Option(help="State dict file with pretrained weights for the backbone.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    image_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels (default: the backbone's, 224).")] = None,
+    augment: Annotated[str, typer.Option(help="none, seed-keras (the notebook's), seed-all, or a YAML file listing ops.")] = "seed-keras",
+    augment_set: Annotated[Optional[list[str]], typer.Option("--augment-set", help="Override one op setting, op.param=value (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")] = 42,
+    val_fraction: Annotated[float, typer.Option(help="Share of each class held out for validation when DATA has no split.")] = 0.2,
+    unfreeze_layers: Annotated[int, typer.Option(help="finetune: unfreeze the backbone's last N weight layers.")] = 20,
+    unfreeze_blocks: Annotated[Optional[int], typer.Option(help="finetune: unfreeze the last K whole blocks instead.")] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    breeds: BreedsOption = None,
+    data_dir: DataDirOption = None,
+    source_url: SourceUrlOption = None,
+) -> None:
+    """The notebook's experiment: scratch, frozen and finetune (from the frozen model) on one split, evaluated,
+    diagnosed and reported (report.html, report.md) in one run directory."""
+    from .data.decode import UnreadableImageError
+    from .data.sources import DataSourceError
+    from .models.backbones import BackboneError
+    from .models.weights import WeightsError
+    from .train.experiment import compare as run_compare
+
+    try:
+        config = CompareConfig(
+            data=data, breeds=breeds, data_dir=str(data_dir) if data_dir else None, source_url=source_url,
+            out=str(out), recipe=recipe, epochs=_per_strategy(epochs, "--epochs", int), lr=_per_strategy(lr, "--lr", float),
+            strategies=[s.strip() for s in strategies.split(",") if s.strip()], backbone=backbone,
+            weights=str(weights) if weights else None, batch_size=batch_size, image_size=image_size, augment=augment,
+            augment_set=augment_set or [], seed=seed, val_fraction=val_fraction, unfreeze_layers=unfreeze_layers,
+            unfreeze_blocks=unfreeze_blocks, workers=workers,
+        )
+    except ValidationError as error:
+        _fail(_validation_message(error))
+    try:
+        run = run_compare(config)
+    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError) as error:
+        _fail(str(error))
+    _print_summary(run)
+    console.print(f"report: {run.report_file}")
+
+
+def _print_summary(run) -> None:
+    """Per strategy: accuracy of the best model, its epoch and time; then the recommendation."""
+    import json
+
+    for name, values in run.read_metrics().items():
+        accuracy = f"accuracy {values['accuracy']:.3f}, " if "accuracy" in values else ""
+        console.print(
+            f"{name}: {accuracy}best val_acc {values['best_val_acc']:.3f} at epoch {values['best_epoch']}, "
+            f"{values['epochs']} epochs, {values['seconds']:.0f} s",
+            highlight=False,
+        )
+    if run.diagnosis_file.is_file():
+        for finding in json.loads(run.diagnosis_file.read_text()):
+            if finding["topic"] in ("finetune", "choice"):
+                console.print(finding["text"], highlight=False)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory (from tlab train or tlab compare).")],
+    data: Annotated[Optional[str], typer.Option(help="Evaluate on another labelled set with the same classes (its val split, or every photo when it has none).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="The strategy whose metrics are printed (default: the most accurate).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON (top-1 under 'accuracy').")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    breeds: BreedsOption = None,
+    data_dir: DataDirOption = None,
+    source_url: SourceUrlOption = None,
+) -> None:
+    """Accuracy, top-5, macro-F1, per-class accuracy, confusion matrix, most-confused breeds, the most confident
+    mistakes and predictions.csv for every trained strategy of a run."""
+    import json
+
+    from .data.sources import DataSourceError
+    from .evaluate.evaluation import evaluate_run
+    from .models.weights import WeightsError
+
+    try:
+        results, where = evaluate_run(
+            run_dir, data, batch_size, breeds=breeds, data_dir=str(data_dir) if data_dir else None, source_url=source_url
+        )
+    except (DataSourceError, WeightsError, FileNotFoundError) as error:
+        _fail(str(error))
+    chosen = strategy or max(results, key=lambda name: results[name]["accuracy"])
+    if chosen not in results:
+        _fail(f"--strategy {chosen}: the run has {', '.join(results)}")
+    if as_json:
+        payload = {"strategy": chosen, **results[chosen], "strategies": {k: {m: v[m] for m in ("accuracy", "top5_accuracy", "macro_f1", "n_images")} for k, v in results.items()}}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    out = Console(soft_wrap=True)
+    for name, metrics in results.items():
+        out.print(
+            f"{name}: accuracy {metrics['accuracy']:.3f}, top-5 {metrics['top5_accuracy']:.3f}, "
+            f"macro-F1 {metrics['macro_f1']:.3f} on {metrics['n_images']} photos",
+            highlight=False,
+        )
+        for pair in metrics["most_confused"][:3]:
+            out.print(f"  {pair['true']} taken for {pair['predicted']}: {pair['count']}", highlight=False)
+    out.print(f"predictions, confusion matrices and mistakes: {where.path}", highlight=False)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")]) -> None:
+    """Rebuild report.html and report.md from the run directory alone."""
+    from .report.html import build_report
+    from .train.rundir import RunDir
+
+    run = RunDir(run_dir)
+    if not run.config_file.is_file() or not run.history_file.is_file():
+        _fail(f"{run_dir}: not a run directory (no config.yaml and history.csv)")
+    html, markdown = build_report(run)
+    console.print(f"{html}\n{markdown}")
 
 
 data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True)

@@ -1,4 +1,4 @@
-"""Validated configuration of a training run; every field names its allowed range."""
+"""Validated configuration of a run; every field names its allowed range."""
 
 from typing import Any, Literal
 
@@ -6,12 +6,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .augment.pipeline import build_augment
 from .models.backbones import DEFAULT_BACKBONE
+from .train.strategies import StrategyName
 
-StrategyName = Literal["scratch", "frozen", "finetune"]
+RecipeName = Literal["seed", "quick"]
 
 
-class TrainConfig(BaseModel):
-    """One `tlab train` run. Unset epochs/lr come from the seed recipe (DESIGN.md) for the strategy."""
+class RunSettings(BaseModel):
+    """What every run shares: data, model, augmentation, batches, seed."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -20,11 +21,8 @@ class TrainConfig(BaseModel):
     data_dir: str | None = Field(None, description="cache folder for downloaded datasets")
     source_url: str | None = Field(None, description="mirror URL or local folder holding the Stanford Dogs archives")
     out: str = Field(description="run directory")
-    strategy: StrategyName = "frozen"
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = Field(None, description="state dict file with pretrained backbone weights")
-    epochs: int | None = Field(None, ge=1, le=10_000)
-    lr: float | None = Field(None, gt=0, le=10)
     batch_size: int = Field(64, ge=2, le=4096)
     image_size: int | None = Field(None, ge=32, le=1024)
     augment: str | list[dict[str, Any]] = Field(
@@ -34,14 +32,41 @@ class TrainConfig(BaseModel):
     seed: int = Field(42, ge=0, le=2**32 - 1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     dropout: float = Field(0.2, ge=0, lt=1)
-    init: str | None = Field(None, description="frozen run directory or checkpoint that finetune starts from")
-    frozen_epochs: int | None = Field(None, ge=1, le=10_000, description="epochs of finetune's frozen stage")
     unfreeze_layers: int = Field(20, ge=0, le=10_000)
     unfreeze_blocks: int | None = Field(None, ge=0, le=1_000)
     early_stop: int | None = Field(None, ge=1, le=10_000, description="patience in epochs on val_loss")
     workers: int = Field(0, ge=0, le=64)
 
     @model_validator(mode="after")
-    def _augment_builds(self) -> "TrainConfig":
+    def _augment_builds(self) -> "RunSettings":
         build_augment(self.augment, self.augment_set)
+        return self
+
+
+class TrainConfig(RunSettings):
+    """One `tlab train` run. Unset epochs/lr come from the seed recipe (DESIGN.md) for the strategy."""
+
+    strategy: StrategyName = "frozen"
+    epochs: int | None = Field(None, ge=1, le=10_000)
+    lr: float | None = Field(None, gt=0, le=10)
+    init: str | None = Field(None, description="frozen run directory or checkpoint that finetune starts from")
+    frozen_epochs: int | None = Field(None, ge=1, le=10_000, description="epochs of finetune's frozen stage")
+
+
+class CompareConfig(RunSettings):
+    """One `tlab compare` run: scratch, frozen and finetune (from the frozen model) on one split."""
+
+    recipe: RecipeName = "quick"
+    epochs: dict[StrategyName, int] = Field(default_factory=dict, description="epochs per strategy, over the recipe's")
+    lr: dict[StrategyName, float] = Field(default_factory=dict, description="learning rate per strategy, over the recipe's")
+    strategies: list[StrategyName] = Field(default_factory=lambda: ["scratch", "frozen", "finetune"])
+
+    @model_validator(mode="after")
+    def _finetune_needs_frozen(self) -> "CompareConfig":
+        if "finetune" in self.strategies and "frozen" not in self.strategies:
+            raise ValueError("finetune continues from the frozen model: keep frozen in --strategies")
+        if any(not 1 <= n <= 10_000 for n in self.epochs.values()):
+            raise ValueError("epochs must be between 1 and 10000")
+        if any(not 0 < lr <= 10 for lr in self.lr.values()):
+            raise ValueError("learning rates must be in (0, 10]")
         return self

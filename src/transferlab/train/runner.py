@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from .. import __version__
 from ..augment.pipeline import build_augment, resolve_ops
-from ..config import TrainConfig
+from ..config import RunSettings, TrainConfig
 from ..data.datasets import PhotoDataModule
 from ..data.resolve import open_data
 from ..data.scan import drop_unreadable
@@ -76,7 +76,7 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
-def write_run_header(run: RunDir, config: TrainConfig, index: DatasetIndex, weights: WeightsInfo) -> None:
+def write_run_header(run: RunDir, config: RunSettings, index: DatasetIndex, weights: WeightsInfo) -> None:
     """config.yaml (resolved config, versions, weights, data counts) and classes.json."""
     run.write_config(
         {
@@ -121,7 +121,7 @@ def fit_stage(
     datamodule: PhotoDataModule,
     model: Classifier,
     strategy: Strategy,
-    config: TrainConfig,
+    config: RunSettings,
     classes: tuple[str, ...],
     extra_callbacks: Sequence[L.Callback] = (),
 ) -> StageResult:
@@ -197,6 +197,38 @@ def load_checkpoint_classifier(path: str | Path, strategy: str = "frozen") -> tu
     return model, hparams
 
 
+def load_data(settings: RunSettings) -> DatasetIndex:
+    """The run's photos: DATA indexed, the chosen breeds kept, unreadable photos dropped (and listed)."""
+    index = open_data(
+        settings.data,
+        val_fraction=settings.val_fraction,
+        seed=settings.seed,
+        breeds=settings.breeds,
+        data_dir=settings.data_dir,
+        source_url=settings.source_url,
+    )
+    return drop_unreadable(index)
+
+
+def open_run(settings: RunSettings, index: DatasetIndex) -> RunDir:
+    """The run directory, created, with skipped.csv listing what `index` left out."""
+    run = RunDir(settings.out)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_skipped(index.skipped)
+    return run
+
+
+def make_datamodule(settings: RunSettings, index: DatasetIndex, model: Classifier, image_size: int | None) -> PhotoDataModule:
+    return PhotoDataModule(
+        index,
+        data_config(model.backbone, image_size),
+        build_augment(settings.augment, settings.augment_set),
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        seed=settings.seed,
+    )
+
+
 def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
     """Train `config.strategy` on `config.data` into the run directory `config.out`; return it.
 
@@ -204,18 +236,8 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
     spec = resolve_backbone(config.backbone)
-    index = open_data(
-        config.data,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-        breeds=config.breeds,
-        data_dir=config.data_dir,
-        source_url=config.source_url,
-    )
-    index = drop_unreadable(index)
-    run = RunDir(config.out)
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_skipped(index.skipped)
+    index = load_data(config)
+    run = open_run(config, index)
 
     first = "frozen" if config.strategy == "finetune" else config.strategy
     if config.strategy == "finetune" and config.init:
@@ -230,14 +252,7 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
         )
         image_size = config.image_size
     write_run_header(run, config, index, weights)
-    datamodule = PhotoDataModule(
-        index,
-        data_config(model.backbone, image_size),
-        build_augment(config.augment, config.augment_set),
-        batch_size=config.batch_size,
-        workers=config.workers,
-        seed=config.seed,
-    )
+    datamodule = make_datamodule(config, index, model, image_size)
     if config.strategy == "finetune" and not config.init:
         frozen = resolve_strategy(config, "frozen")
         model = fit_stage(run, datamodule, model, frozen, config, index.classes, callbacks).model

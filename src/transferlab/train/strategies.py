@@ -1,6 +1,6 @@
 """The notebook's three training strategies as data, and the function that applies one to a classifier."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ..models.classifier import Classifier
@@ -33,6 +33,14 @@ SEED_RECIPE: dict[str, Strategy] = {
     "scratch": Strategy("scratch", pretrained=False, trains="all", lr=1e-3, epochs=40, batchnorm="train"),
     "frozen": Strategy("frozen", pretrained=True, trains="head", lr=1e-2, epochs=25, batchnorm="frozen"),
     "finetune": Strategy("finetune", pretrained=True, trains="head+last", lr=1e-5, epochs=4, batchnorm="frozen"),
+}
+
+QUICK_EPOCHS = {"scratch": 3, "frozen": 3, "finetune": 2}
+"""`--recipe quick`: the seed recipe's learning rates, a few epochs each, for a CPU."""
+
+RECIPES: dict[str, dict[str, Strategy]] = {
+    "seed": SEED_RECIPE,
+    "quick": {name: replace(strategy, epochs=QUICK_EPOCHS[name]) for name, strategy in SEED_RECIPE.items()},
 }
 
 
