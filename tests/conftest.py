@@ -9,6 +9,12 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download in tests
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Feature caches and exported models of the tests go to a temporary folder, not ~/.cache."""
+    os.environ["TLAB_DATA_DIR"] = str(tmp_path_factory.mktemp("tlab-cache"))
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = Path(os.environ.get("TLAB_TEST_DATA", REPO.parent / "shared" / "data"))
 

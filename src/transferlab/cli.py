@@ -31,6 +31,9 @@ DataArgument = Annotated[
 ]
 BreedsOption = Annotated[Optional[str], typer.Option(help="Keep the first N classes (e.g. 10), or the named ones (e.g. beagle,Samoyed).")]
 DataDirOption = Annotated[Optional[Path], typer.Option(help="Cache folder for stanford-dogs (default $XDG_CACHE_HOME/transferlab or ~/.cache/transferlab).")]
+NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="frozen: run the backbone on every photo every epoch instead of training the head on cached features.")]
+ViewsOption = Annotated[int, typer.Option(min=0, max=64, help="frozen: augmented views per training photo in the feature cache (plus the clean one).")]
+RuntimeOption = Annotated[str, typer.Option(help="Backbone runtime for features: auto (fastest installed that matches PyTorch), openvino, onnxruntime, torch.")]
 SourceUrlOption = Annotated[Optional[str], typer.Option(help="Mirror URL or local folder holding images.tar and lists.tar (default $TLAB_STANFORD_DOGS_URL, else the official site).")]
 
 
@@ -87,6 +90,9 @@ def train(
     breeds: BreedsOption = None,
     data_dir: DataDirOption = None,
     source_url: SourceUrlOption = None,
+    no_cache: NoCacheOption = False,
+    views: ViewsOption = 4,
+    runtime: RuntimeOption = "auto",
 ) -> None:
     """Train a classifier with one strategy; writes history, checkpoints, metrics and plots to the run directory."""
     from .data.decode import UnreadableImageError
@@ -120,6 +126,9 @@ def train(
             unfreeze_blocks=unfreeze_blocks,
             early_stop=early_stop,
             workers=workers,
+            cache=not no_cache,
+            views=views,
+            runtime=runtime,
         )
     except ValidationError as error:
         _fail(_validation_message(error))
@@ -174,6 +183,9 @@ def compare(
     breeds: BreedsOption = None,
     data_dir: DataDirOption = None,
     source_url: SourceUrlOption = None,
+    no_cache: NoCacheOption = False,
+    views: ViewsOption = 4,
+    runtime: RuntimeOption = "auto",
 ) -> None:
     """The notebook's experiment: scratch, frozen and finetune (from the frozen model) on one split, evaluated,
     diagnosed and reported (report.html, report.md) in one run directory."""
@@ -190,7 +202,7 @@ def compare(
             strategies=[s.strip() for s in strategies.split(",") if s.strip()], backbone=backbone,
             weights=str(weights) if weights else None, batch_size=batch_size, image_size=image_size, augment=augment,
             augment_set=augment_set or [], seed=seed, val_fraction=val_fraction, unfreeze_layers=unfreeze_layers,
-            unfreeze_blocks=unfreeze_blocks, workers=workers,
+            unfreeze_blocks=unfreeze_blocks, workers=workers, cache=not no_cache, views=views, runtime=runtime,
         )
     except ValidationError as error:
         _fail(_validation_message(error))

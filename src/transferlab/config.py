@@ -36,6 +36,11 @@ class RunSettings(BaseModel):
     unfreeze_blocks: int | None = Field(None, ge=0, le=1_000)
     early_stop: int | None = Field(None, ge=1, le=10_000, description="patience in epochs on val_loss")
     workers: int = Field(0, ge=0, le=64)
+    cache: bool = Field(True, description="frozen strategy: train the head on cached backbone features")
+    views: int = Field(4, ge=0, le=64, description="augmented views per training photo in the feature cache")
+    runtime: Literal["auto", "openvino", "onnxruntime", "torch"] = Field(
+        "auto", description="backbone runtime for feature extraction"
+    )
 
     @model_validator(mode="after")
     def _augment_builds(self) -> "RunSettings":

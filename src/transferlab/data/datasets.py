@@ -102,6 +102,7 @@ class PhotoDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.index = index
+        self.config = config
         self.batch_size = batch_size
         self.workers = workers
         self.seed = seed

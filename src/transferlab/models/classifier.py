@@ -21,6 +21,12 @@ class ClassifierHead(nn.Sequential):
             nn.Linear(in_features, num_classes),
         )
 
+    def forward_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The head from BatchNorm on, for features already pooled to (N, D) (the frozen fast path)."""
+        for layer in list(self)[2:]:
+            pooled = layer(pooled)
+        return pooled
+
 
 class Classifier(nn.Module):
     """`backbone.forward_features` (a timm model whose own classifier is removed) followed by `head`."""

@@ -19,7 +19,7 @@ from ..models.classifier import build_classifier
 from ..report.html import build_report
 from ..report.plots import class_counts_figure, sample_grid_figure, save_figure
 from .rundir import RunDir
-from .runner import StageResult, fit_stage, load_data, make_datamodule, open_run, write_run_header
+from .runner import StageResult, feature_datamodule, fit_stage, load_data, make_datamodule, open_run, write_run_header
 from .strategies import RECIPES, Strategy
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunD
     write_run_header(run, config, index, weights)
     write_data_figures(run, config, index)
     datamodule = make_datamodule(config, index, pretrained, config.image_size)
+    frozen_data = feature_datamodule(config, index, pretrained, config.image_size) if config.cache else datamodule
 
     stages: dict[str, StageResult] = {}
     for name, strategy in strategies.items():
@@ -68,9 +69,10 @@ def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunD
         else:
             model = copy.deepcopy(stages["frozen"].model)
         log.info("%s: %d epochs at lr %g", name, strategy.epochs, strategy.lr)
-        stages[name] = fit_stage(run, datamodule, model, strategy, config, index.classes, callbacks)
+        data = frozen_data if name == "frozen" else datamodule
+        stages[name] = fit_stage(run, data, model, strategy, config, index.classes, callbacks)
 
-    image_size = datamodule.val_set.config.image_size
+    image_size = datamodule.config.image_size
     models = {name: stage.model for name, stage in stages.items()}
     results = evaluate_models(run, models, index.val, index.readable_names, image_size, config.batch_size)
     record_summary(run, results)

@@ -38,6 +38,9 @@ class ClassifierModule(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Photos (N, 3, H, W), or cached pooled backbone features (N, D) that only the head sees."""
+        if images.ndim == 2:
+            return self.model.head.forward_pooled(images)
         return self.model(images)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """`train(config)`: data -> model -> strategy -> Lightning Trainer -> run directory. Usable from a notebook."""
 
+import functools
 import logging
 import warnings
 import platform
@@ -21,6 +22,9 @@ from ..data.datasets import PhotoDataModule
 from ..data.resolve import open_data
 from ..data.scan import drop_unreadable
 from ..data.sources import DatasetIndex
+from ..data.stanford_dogs import cache_dir
+from ..models.runtime import feature_runtime
+from .features import FeatureDataModule, FeatureDataset, FeatureStore, extract_features, store_dir
 from ..models.backbones import resolve_backbone
 from ..models.classifier import Classifier, build_classifier, data_config
 from ..models.freezing import FreezeSummary
@@ -118,7 +122,7 @@ def stage_metrics(run: RunDir, strategy: str) -> dict[str, Any]:
 
 def fit_stage(
     run: RunDir,
-    datamodule: PhotoDataModule,
+    datamodule: PhotoDataModule | FeatureDataModule,
     model: Classifier,
     strategy: Strategy,
     config: RunSettings,
@@ -138,7 +142,7 @@ def fit_stage(
         backbone=config.backbone,
         classes=list(classes),
         dropout=config.dropout,
-        image_size=datamodule.train_set.config.image_size,
+        image_size=datamodule.config.image_size,
     )
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoint_dir(strategy.name), filename="best", monitor="val_acc", mode="max", save_last=True
@@ -229,6 +233,27 @@ def make_datamodule(settings: RunSettings, index: DatasetIndex, model: Classifie
     )
 
 
+def feature_datamodule(settings: RunSettings, index: DatasetIndex, model: Classifier, image_size: int | None) -> FeatureDataModule:
+    """Cached pooled features of the frozen backbone: clean validation view, clean + `views` augmented training views."""
+    config = data_config(model.backbone, image_size)
+    augment = build_augment(settings.augment, settings.augment_set)
+    views = 1 + (settings.views if augment is not None else 0)
+    cache = cache_dir(settings.data_dir)
+    ops = resolve_ops(settings.augment, settings.augment_set)
+    store = FeatureStore(store_dir(cache, settings.backbone, model.backbone, config, ops))
+    runtime = functools.cache(lambda: feature_runtime(model.backbone, config.image_size, cache / "runtimes", settings.runtime))
+    with torch.random.fork_rng(devices=[]):  # cached or not, training then draws the same random numbers
+        train_features = extract_features(index.train, store, runtime, config, augment, views, settings.workers)
+        val_features = extract_features(index.val, store, runtime, config, None, 1, settings.workers)
+    return FeatureDataModule(
+        FeatureDataset(train_features, [s.label for s in index.train], settings.seed, draw_views=True),
+        FeatureDataset(val_features, [s.label for s in index.val], settings.seed, draw_views=False),
+        config,
+        settings.batch_size,
+        settings.seed,
+    )
+
+
 def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
     """Train `config.strategy` on `config.data` into the run directory `config.out`; return it.
 
@@ -252,9 +277,12 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
         )
         image_size = config.image_size
     write_run_header(run, config, index, weights)
-    datamodule = make_datamodule(config, index, model, image_size)
+    if first == "frozen" and not config.init and config.cache:
+        frozen_data = feature_datamodule(config, index, model, image_size)
+    else:
+        frozen_data = make_datamodule(config, index, model, image_size)
     if config.strategy == "finetune" and not config.init:
-        frozen = resolve_strategy(config, "frozen")
-        model = fit_stage(run, datamodule, model, frozen, config, index.classes, callbacks).model
+        model = fit_stage(run, frozen_data, model, resolve_strategy(config, "frozen"), config, index.classes, callbacks).model
+    datamodule = frozen_data if config.strategy == "frozen" else make_datamodule(config, index, model, image_size)
     fit_stage(run, datamodule, model, resolve_strategy(config, config.strategy), config, index.classes, callbacks)
     return run

@@ -1,0 +1,188 @@
+"""The frozen fast path: pooled backbone features of every photo and view, computed once and cached on disk.
+
+A frozen backbone's output for a given photo and view never changes, so the head can train on tensors.
+Validation photos get their clean view; training photos the clean view plus K augmented views, each
+view's augmentation seeded by the photo's content hash and the view index. Features live in
+`<cache>/features/<backbone>-<weights>-<size>-<preprocessing+augmentation>/<hash[:2]>/<hash>.npy`, one
+(views, D) float32 array per photo, so a second run, another head or more epochs need no backbone pass.
+Each epoch, the head sees one view per photo, drawn with the (seed, epoch, photo) generator.
+"""
+
+import hashlib
+import io
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..augment.pipeline import Pipeline, seeded_generator
+from ..data.datasets import EpochSampler, PhotoDataset, normalize
+from ..data.scan import content_hash
+from ..data.sources import Sample
+from ..files import write_atomic
+from ..models.classifier import DataConfig
+from ..models.runtime import FeatureRuntime, model_fingerprint
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VIEWS = 4
+"""Augmented views per training photo (plus the clean one); bench/speed.py measured the choice."""
+RUNTIME_BATCH = 32
+
+
+def store_dir(cache: Path, backbone_name: str, backbone: torch.nn.Module, config: DataConfig, augment_ops: list[dict]) -> Path:
+    """The folder of one (backbone, weights, preprocessing, augmentation ops) combination."""
+    recipe = json.dumps({"data": asdict(config), "augment": augment_ops}, sort_keys=True, default=str)
+    recipe_hash = hashlib.blake2b(recipe.encode(), digest_size=6).hexdigest()
+    name = backbone_name.replace(":", "_").replace("/", "_")
+    return cache / "features" / f"{name}-{model_fingerprint(backbone)[:12]}-{config.image_size}-{recipe_hash}"
+
+
+class FeatureStore:
+    """(views, D) float32 arrays by photo content hash, written atomically."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _path(self, digest: str) -> Path:
+        return self.root / digest[:2] / f"{digest}.npy"
+
+    def load(self, digest: str, views: int) -> np.ndarray | None:
+        """The first `views` views of the photo, or None when fewer are stored."""
+        path = self._path(digest)
+        if not path.is_file():
+            return None
+        try:
+            array = np.load(path)
+        except (ValueError, OSError):
+            return None
+        return array[:views] if array.shape[0] >= views else None
+
+    def save(self, digest: str, features: np.ndarray) -> None:
+        buffer = _npy_bytes(features.astype(np.float32))
+        write_atomic(self._path(digest), buffer)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def view_seed(digest: str) -> int:
+    return int(digest[:15], 16)
+
+
+class ViewDataset(Dataset):
+    """Each photo decoded once, as `views` normalised tensors: the clean view, then augmented ones."""
+
+    def __init__(self, samples: Sequence[Sample], digests: Sequence[str], config: DataConfig, augment: Pipeline | None, views: int):
+        self.photos = PhotoDataset(samples, config)
+        self.normalize = normalize(config)
+        self.digests = list(digests)
+        self.augment = augment
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.photos.load_uint8(index)
+        views = [image]
+        for view in range(1, self.views):
+            views.append(self.augment(image, seeded_generator(view_seed(self.digests[index]), view)))
+        return torch.stack([self.normalize(v) for v in views])
+
+
+def extract_features(
+    samples: Sequence[Sample],
+    store: FeatureStore,
+    runtime: Callable[[], FeatureRuntime],
+    config: DataConfig,
+    augment: Pipeline | None,
+    views: int,
+    workers: int = 0,
+) -> np.ndarray:
+    """(N, views, D) features of `samples`, computing and storing those not in `store` yet.
+
+    `runtime` is called (to build the backbone runtime) only when some photo's features are missing.
+    """
+    with ThreadPoolExecutor(4) as pool:
+        digests = list(pool.map(content_hash, [s.path for s in samples]))
+    cached = [store.load(d, views) for d in digests]
+    missing = [i for i, array in enumerate(cached) if array is None]
+    if missing:
+        backbone = runtime()
+        started = time.perf_counter()
+        dataset = ViewDataset([samples[i] for i in missing], [digests[i] for i in missing], config, augment, views)
+        photos_per_batch = max(1, RUNTIME_BATCH // views)
+        loader = DataLoader(dataset, batch_size=photos_per_batch, num_workers=workers, persistent_workers=False)
+        position = 0
+        for batch in loader:
+            flat = batch.reshape(-1, *batch.shape[2:]).numpy()
+            features = backbone.run(np.ascontiguousarray(flat)).reshape(batch.shape[0], views, -1)
+            for row in features:
+                index = missing[position]
+                store.save(digests[index], row)
+                cached[index] = row
+                position += 1
+        seconds = time.perf_counter() - started
+        log.info(
+            "features: %d photos x %d views by %s in %.1f s (%.0f img/s)",
+            len(missing), views, backbone.name, seconds, len(missing) * views / seconds,
+        )
+    return np.stack(cached)
+
+
+class FeatureDataset(Dataset):
+    """Cached features as (feature, label); training draws one view per photo and epoch."""
+
+    def __init__(self, features: np.ndarray, labels: Sequence[int], seed: int, draw_views: bool):
+        self.features = torch.from_numpy(features)
+        self.labels = list(labels)
+        self.seed = seed
+        self.draw_views = draw_views and features.shape[1] > 1
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        view = 0
+        if self.draw_views:
+            generator = seeded_generator(self.seed, epoch, index, 1)
+            view = int(torch.randint(self.features.shape[1], (1,), generator=generator))
+        return self.features[index, view], self.labels[index]
+
+
+class FeatureDataModule(L.LightningDataModule):
+    """Train and validation loaders over cached features, batched and ordered as `PhotoDataModule`."""
+
+    def __init__(self, train: FeatureDataset, val: FeatureDataset, config: DataConfig, batch_size: int, seed: int):
+        super().__init__()
+        self.train_set, self.val_set = train, val
+        self.config = config
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def _loader(self, dataset: FeatureDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochSampler(len(dataset), self.seed, shuffle),
+            drop_last=shuffle and len(dataset) % self.batch_size == 1,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)

@@ -1,0 +1,59 @@
+"""The frozen fast path: cached features give the full path's losses, are reused, and learn on real photos."""
+
+import numpy as np
+import pytest
+
+from transferlab.config import TrainConfig
+from transferlab.data.sources import folder_source
+from transferlab.models.classifier import build_classifier, data_config
+from transferlab.models.runtime import FeatureRuntime, feature_runtime, torch_runtime
+from transferlab.train.features import FeatureStore, extract_features
+from transferlab.train.runner import train
+
+
+def _losses(run):
+    return np.array([[r["train_loss"], r["val_loss"], r["train_acc"], r["val_acc"]] for r in run.read_history("frozen")])
+
+
+@pytest.mark.parametrize("runtime", ["torch", "auto"])
+def test_cached_path_gives_the_full_paths_losses(image_tree, tmp_path, runtime):
+    root = image_tree({"a": 10, "b": 10, "c": 10})
+    common = dict(data=str(root), strategy="frozen", epochs=3, batch_size=8, image_size=64, augment="none", runtime=runtime)
+    cached = train(TrainConfig(out=str(tmp_path / "cached"), **common))
+    full = train(TrainConfig(out=str(tmp_path / "full"), cache=False, **common))
+    np.testing.assert_allclose(_losses(cached), _losses(full), rtol=2e-4, atol=1e-5)
+
+
+def test_a_second_run_needs_no_backbone_pass(image_tree, tmp_path):
+    index = folder_source(image_tree({"a": 4, "b": 4}))
+    model, _ = build_classifier("efficientnet_lite0", 2, True)
+    config = data_config(model.backbone, 64)
+    store = FeatureStore(tmp_path / "store")
+    calls = []
+
+    def runtime() -> FeatureRuntime:
+        calls.append(1)
+        return torch_runtime(model.backbone)
+
+    first = extract_features(index.train, store, runtime, config, None, 1)
+    again = extract_features(index.train, store, runtime, config, None, 1)
+    assert calls == [1] and first.shape == (len(index.train), 1, 1280)
+    np.testing.assert_array_equal(first, again)
+
+
+def test_every_installed_runtime_matches_pytorch(tmp_path):
+    model, _ = build_classifier("efficientnet_lite0", 2, True)
+    images = np.random.default_rng(1).standard_normal((3, 3, 96, 96)).astype(np.float32)
+    reference = torch_runtime(model.backbone).run(images)
+    for name in ("onnxruntime", "openvino"):
+        pytest.importorskip(name)
+        runtime = feature_runtime(model.backbone, 96, tmp_path, prefer=name)
+        assert runtime.name == name
+        np.testing.assert_allclose(runtime.run(images), reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_frozen_on_cached_augmented_views_learns_the_breeds(woof_mini, tmp_path):
+    run = train(TrainConfig(data=str(woof_mini), out=str(tmp_path / "run"), strategy="frozen", epochs=5, views=2))
+    assert run.read_metrics()["frozen"]["best_val_acc"] >= 0.85
+    assert len(run.read_history("frozen")) == 5
