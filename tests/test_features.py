@@ -57,3 +57,39 @@ def test_frozen_on_cached_augmented_views_learns_the_breeds(woof_mini, tmp_path)
     run = train(TrainConfig(data=str(woof_mini), out=str(tmp_path / "run"), strategy="frozen", epochs=5, views=2))
     assert run.read_metrics()["frozen"]["best_val_acc"] >= 0.85
     assert len(run.read_history("frozen")) == 5
+
+
+def test_finetune_with_the_trunk_in_a_fast_runtime_matches_pytorch(image_tree, tmp_path):
+    pytest.importorskip("onnxruntime")
+    root = image_tree({"a": 8, "b": 8})
+    frozen = train(TrainConfig(data=str(root), out=str(tmp_path / "frozen"), strategy="frozen", epochs=1, batch_size=8, image_size=64, augment="none"))
+    common = dict(data=str(root), strategy="finetune", init=str(frozen.path), epochs=2, batch_size=8, image_size=64, augment="none", unfreeze_layers=20)
+    fast = train(TrainConfig(out=str(tmp_path / "fast"), runtime="onnxruntime", **common))
+    plain = train(TrainConfig(out=str(tmp_path / "plain"), runtime="torch", **common))
+    rows = lambda run: np.array([[r["train_loss"], r["val_loss"]] for r in run.read_history("finetune")])  # noqa: E731
+    np.testing.assert_allclose(rows(fast), rows(plain), rtol=1e-3, atol=1e-4)
+
+
+def test_no_autograd_graph_below_the_first_trainable_layer():
+    import torch
+
+    from transferlab.models.split import split_at_first_trainable
+    from transferlab.train.strategies import SEED_RECIPE, apply_strategy
+
+    model, _ = build_classifier("efficientnet_lite0", 3, True)
+    apply_strategy(model, SEED_RECIPE["finetune"], unfreeze_layers=20)
+    split = split_at_first_trainable(model.backbone)
+    assert 0 < split.cut and all(not p.requires_grad for p in split.trunk.parameters())
+    assert any(p.requires_grad for p in split.tail[0].parameters())
+    seen = {}
+
+    def record(module, inputs, output):
+        seen["trunk"] = output.requires_grad
+
+    split.trunk[-1].register_forward_hook(record)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert seen["trunk"] is False and out.requires_grad
+    np.testing.assert_allclose(
+        split.tail(split.trunk(torch.ones(1, 3, 64, 64))).detach().numpy(),
+        model.backbone.forward_features(torch.ones(1, 3, 64, 64)).detach().numpy(), rtol=1e-5, atol=1e-6,
+    )

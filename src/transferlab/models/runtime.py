@@ -1,7 +1,7 @@
 """Pooled backbone features on the CPU by the fastest installed runtime that matches PyTorch.
 
 Measured on this project's 2-core machine (Lite0, 224 px, batch 32, 2 threads; bench/speed.py):
-OpenVINO (LATENCY hint) ~137 img/s, ONNX Runtime ~89, PyTorch channels_last ~32, eager ~21.
+OpenVINO (LATENCY hint) ~137 img/s, ONNX Runtime ~89, PyTorch eager ~21-45.
 Each runtime is checked against PyTorch on a fixed batch when it is created; one that differs by more
 than `PARITY_TOLERANCE` (relative to the largest feature) is not used.
 """
@@ -49,31 +49,47 @@ def default_threads() -> int:
 
 
 def torch_runtime(backbone: nn.Module, threads: int | None = None) -> FeatureRuntime:
-    """PyTorch in inference mode, channels_last (1.5x eager on this CPU)."""
-    pooled = PooledBackbone(backbone).eval().to(memory_format=torch.channels_last)
+    """Pooled features by PyTorch in inference mode."""
+    return torch_module_runtime(PooledBackbone(backbone))
+
+
+def torch_module_runtime(module: nn.Module) -> FeatureRuntime:
+    """PyTorch in inference mode; the module runs in eval mode and is given back in the mode it had."""
 
     def run(images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            batch = torch.from_numpy(images).to(memory_format=torch.channels_last)
-            return pooled(batch).float().numpy()
+        training = module.training
+        module.eval()
+        try:
+            with torch.inference_mode():
+                return module(torch.from_numpy(images)).float().numpy()
+        finally:
+            module.train(training)
 
     return FeatureRuntime("torch", run)
 
 
 def export_onnx(backbone: nn.Module, image_size: int, path: Path) -> Path:
     """Write the pooled backbone as ONNX (dynamic batch), atomically; reused when `path` exists."""
+    return export_module_onnx(PooledBackbone(backbone), (3, image_size, image_size), path)
+
+
+def export_module_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
+    """Write `module` (one input of `input_shape` per sample) as ONNX with a dynamic batch, atomically."""
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    pooled = PooledBackbone(backbone).eval()
-    example = torch.zeros(1, 3, image_size, image_size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            pooled, (example,), str(partial), input_names=["images"], output_names=["features"],
-            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=ONNX_OPSET, dynamo=False,
-        )
+    training = module.training
+    module.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (torch.zeros(1, *input_shape),), str(partial), input_names=["images"], output_names=["features"],
+                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=ONNX_OPSET, dynamo=False,
+            )
+    finally:
+        module.train(training)
     partial.replace(path)
     return path
 
@@ -118,30 +134,37 @@ def relative_error(result: np.ndarray, reference: np.ndarray) -> float:
 def feature_runtime(
     backbone: nn.Module, image_size: int, export_dir: Path, prefer: str = "auto", threads: int | None = None
 ) -> FeatureRuntime:
-    """The first of `RUNTIMES` (or `prefer`) that is installed and matches PyTorch; PyTorch otherwise."""
+    """Pooled features by the first of `RUNTIMES` (or `prefer`) that is installed and matches PyTorch."""
+    return module_runtime(PooledBackbone(backbone), (3, image_size, image_size), export_dir, prefer, threads)
+
+
+def module_runtime(
+    module: nn.Module, input_shape: tuple[int, ...], export_dir: Path, prefer: str = "auto", threads: int | None = None
+) -> FeatureRuntime:
+    """`module` (frozen, inference only) run by the first of `RUNTIMES` (or `prefer`) that is installed and
+    matches PyTorch on a probe batch within `PARITY_TOLERANCE`; PyTorch otherwise."""
     threads = threads or default_threads()
-    reference_runtime = torch_runtime(backbone, threads)
+    reference_runtime = torch_module_runtime(module)
     if prefer == "torch":
         return reference_runtime
     candidates = RUNTIMES[:-1] if prefer == "auto" else (prefer,)
-    probe = np.random.default_rng(0).standard_normal((2, 3, image_size, image_size)).astype(np.float32)
+    probe = np.random.default_rng(0).standard_normal((2, *input_shape)).astype(np.float32)
     reference = reference_runtime.run(probe)
     onnx_path = None
+    shape = "x".join(map(str, input_shape))
     for name in candidates:
         try:
-            onnx_path = onnx_path or export_onnx(
-                backbone, image_size, export_dir / f"{model_fingerprint(backbone)}-{image_size}.onnx"
-            )
+            onnx_path = onnx_path or export_module_onnx(module, input_shape, export_dir / f"{model_fingerprint(module)}-{shape}.onnx")
             runtime = (openvino_runtime if name == "openvino" else onnxruntime_runtime)(onnx_path, threads)
             error = relative_error(runtime.run(probe), reference)
         except ImportError:
             log.info("%s is not installed", name)
             continue
         except Exception as exc:  # a runtime that fails to load the model must never stop a run
-            log.warning("%s could not run the backbone (%s); trying the next runtime", name, exc)
+            log.warning("%s could not run the model (%s); trying the next runtime", name, exc)
             continue
         if error <= PARITY_TOLERANCE:
-            log.info("backbone runtime: %s (relative error %.1e against PyTorch)", name, error)
+            log.info("runtime: %s (relative error %.1e against PyTorch)", name, error)
             return runtime
         log.warning("%s differs from PyTorch by %.1e (> %.0e); not used", name, error, PARITY_TOLERANCE)
     return reference_runtime

@@ -9,6 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models.freezing import set_frozen_batchnorms_eval
+from ..models.runtime import FeatureRuntime
+from ..models.split import BackboneSplit
 from .rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,21 @@ class ClassifierModule(L.LightningModule):
         self.model = model
         self.lr = lr
         self.strategy = strategy
+        self.fast_trunk: tuple[BackboneSplit, FeatureRuntime] | None = None
         self.save_hyperparameters(ignore=["model"])
+
+    def use_fast_trunk(self, split: BackboneSplit, runtime: FeatureRuntime) -> None:
+        """Run the frozen `split.trunk` by `runtime` (OpenVINO, ONNX Runtime); PyTorch trains the tail and head."""
+        self.fast_trunk = (split, runtime)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Photos (N, 3, H, W), or cached pooled backbone features (N, D) that only the head sees."""
         if images.ndim == 2:
             return self.model.head.forward_pooled(images)
+        if self.fast_trunk is not None:
+            split, runtime = self.fast_trunk
+            trunk_output = torch.from_numpy(runtime.run(images.numpy()))
+            return self.model.head(split.tail(trunk_output))
         return self.model(images)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:

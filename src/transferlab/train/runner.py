@@ -23,7 +23,8 @@ from ..data.resolve import open_data
 from ..data.scan import drop_unreadable
 from ..data.sources import DatasetIndex
 from ..data.stanford_dogs import cache_dir
-from ..models.runtime import feature_runtime
+from ..models.runtime import feature_runtime, module_runtime
+from ..models.split import split_at_first_trainable
 from .features import FeatureDataModule, FeatureDataset, FeatureStore, extract_features, store_dir
 from ..models.backbones import resolve_backbone
 from ..models.classifier import Classifier, build_classifier, data_config
@@ -144,6 +145,8 @@ def fit_stage(
         dropout=config.dropout,
         image_size=datamodule.config.image_size,
     )
+    if strategy.trains == "head+last" and config.runtime != "torch":
+        attach_fast_trunk(module, model, config, datamodule.config.image_size)
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoint_dir(strategy.name), filename="best", monitor="val_acc", mode="max", save_last=True
     )
@@ -172,6 +175,18 @@ def fit_stage(
     run.update_metrics(strategy.name, metrics)
     save_figure(history_figure(run.read_history(strategy.name), strategy.name), run.plot_file(f"history_{strategy.name}"))
     return StageResult(strategy, model, metrics, freeze)
+
+
+def attach_fast_trunk(module: ClassifierModule, model: Classifier, settings: RunSettings, image_size: int) -> None:
+    """finetune: the frozen trunk (everything before the first trainable layer) runs in the fast runtime."""
+    split = split_at_first_trainable(model.backbone)
+    if split is None:
+        return
+    export_dir = cache_dir(settings.data_dir) / "runtimes"
+    runtime = module_runtime(split.trunk, (3, image_size, image_size), export_dir, settings.runtime)
+    if runtime.name != "torch":
+        log.info("finetune: the frozen trunk (%d modules) runs in %s", split.trunk_layers, runtime.name)
+        module.use_fast_trunk(split, runtime)
 
 
 def find_checkpoint(path: str | Path, strategy: str = "frozen") -> Path:
