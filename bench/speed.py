@@ -6,7 +6,7 @@ Each stage runs in its own process (its peak RSS is its own) one after the other
 threads. Stages: backbone runtimes (img/s and error against PyTorch), augmentation, photos -> features,
 frozen 10 epochs (photos -> trained head, cold feature cache), finetune 1 epoch, and the Keras reference
 (../shared/bench/keras_reference.py in its own venv): frozen for --keras-epochs epochs, extrapolated to 10,
-and finetune for --keras-steps batches. Prints a table and writes bench/speed.json.
+and finetune for one epoch (or --keras-steps batches). Prints a table and writes bench/speed.json.
 """
 
 import argparse
@@ -174,7 +174,7 @@ def keras(args) -> dict:
     results = {}
     for name, extra in (
         ("frozen", ["--strategy", "frozen", "--epochs", str(args.keras_epochs)]),
-        ("finetune", ["--strategy", "finetune", "--epochs", "1", "--limit-steps", str(args.keras_steps)]),
+        ("finetune", ["--strategy", "finetune", "--epochs", "1", *(["--limit-steps", str(args.keras_steps)] if args.keras_steps else [])]),
     ):
         out = Path(args.work) / f"keras_{name}.json"
         command = [args.keras_python, str(KERAS_REFERENCE), "--data", str(args.data), "--out", str(out), "--verbose", "0", *extra]
@@ -239,7 +239,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--keras-python", default="/tmp/kerasenv/bin/python", help="python of a venv with tensorflow-cpu and keras ('' skips)")
     parser.add_argument("--keras-epochs", type=int, default=2, help="Keras frozen epochs actually run (10 are extrapolated)")
-    parser.add_argument("--keras-steps", type=int, default=10, help="Keras finetune batches actually run")
+    parser.add_argument("--keras-steps", type=int, default=0, help="cap the Keras finetune epoch at this many batches (0: the whole epoch)")
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--reps", type=int, default=4)

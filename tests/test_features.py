@@ -93,3 +93,19 @@ def test_no_autograd_graph_below_the_first_trainable_layer():
         split.tail(split.trunk(torch.ones(1, 3, 64, 64))).detach().numpy(),
         model.backbone.forward_features(torch.ones(1, 3, 64, 64)).detach().numpy(), rtol=1e-5, atol=1e-6,
     )
+
+
+def test_runtimes_leave_every_module_in_its_own_mode(tmp_path):
+    from transferlab.models.runtime import module_runtime
+    from transferlab.models.split import split_at_first_trainable
+    from transferlab.train.strategies import SEED_RECIPE, apply_strategy
+
+    model, _ = build_classifier("efficientnet_lite0", 3, True)
+    apply_strategy(model, SEED_RECIPE["finetune"])
+    model.train()
+    model.backbone.bn1.eval()
+    before = [m.training for m in model.modules()]
+    split = split_at_first_trainable(model.backbone)
+    module_runtime(split.trunk, (3, 64, 64), tmp_path, "auto")
+    feature_runtime(model.backbone, 64, tmp_path, "auto")
+    assert [m.training for m in model.modules()] == before

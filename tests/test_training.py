@@ -53,7 +53,7 @@ class StepProbe(L.Callback):
 def frozen_run(woof_mini, tmp_path_factory):
     probe = StepProbe()
     out = tmp_path_factory.mktemp("runs") / "frozen"
-    config = TrainConfig(data=str(woof_mini), out=str(out), strategy="frozen", epochs=3, batch_size=32, cache=False)
+    config = TrainConfig(data=str(woof_mini), out=str(out), strategy="frozen", epochs=3, batch_size=32, cache=False, runtime="torch")
     return train(config, callbacks=[probe]), probe
 
 

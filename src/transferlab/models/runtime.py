@@ -10,9 +10,10 @@ import hashlib
 import logging
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,6 +24,18 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("openvino", "onnxruntime", "torch")
 PARITY_TOLERANCE = 1e-4
 ONNX_OPSET = 17
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode inside the block; every submodule gets its own mode back after it."""
+    modes = [(sub, sub.training) for sub in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for sub, training in modes:
+            sub.training = training
 
 
 class PooledBackbone(nn.Module):
@@ -54,16 +67,11 @@ def torch_runtime(backbone: nn.Module, threads: int | None = None) -> FeatureRun
 
 
 def torch_module_runtime(module: nn.Module) -> FeatureRuntime:
-    """PyTorch in inference mode; the module runs in eval mode and is given back in the mode it had."""
+    """PyTorch in inference mode; the module runs in eval mode and every submodule keeps its own mode after."""
 
     def run(images: np.ndarray) -> np.ndarray:
-        training = module.training
-        module.eval()
-        try:
-            with torch.inference_mode():
-                return module(torch.from_numpy(images)).float().numpy()
-        finally:
-            module.train(training)
+        with eval_mode(module), torch.inference_mode():
+            return module(torch.from_numpy(images)).float().numpy()
 
     return FeatureRuntime("torch", run)
 
@@ -79,17 +87,12 @@ def export_module_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Pa
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    training = module.training
-    module.eval()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, (torch.zeros(1, *input_shape),), str(partial), input_names=["images"], output_names=["features"],
-                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=ONNX_OPSET, dynamo=False,
-            )
-    finally:
-        module.train(training)
+    with eval_mode(module), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (torch.zeros(1, *input_shape),), str(partial), input_names=["images"], output_names=["features"],
+            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=ONNX_OPSET, dynamo=False,
+        )
     partial.replace(path)
     return path
 

@@ -2,6 +2,7 @@
 
 import logging
 import time
+from typing import Callable
 
 import lightning as L
 import torch
@@ -10,7 +11,6 @@ from torch.nn import functional as F
 
 from ..models.freezing import set_frozen_batchnorms_eval
 from ..models.runtime import FeatureRuntime
-from ..models.split import BackboneSplit
 from .rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -37,22 +37,27 @@ class ClassifierModule(L.LightningModule):
         self.model = model
         self.lr = lr
         self.strategy = strategy
-        self.fast_trunk: tuple[BackboneSplit, FeatureRuntime] | None = None
+        self.fast_frozen: tuple[FeatureRuntime, Callable[[torch.Tensor], torch.Tensor]] | None = None
         self.save_hyperparameters(ignore=["model"])
 
-    def use_fast_trunk(self, split: BackboneSplit, runtime: FeatureRuntime) -> None:
-        """Run the frozen `split.trunk` by `runtime` (OpenVINO, ONNX Runtime); PyTorch trains the tail and head."""
-        self.fast_trunk = (split, runtime)
+    def use_fast_frozen_part(self, runtime: FeatureRuntime, rest: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Photos go through `runtime` (the frozen part of the model in OpenVINO or ONNX Runtime), then `rest`
+        (the trainable part, in PyTorch)."""
+        self.fast_frozen = (runtime, rest)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Photos (N, 3, H, W), or cached pooled backbone features (N, D) that only the head sees."""
         if images.ndim == 2:
             return self.model.head.forward_pooled(images)
-        if self.fast_trunk is not None:
-            split, runtime = self.fast_trunk
-            trunk_output = torch.from_numpy(runtime.run(images.numpy()))
-            return self.model.head(split.tail(trunk_output))
-        return self.model(images)
+        if self.fast_frozen is not None:
+            runtime, rest = self.fast_frozen
+            frozen_output = torch.from_numpy(runtime.run(images.numpy()))
+            return rest(frozen_output.contiguous(memory_format=torch.channels_last) if frozen_output.ndim == 4 else frozen_output)
+        return self.model(images.contiguous(memory_format=torch.channels_last))
+
+    def on_fit_start(self) -> None:
+        """channels_last: convolutions and their gradients about 1.25x faster on this CPU (bench/speed.py)."""
+        self.model.to(memory_format=torch.channels_last)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch

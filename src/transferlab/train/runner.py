@@ -145,8 +145,8 @@ def fit_stage(
         dropout=config.dropout,
         image_size=datamodule.config.image_size,
     )
-    if strategy.trains == "head+last" and config.runtime != "torch":
-        attach_fast_trunk(module, model, config, datamodule.config.image_size)
+    if strategy.trains in ("head", "head+last") and config.runtime != "torch" and isinstance(datamodule, PhotoDataModule):
+        attach_fast_runtime(module, model, strategy, config, datamodule.config.image_size)
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoint_dir(strategy.name), filename="best", monitor="val_acc", mode="max", save_last=True
     )
@@ -177,16 +177,22 @@ def fit_stage(
     return StageResult(strategy, model, metrics, freeze)
 
 
-def attach_fast_trunk(module: ClassifierModule, model: Classifier, settings: RunSettings, image_size: int) -> None:
-    """finetune: the frozen trunk (everything before the first trainable layer) runs in the fast runtime."""
-    split = split_at_first_trainable(model.backbone)
-    if split is None:
-        return
+def attach_fast_runtime(module: ClassifierModule, model: Classifier, strategy: Strategy, settings: RunSettings, image_size: int) -> None:
+    """The frozen part of the model runs in the fast runtime: the whole backbone for `frozen` on photos
+    (--no-cache), the trunk before the first trainable layer for `finetune`. PyTorch trains the rest."""
     export_dir = cache_dir(settings.data_dir) / "runtimes"
-    runtime = module_runtime(split.trunk, (3, image_size, image_size), export_dir, settings.runtime)
+    if strategy.trains == "head":
+        runtime = feature_runtime(model.backbone, image_size, export_dir, settings.runtime)
+        rest, what = model.head.forward_pooled, "backbone"
+    else:
+        split = split_at_first_trainable(model.backbone)
+        if split is None:
+            return
+        runtime = module_runtime(split.trunk, (3, image_size, image_size), export_dir, settings.runtime)
+        rest, what = (lambda trunk_output: model.head(split.tail(trunk_output))), f"trunk ({split.trunk_layers} modules)"
     if runtime.name != "torch":
-        log.info("finetune: the frozen trunk (%d modules) runs in %s", split.trunk_layers, runtime.name)
-        module.use_fast_trunk(split, runtime)
+        log.info("%s: the frozen %s runs in %s", strategy.name, what, runtime.name)
+        module.use_fast_frozen_part(runtime, rest)
 
 
 def find_checkpoint(path: str | Path, strategy: str = "frozen") -> Path:
