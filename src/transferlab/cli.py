@@ -288,6 +288,97 @@ def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run di
     console.print(f"{html}\n{markdown}")
 
 
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory, a .ckpt checkpoint, or a model exported with tlab export (.onnx).")],
+    paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Photos, folders (searched recursively) or glob patterns.")],
+    strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the most accurate).")] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=1000, help="Answers per photo.")] = 5,
+    output_format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+) -> None:
+    """Label new photos with a trained model: the top-k breeds and their probabilities."""
+    import csv
+    import json
+    import sys
+
+    from rich.progress import Progress
+
+    from .inference import expand_paths, load
+    from .models.weights import WeightsError
+
+    if output_format not in ("table", "csv", "json"):
+        _fail(f"--format: expected table, csv or json, got {output_format!r}")
+    try:
+        predictor = load(run_dir, strategy)
+        files = expand_paths(paths)
+    except (WeightsError, FileNotFoundError) as error:
+        _fail(str(error))
+    if not files:
+        _fail(f"no image files in {' '.join(paths)}")
+    with Progress(console=console, transient=True, disable=len(files) < 64) as bar:
+        task = bar.add_task("predicting", total=len(files))
+        results = predictor.predict(files, top_k, progress=lambda n: bar.advance(task, n))
+    for result in results:
+        if result.error:
+            console.print(f"[yellow]skipped[/] {result.error}", highlight=False)
+    answered = [r for r in results if not r.error]
+    if output_format == "json":
+        typer.echo(json.dumps([r.as_dict() for r in answered], indent=2))
+    elif output_format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["path", "rank", "label", "class", "probability"])
+        for r in answered:
+            for rank, p in enumerate(r.predictions, start=1):
+                writer.writerow([r.path, rank, p.label, p.class_name, f"{p.probability:.6f}"])
+    else:
+        out = Console(soft_wrap=True)
+        for r in answered:
+            answers = ", ".join(f"{p.label} {p.probability:.1%}" for p in r.predictions)
+            out.print(f"{r.path}: {answers}", highlight=False)
+    if len(answered) < len(results):
+        raise typer.Exit(FOUND_ERRORS)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory or a .ckpt checkpoint.")],
+    output_format: Annotated[str, typer.Option("--format", help="onnx (the only format for now).")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option(help="File to write (default RUN/model_<strategy>.onnx).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the most accurate).")] = None,
+    photos: Annotated[int, typer.Option(min=1, max=1000, help="Validation photos for the parity check.")] = 32,
+) -> None:
+    """Export the whole classifier (preprocessing and class names in its metadata), then check it against PyTorch on real photos."""
+    from .evaluate.evaluation import run_samples
+    from .export import PARITY_TOLERANCE, check_parity, export_onnx
+    from .inference import best_strategy
+    from .models.weights import WeightsError
+    from .train.rundir import RunDir
+
+    if output_format != "onnx":
+        _fail(f"--format: only onnx is supported, got {output_format!r}")
+    try:
+        if run_dir.is_dir():
+            strategy = strategy or best_strategy(RunDir(run_dir))
+        target = out or (run_dir if run_dir.is_dir() else run_dir.parent) / f"model_{strategy or 'checkpoint'}.onnx"
+        written = export_onnx(run_dir, target, strategy)
+    except WeightsError as error:
+        _fail(str(error))
+    console.print(f"exported {written} ({written.stat().st_size / 1e6:.1f} MB)")
+    if not run_dir.is_dir() or not RunDir(run_dir).config_file.is_file():
+        console.print("parity check skipped: it needs the run directory's validation photos")
+        return
+    samples = run_samples(RunDir(run_dir))[:photos]
+    report = check_parity(run_dir, written, samples, strategy)
+    console.print(
+        f"parity on {report.photos} validation photos: max relative logit difference "
+        f"{report.max_relative_logit_difference:.1e} (limit {PARITY_TOLERANCE:.0e}), same top-1 on "
+        f"{report.same_top1}/{report.photos}: {'OK' if report.passed else 'FAILED'}",
+        highlight=False,
+    )
+    if not report.passed:
+        raise typer.Exit(FOUND_ERRORS)
+
+
 data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

@@ -1,0 +1,193 @@
+"""Use a trained classifier: `load(RUN)` gives a `Predictor` whose `predict` labels photos, by PyTorch or ONNX Runtime.
+
+    import transferlab
+    clf = transferlab.load("runs/compare")
+    clf.predict(["dog.jpg", pil_image], top_k=5)
+"""
+
+import glob
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from .data.datasets import normalize, resize_and_crop
+from .data.decode import UnreadableImageError, is_image_file, load_uint8, to_rgb
+from .data.names import readable_name
+from .models.classifier import DataConfig, data_config
+from .models.weights import WeightsError
+from .train.rundir import RunDir
+
+ONNX_METADATA_KEY = "transferlab"
+BATCH = 32
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    class_name: str
+    probability: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "class": self.class_name, "probability": self.probability}
+
+
+@dataclass(frozen=True)
+class PhotoPrediction:
+    """The top-k answers for one photo, best first; `error` says why a photo could not be read."""
+
+    path: str | None
+    predictions: tuple[Prediction, ...] = ()
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "predictions": [p.as_dict() for p in self.predictions]}
+
+
+@dataclass
+class Predictor:
+    """A trained classifier with its preprocessing and class names; `logits` maps a normalised batch to logits."""
+
+    classes: list[str]
+    config: DataConfig
+    logits: Callable[[torch.Tensor], np.ndarray]
+    source: str
+    backend: str
+    strategy: str | None = None
+    names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.names = self.names or [readable_name(c) for c in self.classes]
+        self._to_tensor = resize_and_crop(self.config)
+        self._normalize = normalize(self.config)
+
+    def preprocess(self, item: str | Path | Image.Image) -> torch.Tensor:
+        """A file path or a PIL image -> the normalised (3, S, S) tensor the model takes."""
+        if isinstance(item, Image.Image):
+            image = pil_to_tensor(to_rgb(item))
+        else:
+            image = load_uint8(item, min_size=int(self.config.image_size / self.config.crop_pct))
+        return self._normalize(self._to_tensor(image))
+
+    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        logits = self.logits(batch)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict(
+        self, items: str | Path | Image.Image | Iterable[str | Path | Image.Image], top_k: int = 5,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[PhotoPrediction]:
+        """Top-k (readable name, folder name, probability) per photo; unreadable files get `error` set."""
+        if isinstance(items, (str, Path, Image.Image)):
+            items = [items]
+        items = list(items)
+        top_k = max(1, min(top_k, len(self.classes)))
+        results: list[PhotoPrediction | None] = [None] * len(items)
+        readable: list[tuple[int, torch.Tensor]] = []
+        for i, item in enumerate(items):
+            path = None if isinstance(item, Image.Image) else str(item)
+            try:
+                readable.append((i, self.preprocess(item)))
+            except UnreadableImageError as error:
+                results[i] = PhotoPrediction(path, error=str(error))
+        for start in range(0, len(readable), BATCH):
+            chunk = readable[start : start + BATCH]
+            probabilities = self.probabilities(torch.stack([tensor for _, tensor in chunk]))
+            for (i, _), row in zip(chunk, probabilities):
+                best = np.argsort(-row, kind="stable")[:top_k]
+                path = None if isinstance(items[i], Image.Image) else str(items[i])
+                results[i] = PhotoPrediction(
+                    path, tuple(Prediction(self.names[c], self.classes[c], float(row[c])) for c in best)
+                )
+            if progress:
+                progress(len(chunk))
+        return results
+
+
+def expand_paths(patterns: Sequence[str]) -> list[Path]:
+    """Files, folders (recursively, image files only) and glob patterns, in the order given."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern).expanduser()
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.rglob("*") if is_image_file(p) and not p.name.startswith(".")))
+        elif path.exists():
+            paths.append(path)
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"{pattern}: no such file, folder or matching files")
+            paths.extend(p for p in matches if p.is_file())
+    return paths
+
+
+def best_strategy(run: RunDir) -> str:
+    """The run's most accurate strategy: by evaluation accuracy when recorded, else best validation accuracy."""
+    trained = run.trained_strategies()
+    if not trained:
+        raise WeightsError(f"{run.path}: no checkpoints (checkpoints/<strategy>/best.ckpt); train a strategy first")
+    metrics = run.read_metrics()
+
+    def score(strategy: str) -> float:
+        values = metrics.get(strategy, {})
+        return values.get("accuracy", values.get("best_val_acc", 0.0))
+
+    return max(trained, key=score)
+
+
+def _torch_predictor(path: Path, strategy: str | None) -> Predictor:
+    from .train.runner import find_checkpoint, load_checkpoint_classifier
+
+    if path.is_dir():
+        run = RunDir(path)
+        if not run.config_file.is_file() and not (path / "checkpoints").is_dir():
+            raise WeightsError(f"{path}: not a run directory (no config.yaml, no checkpoints/)")
+        strategy = strategy or best_strategy(run)
+        if strategy not in run.trained_strategies():
+            raise WeightsError(f"{path}: no {strategy} checkpoint; the run has {', '.join(run.trained_strategies()) or 'none'}")
+    model, hparams = load_checkpoint_classifier(path, strategy or "frozen")
+    model.eval()
+
+    def logits(batch: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return model(batch).numpy()
+
+    return Predictor(
+        classes=list(hparams["classes"]), config=data_config(model.backbone, hparams["image_size"]), logits=logits,
+        source=str(find_checkpoint(path, strategy or "frozen")), backend="torch", strategy=hparams.get("strategy"),
+    )
+
+
+def _onnx_predictor(path: Path) -> Predictor:
+    import onnx
+    import onnxruntime
+
+    try:
+        metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        info = json.loads(metadata[ONNX_METADATA_KEY])
+    except (KeyError, ValueError, OSError) as error:
+        raise WeightsError(f"{path}: not an ONNX model exported by `tlab export` ({error})") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    config = DataConfig(info["image_size"], info["interpolation"], info["crop_pct"], tuple(info["mean"]), tuple(info["std"]))
+    return Predictor(
+        classes=info["classes"], names=info["names"], config=config,
+        logits=lambda batch: session.run(None, {"images": batch.numpy()})[0], source=str(path), backend="onnxruntime",
+        strategy=info.get("strategy"),
+    )
+
+
+def load(source: str | Path, strategy: str | None = None) -> Predictor:
+    """A `Predictor` from a run directory (its best-scoring strategy, or `strategy`), a .ckpt, or an exported .onnx."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise WeightsError(f"{path}: no such run directory, checkpoint or model file")
+    if path.suffix == ".onnx":
+        return _onnx_predictor(path)
+    return _torch_predictor(path, strategy)

@@ -1,0 +1,90 @@
+"""Using a trained model: tlab predict (table, csv, json), transferlab.load, tlab export with its parity check."""
+
+import csv
+import io
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import transferlab
+from transferlab.cli import app
+from transferlab.config import TrainConfig
+from transferlab.evaluate.evaluation import evaluate_run
+from transferlab.evaluate.metrics import read_predictions
+from transferlab.train.runner import train
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def frozen_run(woof_mini, tmp_path_factory):
+    out = tmp_path_factory.mktemp("predict") / "run"
+    run = train(TrainConfig(data=str(woof_mini), out=str(out), strategy="frozen", epochs=3, image_size=128))
+    evaluate_run(run.path)
+    return run
+
+
+def test_predict_agrees_with_evaluate(frozen_run, woof_mini):
+    evaluated = read_predictions(frozen_run.predictions_file)["frozen"]
+    clf = transferlab.load(frozen_run.path)
+    assert clf.classes[0] == "n02086240-Shih-Tzu" and clf.names[0] == "Shih-Tzu" and clf.backend == "torch"
+    results = clf.predict(evaluated.paths, top_k=3)
+    names = clf.names
+    assert [r.predictions[0].label for r in results] == [names[i] for i in evaluated.predicted]
+    assert all(len(r.predictions) == 3 and r.predictions[0].probability >= r.predictions[1].probability for r in results)
+    image = Image.open(evaluated.paths[0])
+    assert clf.predict(image)[0].predictions[0].label == results[0].predictions[0].label
+
+
+def test_output_formats_parse(frozen_run, woof_mini):
+    folder = woof_mini / "val" / "n02088364-beagle"
+    as_json = runner.invoke(app, ["predict", str(frozen_run.path), str(folder), "--format", "json", "--top-k", "2"])
+    assert as_json.exit_code == 0, as_json.output
+    payload = json.loads(as_json.stdout)
+    assert len(payload) == 10 and set(payload[0]) == {"path", "predictions"}
+    assert set(payload[0]["predictions"][0]) == {"label", "class", "probability"} and len(payload[0]["predictions"]) == 2
+    assert sum(p["predictions"][0]["label"] == "beagle" for p in payload) >= 6
+    as_csv = runner.invoke(app, ["predict", str(frozen_run.path), str(folder / "*.JPEG"), "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert len(rows) == 50 and set(rows[0]) == {"path", "rank", "label", "class", "probability"}
+    table = runner.invoke(app, ["predict", str(frozen_run.path), str(next(folder.iterdir()))])
+    assert table.exit_code == 0 and "%" in table.stdout
+
+
+def test_unreadable_files_are_reported_and_skipped(frozen_run, woof_mini, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not a photo")
+    photo = next((woof_mini / "val" / "n02111889-Samoyed").iterdir())
+    result = runner.invoke(app, ["predict", str(frozen_run.path), str(broken), str(photo), "--format", "json"])
+    assert result.exit_code == 1
+    assert "broken.jpg" in result.stderr and "not an image" in result.stderr
+    assert [p["path"] for p in json.loads(result.stdout)] == [str(photo)]
+
+
+def test_export_onnx_parity_and_predict_through_onnxruntime(frozen_run, tmp_path):
+    out = tmp_path / "model.onnx"
+    result = runner.invoke(app, ["export", str(frozen_run.path), "--out", str(out), "--photos", "24"])
+    assert result.exit_code == 0, result.output
+    assert "same top-1 on 24/24: OK" in result.output
+    onnx_clf, torch_clf = transferlab.load(out), transferlab.load(frozen_run.path)
+    assert onnx_clf.backend == "onnxruntime" and onnx_clf.classes == torch_clf.classes
+    paths = read_predictions(frozen_run.predictions_file)["frozen"].paths[:20]
+    assert [r.predictions[0].class_name for r in onnx_clf.predict(paths)] == [r.predictions[0].class_name for r in torch_clf.predict(paths)]
+    json_out = runner.invoke(app, ["predict", str(out), paths[0], "--format", "json"])
+    assert json.loads(json_out.stdout)[0]["predictions"][0]["class"] in torch_clf.classes
+
+
+def test_clear_errors(frozen_run, tmp_path, image_tree):
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    assert "not a run directory" in runner.invoke(app, ["predict", str(empty), "x.jpg"]).output
+    (empty / "config.yaml").write_text("config: {}\n")
+    assert "no checkpoints" in runner.invoke(app, ["predict", str(empty), "x.jpg"]).output
+    assert "no such file" in runner.invoke(app, ["predict", str(frozen_run.path), str(tmp_path / "nope.jpg")]).output
+    assert "no finetune checkpoint" in runner.invoke(app, ["predict", str(frozen_run.path), "x", "--strategy", "finetune"]).output
+    other = image_tree({"zebra": 2, "okapi": 2})
+    result = runner.invoke(app, ["evaluate", str(frozen_run.path), "--data", str(other)])
+    assert result.exit_code == 2 and "not trained on" in result.output
