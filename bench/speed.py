@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--keras-python", default="/tmp/kerasenv/bin/python", help="python of a venv with tensorflow-cpu and keras ('' skips)")
     parser.add_argument("--keras-epochs", type=int, default=2, help="Keras frozen epochs actually run (10 are extrapolated)")
     parser.add_argument("--keras-steps", type=int, default=0, help="cap the Keras finetune epoch at this many batches (0: the whole epoch)")
-    parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--work", default=None)

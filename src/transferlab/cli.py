@@ -8,7 +8,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from .config import CompareConfig, TrainConfig
+from .config import DEFAULT_VIEWS, CompareConfig, TrainConfig
 
 app = typer.Typer(
     help="transferlab: train, evaluate and explain an image classifier on a folder of photos, "
@@ -22,17 +22,16 @@ console = Console(stderr=True, soft_wrap=True)
 USAGE_ERROR = 2
 FOUND_ERRORS = 1
 
-DataArgument = Annotated[
-    str,
-    typer.Argument(
-        help="A folder of photos (DATA/train/<class>/* + DATA/val/<class>/*, or DATA/<class>/* split by --val-fraction), "
-        "a CSV manifest (path,label[,split]), or stanford-dogs (downloaded into the cache on first use)."
-    ),
-]
+DATA_HELP = (
+    "A folder of photos (DATA/train/<class>/* + DATA/val/<class>/*, or DATA/<class>/* split by --val-fraction), "
+    "a CSV manifest (path,label[,split]), or stanford-dogs (downloaded into the cache on first use)."
+)
+DataArgument = Annotated[str, typer.Argument(help=DATA_HELP)]
 BreedsOption = Annotated[Optional[str], typer.Option(help="Keep the first N classes (e.g. 10), or the named ones (e.g. beagle,Samoyed).")]
 DataDirOption = Annotated[Optional[Path], typer.Option(help="Cache folder for stanford-dogs (default $XDG_CACHE_HOME/transferlab or ~/.cache/transferlab).")]
 NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="frozen: run the backbone on every photo every epoch instead of training the head on cached features.")]
 ViewsOption = Annotated[int, typer.Option(min=0, max=64, help="frozen: augmented views per training photo in the feature cache (plus the clean one).")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in the run directory (an interrupted one is resumed without it).")]
 RuntimeOption = Annotated[str, typer.Option(help="Backbone runtime for features: auto (fastest installed that matches PyTorch), openvino, onnxruntime, torch.")]
 SourceUrlOption = Annotated[Optional[str], typer.Option(help="Mirror URL or local folder holding images.tar and lists.tar (default $TLAB_STANFORD_DOGS_URL, else the official site).")]
 
@@ -65,9 +64,37 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show li
         logging.getLogger(name).propagate = False
 
 
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="A config.yaml (a run directory's, or your own): its settings, with the flags given on the command line taking precedence.")]
+
+
+def _merge_config(ctx: typer.Context, config_file: Path | None, values: dict, renamed: dict[str, str]) -> dict:
+    """`values` (config field -> flag value) over a config file's settings: only flags typed on the command line win."""
+    if config_file is None:
+        return values
+    import yaml
+
+    try:
+        saved = yaml.safe_load(config_file.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        _fail(f"--config {config_file}: cannot read it ({error})")
+    saved = saved.get("config", saved) if isinstance(saved, dict) else None
+    if not isinstance(saved, dict):
+        _fail(f"--config {config_file}: expected a mapping of settings (a run's config.yaml or your own)")
+    given = {field for field in values if _typed(ctx, renamed.get(field, field))}
+    return {**saved, **{field: values[field] for field in given}}
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Was the flag given on the command line (not left at its default)?"""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
 @app.command()
 def train(
-    data: DataArgument,
+    ctx: typer.Context,
+    data: Annotated[Optional[str], typer.Argument(help=DATA_HELP, show_default=False)] = None,
+    config_file: ConfigOption = None,
     strategy: Annotated[str, typer.Option(help="scratch (random init, all trains), frozen (pretrained backbone frozen, new head trains) or finetune (frozen stage, then the backbone's last layers train at a low LR).")] = "frozen",
     backbone: Annotated[str, typer.Option(help="efficientnet_lite0 (bundled ImageNet weights), efficientnet_b0 (the notebook's; needs --weights or the hub), or timm:<name>.")] = "efficientnet_lite0",
     weights: Annotated[Optional[Path], typer.Option(help="State dict file with pretrained weights for the backbone (.pth/.safetensors).")] = None,
@@ -91,50 +118,57 @@ def train(
     data_dir: DataDirOption = None,
     source_url: SourceUrlOption = None,
     no_cache: NoCacheOption = False,
-    views: ViewsOption = 4,
+    views: ViewsOption = DEFAULT_VIEWS,
     runtime: RuntimeOption = "auto",
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Train a classifier with one strategy; writes history, checkpoints, metrics and plots to the run directory."""
     from .data.decode import UnreadableImageError
     from .data.sources import DataSourceError
     from .models.backbones import BackboneError
     from .models.weights import WeightsError
+    from .train.rundir import RunDirError
     from .train.runner import train as run_training
 
+    values = dict(
+        data=data,
+        breeds=breeds,
+        data_dir=str(data_dir) if data_dir else None,
+        source_url=source_url,
+        out=str(out or Path("runs") / strategy),
+        strategy=strategy,
+        backbone=backbone,
+        weights=str(weights) if weights else None,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        image_size=image_size,
+        augment=augment,
+        augment_set=augment_set or [],
+        seed=seed,
+        val_fraction=val_fraction,
+        dropout=dropout,
+        init=str(init) if init else None,
+        frozen_epochs=frozen_epochs,
+        unfreeze_layers=unfreeze_layers,
+        unfreeze_blocks=unfreeze_blocks,
+        early_stop=early_stop,
+        workers=workers,
+        cache=not no_cache,
+        views=views,
+        runtime=runtime,
+        overwrite=overwrite,
+    )
+    values = _merge_config(ctx, config_file, values, {"cache": "no_cache"})
+    if not values.get("data"):
+        _fail("DATA is missing: give a folder, a CSV manifest or stanford-dogs (or --config with a data setting)")
     try:
-        config = TrainConfig(
-            data=data,
-            breeds=breeds,
-            data_dir=str(data_dir) if data_dir else None,
-            source_url=source_url,
-            out=str(out or Path("runs") / strategy),
-            strategy=strategy,
-            backbone=backbone,
-            weights=str(weights) if weights else None,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            image_size=image_size,
-            augment=augment,
-            augment_set=augment_set or [],
-            seed=seed,
-            val_fraction=val_fraction,
-            dropout=dropout,
-            init=str(init) if init else None,
-            frozen_epochs=frozen_epochs,
-            unfreeze_layers=unfreeze_layers,
-            unfreeze_blocks=unfreeze_blocks,
-            early_stop=early_stop,
-            workers=workers,
-            cache=not no_cache,
-            views=views,
-            runtime=runtime,
-        )
+        config = TrainConfig(**values)
     except ValidationError as error:
         _fail(_validation_message(error))
     try:
         run = run_training(config)
-    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError) as error:
+    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError) as error:
         _fail(str(error))
     for name, values in run.read_metrics().items():
         console.print(
@@ -184,8 +218,9 @@ def compare(
     data_dir: DataDirOption = None,
     source_url: SourceUrlOption = None,
     no_cache: NoCacheOption = False,
-    views: ViewsOption = 4,
+    views: ViewsOption = DEFAULT_VIEWS,
     runtime: RuntimeOption = "auto",
+    overwrite: OverwriteOption = False,
 ) -> None:
     """The notebook's experiment: scratch, frozen and finetune (from the frozen model) on one split, evaluated,
     diagnosed and reported (report.html, report.md) in one run directory."""
@@ -194,6 +229,7 @@ def compare(
     from .models.backbones import BackboneError
     from .models.weights import WeightsError
     from .train.experiment import compare as run_compare
+    from .train.rundir import RunDirError
 
     try:
         config = CompareConfig(
@@ -203,12 +239,13 @@ def compare(
             weights=str(weights) if weights else None, batch_size=batch_size, image_size=image_size, augment=augment,
             augment_set=augment_set or [], seed=seed, val_fraction=val_fraction, unfreeze_layers=unfreeze_layers,
             unfreeze_blocks=unfreeze_blocks, workers=workers, cache=not no_cache, views=views, runtime=runtime,
+            overwrite=overwrite,
         )
     except ValidationError as error:
         _fail(_validation_message(error))
     try:
         run = run_compare(config)
-    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError) as error:
+    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError) as error:
         _fail(str(error))
     _print_summary(run)
     console.print(f"report: {run.report_file}")

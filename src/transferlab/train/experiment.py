@@ -51,8 +51,8 @@ def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunD
     L.seed_everything(config.seed, workers=True, verbose=False)
     spec = resolve_backbone(config.backbone)
     index = load_data(config)
-    run = open_run(config, index)
     strategies = compare_strategies(config)
+    run = open_run(config, index, list(strategies))
 
     pretrained, weights = build_classifier(spec, len(index.classes), True, config.weights, config.dropout)
     write_run_header(run, config, index, weights)

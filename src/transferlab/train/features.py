@@ -33,8 +33,6 @@ from ..models.runtime import FeatureRuntime, model_fingerprint
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VIEWS = 4
-"""Augmented views per training photo (plus the clean one); bench/speed.py measured the choice."""
 RUNTIME_BATCH = 32
 
 

@@ -1,7 +1,9 @@
 """The LightningModule and the callbacks that keep frozen BatchNorm frozen and record the history."""
 
 import logging
+import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import lightning as L
@@ -120,3 +122,17 @@ class HistoryRecorder(L.Callback):
                 "seconds": round(time.perf_counter() - self._epoch_start, 3),
             }
         )
+
+
+class LastCheckpoint(L.Callback):
+    """Saves `last.ckpt` atomically at each epoch's end, after `HistoryRecorder` wrote the epoch's row, so a
+    killed run resumes exactly after the last epoch in history.csv."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        trainer.save_checkpoint(partial)
+        if trainer.global_rank == 0:
+            os.replace(partial, self.path)

@@ -13,6 +13,10 @@ from ..files import write_atomic, write_csv_atomic
 HISTORY_COLUMNS = ("epoch", "strategy", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
 
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (finished, or holding another run); says what to do."""
+
+
 class RunDir:
     """Paths and readers/writers of one run directory (see DESIGN.md)."""
 
@@ -81,6 +85,14 @@ class RunDir:
 
     def best_checkpoint(self, strategy: str) -> Path:
         return self.checkpoint_dir(strategy) / "best.ckpt"
+
+    def last_checkpoint(self, strategy: str) -> Path:
+        return self.checkpoint_dir(strategy) / "last.ckpt"
+
+    def finished(self, strategies: Sequence[str]) -> bool:
+        """Every strategy's metrics are written: they are written only when its training has ended."""
+        metrics = self.read_metrics()
+        return all(strategy in metrics for strategy in strategies)
 
     def plot_file(self, name: str) -> Path:
         return self.path / "plots" / f"{name}.png"

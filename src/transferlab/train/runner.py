@@ -2,6 +2,7 @@
 
 import functools
 import logging
+import shutil
 import warnings
 import platform
 import subprocess
@@ -31,13 +32,14 @@ from ..models.classifier import Classifier, build_classifier, data_config
 from ..models.freezing import FreezeSummary
 from ..models.weights import WeightsError, WeightsInfo
 from ..report.plots import history_figure, save_figure
-from .module import ClassifierModule, FrozenBatchNormEval, HistoryRecorder
-from .rundir import RunDir
+from .module import ClassifierModule, FrozenBatchNormEval, HistoryRecorder, LastCheckpoint
+from .rundir import RunDir, RunDirError
 from .strategies import SEED_RECIPE, Strategy, apply_strategy
 
 log = logging.getLogger(__name__)
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # resuming
 
 
 @dataclass
@@ -130,8 +132,17 @@ def fit_stage(
     classes: tuple[str, ...],
     extra_callbacks: Sequence[L.Callback] = (),
 ) -> StageResult:
-    """Train `model` with `strategy`, record history, checkpoints, metrics and plot; load the best weights back."""
+    """Train `model` with `strategy`, record history, checkpoints, metrics and plot; load the best weights back.
+
+    A stage whose metrics are already written is not trained again (its best weights are loaded); one with a
+    `last.ckpt` continues from it: same epochs, optimiser state and best-so-far.
+    """
     freeze = apply_strategy(model, strategy, config.unfreeze_layers, config.unfreeze_blocks)
+    if strategy.name in run.read_metrics() and run.best_checkpoint(strategy.name).is_file():
+        log.info("%s: already trained in %s; loading its best checkpoint", strategy.name, run.path)
+        state = torch.load(run.best_checkpoint(strategy.name), map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        return StageResult(strategy, model, run.read_metrics()[strategy.name], freeze)
     log.info(
         "%s: %d of %d parameters train, %d BatchNorm frozen",
         strategy.name, freeze.trainable_params, freeze.total_params, freeze.frozen_batchnorms,
@@ -148,9 +159,10 @@ def fit_stage(
     if strategy.trains in ("head", "head+last") and config.runtime != "torch" and isinstance(datamodule, PhotoDataModule):
         attach_fast_runtime(module, model, strategy, config, datamodule.config.image_size)
     checkpoint = ModelCheckpoint(
-        dirpath=run.checkpoint_dir(strategy.name), filename="best", monitor="val_acc", mode="max", save_last=True
+        dirpath=run.checkpoint_dir(strategy.name), filename="best", monitor="val_acc", mode="max", save_last=False
     )
-    callbacks: list[L.Callback] = [HistoryRecorder(run, strategy.name), checkpoint, *extra_callbacks]
+    last = run.last_checkpoint(strategy.name)
+    callbacks: list[L.Callback] = [HistoryRecorder(run, strategy.name), LastCheckpoint(last), checkpoint, *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
     if config.early_stop:
@@ -166,7 +178,10 @@ def fit_stage(
         default_root_dir=run.path,
     )
     model.train()  # a previous stage may have left frozen BatchNorm in eval; FrozenBatchNormEval sets it per epoch
-    trainer.fit(module, datamodule=datamodule)
+    resume = last if last.is_file() else None
+    if resume:
+        log.warning("%s: resuming from %s", strategy.name, resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
 
     if checkpoint.best_model_path:
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
@@ -235,9 +250,31 @@ def load_data(settings: RunSettings) -> DatasetIndex:
     return drop_unreadable(index)
 
 
-def open_run(settings: RunSettings, index: DatasetIndex) -> RunDir:
-    """The run directory, created, with skipped.csv listing what `index` left out."""
+IGNORED_ON_RESUME = {"out", "overwrite", "workers", "runtime"}
+"""Settings that may differ when an interrupted run is resumed."""
+
+
+def open_run(settings: RunSettings, index: DatasetIndex, strategies: Sequence[str]) -> RunDir:
+    """The run directory, created (or emptied with `overwrite`), with skipped.csv listing what `index` left out.
+
+    A finished run is refused without `overwrite`; an interrupted one with the same settings is resumed.
+    """
     run = RunDir(settings.out)
+    if run.config_file.is_file():
+        if settings.overwrite:
+            shutil.rmtree(run.path)
+        elif run.finished(strategies):
+            raise RunDirError(f"{run.path}: a finished run is there; pass --overwrite to replace it, or choose another --out")
+        else:
+            saved = run.read_config().get("config", {})
+            current = settings.model_dump()
+            changed = sorted(k for k in current if k not in IGNORED_ON_RESUME and saved.get(k) != current[k])
+            if changed:
+                raise RunDirError(
+                    f"{run.path}: holds an interrupted run with other settings ({', '.join(changed)}); "
+                    "run the same command to resume it, or pass --overwrite, or choose another --out"
+                )
+            log.warning("%s: resuming an interrupted run", run.path)
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_skipped(index.skipped)
     return run
@@ -283,9 +320,9 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
     L.seed_everything(config.seed, workers=True, verbose=False)
     spec = resolve_backbone(config.backbone)
     index = load_data(config)
-    run = open_run(config, index)
-
     first = "frozen" if config.strategy == "finetune" else config.strategy
+    stages = [config.strategy] if config.init or config.strategy != "finetune" else ["frozen", "finetune"]
+    run = open_run(config, index, stages)
     if config.strategy == "finetune" and config.init:
         model, hparams = load_checkpoint_classifier(config.init)
         if list(hparams["classes"]) != list(index.classes):
