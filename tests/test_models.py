@@ -131,3 +131,19 @@ def test_scratch_trains_everything():
     model, _ = build_classifier("efficientnet_lite0", num_classes=4, pretrained=False)
     summary = apply_strategy(model, SEED_RECIPE["scratch"])
     assert summary.trainable_params == summary.total_params
+
+
+def test_finetune_default_is_the_notebooks_trainable_set():
+    """The notebook's last 20 Keras layers are block7a and top_conv: timm's last block group (last block + conv_head)."""
+    from transferlab.config import TrainConfig
+
+    config = TrainConfig(data="x", out="y", strategy="finetune")
+    assert config.unfreeze == {"unfreeze_layers": 0, "unfreeze_blocks": 1}
+    model, _ = build_classifier("efficientnet_lite0", 10, pretrained=False)
+    apply_strategy(model, SEED_RECIPE["finetune"], **config.unfreeze)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("head.", "backbone.blocks.6.", "backbone.conv_head")) for n in trainable)
+    assert any(n.startswith("backbone.conv_head") for n in trainable) and any(n.startswith("backbone.blocks.6.") for n in trainable)
+    assert TrainConfig(data="x", out="y", unfreeze_layers=20).unfreeze == {"unfreeze_layers": 20, "unfreeze_blocks": None}
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig(data="x", out="y", unfreeze_layers=20, unfreeze_blocks=2)

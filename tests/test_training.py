@@ -111,7 +111,8 @@ def test_finetune_from_frozen_run(frozen_run, woof_mini, tmp_path):
     frozen, _ = frozen_run
     probe = StepProbe()
     config = TrainConfig(
-        data=str(woof_mini), out=str(tmp_path / "ft"), strategy="finetune", init=str(frozen.path), epochs=1, batch_size=32
+        data=str(woof_mini), out=str(tmp_path / "ft"), strategy="finetune", init=str(frozen.path), epochs=1, batch_size=32,
+        unfreeze_layers=20,
     )
     run = train(config, callbacks=[probe])
 

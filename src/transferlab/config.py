@@ -36,8 +36,10 @@ class RunSettings(BaseModel):
     seed: int = Field(42, ge=0, le=2**32 - 1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     dropout: float = Field(0.2, ge=0, lt=1)
-    unfreeze_layers: int = Field(20, ge=0, le=10_000)
-    unfreeze_blocks: int | None = Field(None, ge=0, le=1_000)
+    unfreeze_layers: int | None = Field(None, ge=0, le=10_000, description="finetune: the backbone's last N weight layers")
+    unfreeze_blocks: int | None = Field(
+        None, ge=0, le=1_000, description="finetune: the last K timm blocks (default 1 when neither is set)"
+    )
     early_stop: int | None = Field(None, ge=1, le=10_000, description="patience in epochs on val_loss")
     workers: int = Field(0, ge=0, le=64)
     overwrite: bool = Field(False, description="replace a finished run in the run directory")
@@ -50,7 +52,17 @@ class RunSettings(BaseModel):
     @model_validator(mode="after")
     def _augment_builds(self) -> "RunSettings":
         build_augment(self.augment, self.augment_set)
+        if self.unfreeze_layers is not None and self.unfreeze_blocks is not None:
+            raise ValueError("give --unfreeze-layers or --unfreeze-blocks, not both")
         return self
+
+    @property
+    def unfreeze(self) -> dict[str, int | None]:
+        """What finetune unfreezes: N weight layers, or K blocks — by default the notebook's set, the last block
+        and the head conv (its last 20 Keras layers are block7a and top_conv: 1.1 M parameters in B0)."""
+        if self.unfreeze_layers is not None:
+            return {"unfreeze_layers": self.unfreeze_layers, "unfreeze_blocks": None}
+        return {"unfreeze_layers": 0, "unfreeze_blocks": 1 if self.unfreeze_blocks is None else self.unfreeze_blocks}
 
 
 class TrainConfig(RunSettings):

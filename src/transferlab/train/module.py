@@ -133,6 +133,6 @@ class LastCheckpoint(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         partial = self.path.with_name(f".{self.path.name}.partial")
-        trainer.save_checkpoint(partial)
+        trainer.save_checkpoint(partial, weights_only=False)
         if trainer.global_rank == 0:
             os.replace(partial, self.path)

@@ -137,7 +137,7 @@ def fit_stage(
     A stage whose metrics are already written is not trained again (its best weights are loaded); one with a
     `last.ckpt` continues from it: same epochs, optimiser state and best-so-far.
     """
-    freeze = apply_strategy(model, strategy, config.unfreeze_layers, config.unfreeze_blocks)
+    freeze = apply_strategy(model, strategy, **config.unfreeze)
     if strategy.name in run.read_metrics() and run.best_checkpoint(strategy.name).is_file():
         log.info("%s: already trained in %s; loading its best checkpoint", strategy.name, run.path)
         state = torch.load(run.best_checkpoint(strategy.name), map_location="cpu", weights_only=True)["state_dict"]
