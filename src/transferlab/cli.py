@@ -174,7 +174,7 @@ def train(
         console.print(
             f"{name}: val_acc {values['val_acc']:.3f} (best {values['best_val_acc']:.3f} at epoch "
             f"{values['best_epoch']}), val_loss {values['val_loss']:.3f}, {values['epochs']} epochs, "
-            f"{values['seconds']:.0f} s"
+            f"{values['seconds']:.0f} s" + (f" + {values['feature_seconds']:.0f} s to cache features" if values.get("feature_seconds") else "")
         )
     console.print(f"run directory: {run.path}")
 
@@ -257,9 +257,10 @@ def _print_summary(run) -> None:
 
     for name, values in run.read_metrics().items():
         accuracy = f"accuracy {values['accuracy']:.3f}, " if "accuracy" in values else ""
+        features = f" + {values['feature_seconds']:.0f} s to cache features" if values.get("feature_seconds") else ""
         console.print(
             f"{name}: {accuracy}best val_acc {values['best_val_acc']:.3f} at epoch {values['best_epoch']}, "
-            f"{values['epochs']} epochs, {values['seconds']:.0f} s",
+            f"{values['epochs']} epochs, {values['seconds']:.0f} s{features}",
             highlight=False,
         )
     if run.diagnosis_file.is_file():

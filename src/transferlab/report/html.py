@@ -51,6 +51,7 @@ def _metrics_rows(run: RunDir, histories: dict[str, list[dict[str, Any]]]) -> li
                 "macro_f1": values.get("macro_f1"),
                 "seconds_per_epoch": sum(row["seconds"] for row in history) / len(history),
                 "seconds": sum(row["seconds"] for row in history),
+                "feature_seconds": values.get("feature_seconds"),
             }
         )
     return rows

@@ -168,6 +168,7 @@ class FeatureDataModule(L.LightningDataModule):
         super().__init__()
         self.train_set, self.val_set = train, val
         self.config = config
+        self.extraction_seconds = 0.0  # reading or computing the cached features; set by whoever built them
         self.batch_size = batch_size
         self.seed = seed
 

@@ -3,6 +3,7 @@
 import functools
 import logging
 import shutil
+import time
 import warnings
 import platform
 import subprocess
@@ -187,6 +188,8 @@ def fit_stage(
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
     metrics = stage_metrics(run, strategy.name)
+    if hasattr(datamodule, "extraction_seconds"):
+        metrics["feature_seconds"] = datamodule.extraction_seconds
     run.update_metrics(strategy.name, metrics)
     save_figure(history_figure(run.read_history(strategy.name), strategy.name), run.plot_file(f"history_{strategy.name}"))
     return StageResult(strategy, model, metrics, freeze)
@@ -300,16 +303,19 @@ def feature_datamodule(settings: RunSettings, index: DatasetIndex, model: Classi
     ops = resolve_ops(settings.augment, settings.augment_set)
     store = FeatureStore(store_dir(cache, settings.backbone, model.backbone, config, ops))
     runtime = functools.cache(lambda: feature_runtime(model.backbone, config.image_size, cache / "runtimes", settings.runtime))
+    started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # cached or not, training then draws the same random numbers
         train_features = extract_features(index.train, store, runtime, config, augment, views, settings.workers)
         val_features = extract_features(index.val, store, runtime, config, None, 1, settings.workers)
-    return FeatureDataModule(
+    datamodule = FeatureDataModule(
         FeatureDataset(train_features, [s.label for s in index.train], settings.seed, draw_views=True),
         FeatureDataset(val_features, [s.label for s in index.val], settings.seed, draw_views=False),
         config,
         settings.batch_size,
         settings.seed,
     )
+    datamodule.extraction_seconds = round(time.perf_counter() - started, 3)
+    return datamodule
 
 
 def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
