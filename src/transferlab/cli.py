@@ -417,6 +417,24 @@ def export(
         raise typer.Exit(FOUND_ERRORS)
 
 
+@app.command()
+def serve(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory, a .ckpt checkpoint, or an exported .onnx model.")],
+    host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the most accurate).")] = None,
+    max_mb: Annotated[float, typer.Option(min=0.01, max=1024, help="Largest upload accepted, per file, in MB.")] = 10.0,
+) -> None:
+    """A local web service (POST /predict, GET /classes, /health, /report) and a page at / to try the model."""
+    from .models.weights import WeightsError
+    from .serve import serve as run_server
+
+    try:
+        run_server(run_dir, host, port, strategy, int(max_mb * 1024 * 1024))
+    except WeightsError as error:
+        _fail(str(error))
+
+
 data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
