@@ -43,7 +43,7 @@ def _open_upload(name: str, data: bytes) -> Image.Image:
 
 def create_app(source: str | Path, strategy: str | None = None, max_bytes: int = MAX_BYTES, max_files: int = MAX_FILES) -> FastAPI:
     """The app for the model of `source` (run directory, checkpoint or exported .onnx)."""
-    predictor: Predictor = load(source, strategy)
+    predictor: Predictor = load(source, strategy, runtime="auto")
     run = RunDir(source) if Path(source).is_dir() else None
     lock = threading.Lock()
     app = FastAPI(title="transferlab", description=f"Image classifier from {source}")
