@@ -114,3 +114,13 @@ def test_the_page_labels_an_uploaded_photo_in_chromium(run, woof_mini, tmp_path)
         server.should_exit = True
         thread.join(timeout=10)
     assert top.startswith("Samoyed") and errors == []
+
+
+def test_report_is_served_when_the_run_has_one(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    (copy / "report.html").write_text("<html><body>the report</body></html>")
+    answer = TestClient(create_app(copy)).get("/report")
+    assert answer.status_code == 200 and "the report" in answer.text
