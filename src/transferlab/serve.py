@@ -5,15 +5,14 @@ keeps answering. Uploads are decoded in memory: no path from a request ever reac
 """
 
 import asyncio
-import io
 import threading
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from .data.decode import MAX_PIXELS, SUPPORTED_FORMATS
+from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_bytes
 from .inference import Predictor, load
 from .train.rundir import RunDir
 
@@ -23,22 +22,15 @@ PAGE = Path(__file__).parent / "report" / "templates" / "serve.html"
 
 
 def _open_upload(name: str, data: bytes) -> Image.Image:
-    """The upload as a decoded PIL image, or a 4xx naming what is wrong."""
-    if not data:
-        raise HTTPException(422, f"{name}: empty file")
+    """The upload as an RGB PIL image, or a 4xx naming what is wrong."""
     try:
-        image = Image.open(io.BytesIO(data))
-        if image.format not in SUPPORTED_FORMATS:
-            raise HTTPException(415, f"{name}: unsupported format {image.format} (JPEG, PNG, WebP, BMP)")
-        if image.width * image.height > MAX_PIXELS:
-            raise HTTPException(413, f"{name}: {image.width}x{image.height} pixels is over the limit of {MAX_PIXELS:,}")
-        image = ImageOps.exif_transpose(image)
-        image.load()
-    except UnidentifiedImageError:
-        raise HTTPException(415, f"{name}: not an image (JPEG, PNG, WebP or BMP expected)") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise HTTPException(422, f"{name}: cannot decode image ({error})") from None
-    return image
+        return decode_bytes(data, name)
+    except NotAnImageError as error:
+        raise HTTPException(415, str(error)) from None
+    except ImageTooLargeError as error:
+        raise HTTPException(413, str(error)) from None
+    except UnreadableImageError as error:
+        raise HTTPException(422, str(error)) from None
 
 
 def create_app(source: str | Path, strategy: str | None = None, max_bytes: int = MAX_BYTES, max_files: int = MAX_FILES) -> FastAPI:

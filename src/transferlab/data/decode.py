@@ -54,27 +54,66 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _check_opened(image: Image.Image, path: Path) -> None:
+class NotAnImageError(UnreadableImageError):
+    """Content that is no image, or an image format transferlab does not decode."""
+
+
+class ImageTooLargeError(UnreadableImageError):
+    """More pixels than `MAX_PIXELS`: refused before decoding."""
+
+
+def _check_opened(image: Image.Image, name: str) -> None:
     if image.format not in SUPPORTED_FORMATS:
-        raise UnreadableImageError(f"{path}: unsupported format {image.format} (supported: JPEG, PNG, WebP, BMP)")
+        raise NotAnImageError(f"{name}: unsupported format {image.format} (supported: JPEG, PNG, WebP, BMP)")
     width, height = image.size
     if width * height > MAX_PIXELS:
-        raise UnreadableImageError(
-            f"{path}: {width}x{height} pixels is over the limit of {MAX_PIXELS:,} (a possible decompression bomb); refused"
+        raise ImageTooLargeError(
+            f"{name}: {width}x{height} pixels is over the limit of {MAX_PIXELS:,} (a possible decompression bomb); refused"
         )
 
 
-def _open_errors(path: Path, error: Exception) -> UnreadableImageError:
+def _decode_error(name: str, data: bytes | None, error: Exception) -> UnreadableImageError:
     if isinstance(error, FileNotFoundError):
-        return UnreadableImageError(f"{path}: file not found")
+        return UnreadableImageError(f"{name}: file not found")
     if isinstance(error, UnidentifiedImageError):
-        if path.stat().st_size == 0:
-            return UnreadableImageError(f"{path}: empty file (0 bytes)")
-        return UnreadableImageError(f"{path}: not an image file (its content is no known image format)")
-    return UnreadableImageError(f"{path}: cannot decode image ({error})")
+        if not data:
+            return UnreadableImageError(f"{name}: empty file (0 bytes)")
+        return NotAnImageError(f"{name}: not an image file (its content is no known image format)")
+    return UnreadableImageError(f"{name}: cannot decode image ({error})")
 
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
+
+
+def _to_rgb_image(image: Image.Image, draft_size: int | None) -> Image.Image:
+    """An opened, checked image decoded: JPEG draft scale, EXIF orientation, RGB."""
+    if draft_size and image.format in ("JPEG", "MPO"):
+        image.draft("RGB", (draft_size, draft_size))
+    image = ImageOps.exif_transpose(image)
+    image.load()
+    return to_rgb(image)
+
+
+def decode_bytes(data: bytes, name: str, draft_size: int | None = None) -> Image.Image:
+    """The bytes of an image file as an RGB PIL image, EXIF orientation applied; `name` is used in errors.
+
+    Raises `NotAnImageError` (no image, unsupported format), `ImageTooLargeError`, or `UnreadableImageError`.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            _check_opened(image, name)
+            return _to_rgb_image(image, draft_size)
+    except UnreadableImageError:
+        raise
+    except _DECODE_ERRORS as error:
+        raise _decode_error(name, data, error) from None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise _decode_error(str(path), None, error) from None
 
 
 def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
@@ -83,30 +122,20 @@ def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
     `draft_size` lets JPEG decoding shrink by a power of two while both sides stay at least that size.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            _check_opened(image, path)
-            if draft_size and image.format in ("JPEG", "MPO"):
-                image.draft("RGB", (draft_size, draft_size))
-            image = ImageOps.exif_transpose(image)
-            image.load()
-            return to_rgb(image)
-    except UnreadableImageError:
-        raise
-    except _DECODE_ERRORS as error:
-        raise _open_errors(path, error) from None
+    return decode_bytes(_read(path), str(path), draft_size)
 
 
 def load_uint8(path: str | Path, min_size: int | None = None) -> torch.Tensor:
     """Decode `path` to an RGB uint8 tensor (3, H, W), EXIF orientation applied; the fast path for training.
 
-    With `min_size`, a JPEG at least twice that on its short side decodes at a reduced scale (short side >= min_size).
+    The file is read once. With `min_size`, a JPEG at least twice that on its short side decodes at a reduced
+    scale by Pillow (short side >= min_size); other JPEGs decode with torchvision.io, the rest with Pillow.
     """
     path = Path(path)
+    data = _read(path)
     try:
-        data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as image:
-            _check_opened(image, path)
+            _check_opened(image, str(path))
             shrinks = min_size is not None and min(image.size) >= 2 * min_size
             if image.format == "JPEG" and not shrinks:
                 return decode_jpeg(
@@ -114,14 +143,14 @@ def load_uint8(path: str | Path, min_size: int | None = None) -> torch.Tensor:
                     mode=ImageReadMode.RGB,
                     apply_exif_orientation=True,
                 )
+            return pil_to_tensor(_to_rgb_image(image, min_size))
     except UnreadableImageError:
         raise
     except RuntimeError as error:
         reason = str(error).rsplit(", ", 1)[-1]
         raise UnreadableImageError(f"{path}: cannot decode JPEG ({reason})") from None
     except _DECODE_ERRORS as error:
-        raise _open_errors(path, error) from None
-    return pil_to_tensor(load_rgb(path, draft_size=min_size))
+        raise _decode_error(str(path), data, error) from None
 
 
 def check_image(path: str | Path) -> str | None:
