@@ -58,6 +58,19 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return iter([(index, self.epoch) for index in order])
 
 
+def epoch_loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> DataLoader:
+    """Batches in `EpochSampler` order. A lone last training sample is dropped: the head's BatchNorm cannot
+    train on a batch of one."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), seed, shuffle),
+        drop_last=shuffle and len(dataset) % batch_size == 1,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+
+
 class PhotoDataset(Dataset):
     """Labelled photos as normalised tensors; `augment` (on uint8 tensors) runs between crop and normalise.
 
@@ -109,19 +122,8 @@ class PhotoDataModule(L.LightningDataModule):
         self.train_set = PhotoDataset(index.train, config, augment, seed)
         self.val_set = PhotoDataset(index.val, config)
 
-    def _loader(self, dataset: PhotoDataset, shuffle: bool) -> DataLoader:
-        """A lone last training sample is dropped: the head's BatchNorm cannot train on a batch of one."""
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=EpochSampler(len(dataset), self.seed, shuffle),
-            drop_last=shuffle and len(dataset) % self.batch_size == 1,
-            num_workers=self.workers,
-            persistent_workers=self.workers > 0,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return epoch_loader(self.train_set, self.batch_size, self.seed, shuffle=True, workers=self.workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return epoch_loader(self.val_set, self.batch_size, self.seed, shuffle=False, workers=self.workers)

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..augment.pipeline import Pipeline, seeded_generator
-from ..data.datasets import EpochSampler, PhotoDataset, normalize
+from ..data.datasets import PhotoDataset, epoch_loader, normalize
 from ..data.scan import content_hash
 from ..data.sources import Sample
 from ..files import write_atomic
@@ -172,16 +172,8 @@ class FeatureDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.seed = seed
 
-    def _loader(self, dataset: FeatureDataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=EpochSampler(len(dataset), self.seed, shuffle),
-            drop_last=shuffle and len(dataset) % self.batch_size == 1,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return epoch_loader(self.train_set, self.batch_size, self.seed, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return epoch_loader(self.val_set, self.batch_size, self.seed, shuffle=False)
