@@ -1,4 +1,4 @@
-"""Atomic file writes: readers see the old file or the new one, never half of one."""
+"""Where transferlab keeps files, and atomic writes: readers see the old file or the new one, never half of one."""
 
 import csv
 import io
@@ -6,6 +6,25 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+DATA_DIR_ENV = "TLAB_DATA_DIR"
+
+
+def cache_dir(data_dir: str | Path | None = None) -> Path:
+    """Downloads, cached features and exported models: `data_dir`, else $TLAB_DATA_DIR, else
+    $XDG_CACHE_HOME/transferlab, else ~/.cache/transferlab."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "transferlab"
+
+
+def runtimes_dir(data_dir: str | Path | None = None) -> Path:
+    """Models exported for the fast runtimes, named by weight fingerprint."""
+    return cache_dir(data_dir) / "runtimes"
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

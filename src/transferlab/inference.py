@@ -19,7 +19,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from .data.datasets import normalize, resize_and_crop
 from .data.decode import UnreadableImageError, is_image_file, load_uint8, to_rgb
 from .data.names import readable_name
-from .data.stanford_dogs import cache_dir
+from .files import runtimes_dir
 from .models.classifier import DataConfig, data_config
 from .models.runtime import module_runtime
 from .models.weights import WeightsError
@@ -91,22 +91,21 @@ class Predictor:
             items = [items]
         items = list(items)
         top_k = max(1, min(top_k, len(self.classes)))
+        names = [None if isinstance(item, Image.Image) else str(item) for item in items]
         results: list[PhotoPrediction | None] = [None] * len(items)
         readable: list[tuple[int, torch.Tensor]] = []
         for i, item in enumerate(items):
-            path = None if isinstance(item, Image.Image) else str(item)
             try:
                 readable.append((i, self.preprocess(item)))
             except UnreadableImageError as error:
-                results[i] = PhotoPrediction(path, error=str(error))
+                results[i] = PhotoPrediction(names[i], error=str(error))
         for start in range(0, len(readable), BATCH):
             chunk = readable[start : start + BATCH]
             probabilities = self.probabilities(torch.stack([tensor for _, tensor in chunk]))
             for (i, _), row in zip(chunk, probabilities):
                 best = np.argsort(-row, kind="stable")[:top_k]
-                path = None if isinstance(items[i], Image.Image) else str(items[i])
                 results[i] = PhotoPrediction(
-                    path, tuple(Prediction(self.names[c], self.classes[c], float(row[c])) for c in best)
+                    names[i], tuple(Prediction(self.names[c], self.classes[c], float(row[c])) for c in best)
                 )
             if progress:
                 progress(len(chunk))
@@ -159,7 +158,7 @@ def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch") -
     config = data_config(model.backbone, hparams["image_size"])
     fast = None
     if runtime != "torch":
-        fast = module_runtime(model, (3, config.image_size, config.image_size), cache_dir() / "runtimes", runtime)
+        fast = module_runtime(model, (3, config.image_size, config.image_size), runtimes_dir(), runtime)
 
     def logits(batch: torch.Tensor) -> np.ndarray:
         if fast is not None:

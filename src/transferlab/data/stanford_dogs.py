@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import write_atomic
+from ..files import cache_dir, write_atomic
 from .download import DownloadError, fetch, is_remote, join_source, progress_bar, sha256_of
 from .sources import DataSourceError, DatasetIndex, Sample
 
@@ -24,20 +24,9 @@ log = logging.getLogger(__name__)
 NAME = "stanford-dogs"
 OFFICIAL_URL = "http://vision.stanford.edu/aditya86/ImageNetDogs/"
 SOURCE_ENV = "TLAB_STANFORD_DOGS_URL"
-DATA_DIR_ENV = "TLAB_DATA_DIR"
 ARCHIVES = ("images.tar", "lists.tar")
 CHECKSUMS_FILE = "SHA256SUMS"
 LIST_FILES = ("file_list.mat", "train_list.mat", "test_list.mat")
-
-
-def cache_dir(data_dir: str | Path | None = None) -> Path:
-    """`data_dir`, else $TLAB_DATA_DIR, else $XDG_CACHE_HOME/transferlab, else ~/.cache/transferlab."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "transferlab"
 
 
 def source_url(source: str | None = None) -> str:

@@ -58,7 +58,9 @@ class FeatureRuntime:
 
 
 def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def torch_runtime(backbone: nn.Module, threads: int | None = None) -> FeatureRuntime:

@@ -24,7 +24,7 @@ from ..data.datasets import PhotoDataModule
 from ..data.resolve import open_data
 from ..data.scan import drop_unreadable
 from ..data.sources import DatasetIndex
-from ..data.stanford_dogs import cache_dir
+from ..files import cache_dir, runtimes_dir
 from ..models.runtime import feature_runtime, module_runtime
 from ..models.split import split_at_first_trainable
 from .features import FeatureDataModule, FeatureDataset, FeatureStore, extract_features, store_dir
@@ -141,8 +141,7 @@ def fit_stage(
     freeze = apply_strategy(model, strategy, **config.unfreeze)
     if strategy.name in run.read_metrics() and run.best_checkpoint(strategy.name).is_file():
         log.info("%s: already trained in %s; loading its best checkpoint", strategy.name, run.path)
-        state = torch.load(run.best_checkpoint(strategy.name), map_location="cpu", weights_only=True)["state_dict"]
-        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        model.load_state_dict(classifier_state(torch.load(run.best_checkpoint(strategy.name), map_location="cpu", weights_only=True)))
         return StageResult(strategy, model, run.read_metrics()[strategy.name], freeze)
     log.info(
         "%s: %d of %d parameters train, %d BatchNorm frozen",
@@ -185,8 +184,7 @@ def fit_stage(
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
 
     if checkpoint.best_model_path:
-        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(best["state_dict"])
+        model.load_state_dict(classifier_state(torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)))
     metrics = stage_metrics(run, strategy.name)
     if hasattr(datamodule, "extraction_seconds"):
         metrics["feature_seconds"] = datamodule.extraction_seconds
@@ -198,7 +196,7 @@ def fit_stage(
 def attach_fast_runtime(module: ClassifierModule, model: Classifier, strategy: Strategy, settings: RunSettings, image_size: int) -> None:
     """The frozen part of the model runs in the fast runtime: the whole backbone for `frozen` on photos
     (--no-cache), the trunk before the first trainable layer for `finetune`. PyTorch trains the rest."""
-    export_dir = cache_dir(settings.data_dir) / "runtimes"
+    export_dir = runtimes_dir(settings.data_dir)
     if strategy.trains == "head":
         runtime = feature_runtime(model.backbone, image_size, export_dir, settings.runtime)
         rest, what = model.head.forward_pooled, "backbone"
@@ -211,6 +209,11 @@ def attach_fast_runtime(module: ClassifierModule, model: Classifier, strategy: S
     if runtime.name != "torch":
         log.info("%s: the frozen %s runs in %s", strategy.name, what, runtime.name)
         module.use_fast_frozen_part(runtime, rest)
+
+
+def classifier_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The `Classifier` weights of a Lightning checkpoint (its module holds the classifier as `model`)."""
+    return {key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items()}
 
 
 def find_checkpoint(path: str | Path, strategy: str = "frozen") -> Path:
@@ -232,7 +235,7 @@ def load_checkpoint_classifier(path: str | Path, strategy: str = "frozen") -> tu
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         hparams = checkpoint["hyper_parameters"]
-        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+        state = classifier_state(checkpoint)
         model, _ = build_classifier(hparams["backbone"], len(hparams["classes"]), pretrained=False, dropout=hparams["dropout"])
     except (KeyError, RuntimeError, OSError, EOFError) as error:
         raise WeightsError(f"{checkpoint_path}: not a transferlab checkpoint ({error})") from None
@@ -299,10 +302,11 @@ def feature_datamodule(settings: RunSettings, index: DatasetIndex, model: Classi
     config = data_config(model.backbone, image_size)
     augment = build_augment(settings.augment, settings.augment_set)
     views = 1 + (settings.views if augment is not None else 0)
-    cache = cache_dir(settings.data_dir)
     ops = resolve_ops(settings.augment, settings.augment_set)
-    store = FeatureStore(store_dir(cache, settings.backbone, model.backbone, config, ops))
-    runtime = functools.cache(lambda: feature_runtime(model.backbone, config.image_size, cache / "runtimes", settings.runtime))
+    store = FeatureStore(store_dir(cache_dir(settings.data_dir), settings.backbone, model.backbone, config, ops))
+    runtime = functools.cache(
+        lambda: feature_runtime(model.backbone, config.image_size, runtimes_dir(settings.data_dir), settings.runtime)
+    )
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # cached or not, training then draws the same random numbers
         train_features = extract_features(index.train, store, runtime, config, augment, views, settings.workers)
