@@ -31,6 +31,17 @@ BreedsOption = Annotated[Optional[str], typer.Option(help="Keep the first N clas
 DataDirOption = Annotated[Optional[Path], typer.Option(help="Cache folder for stanford-dogs (default $XDG_CACHE_HOME/transferlab or ~/.cache/transferlab).")]
 NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="frozen: run the backbone on every photo every epoch instead of training the head on cached features.")]
 ViewsOption = Annotated[int, typer.Option(min=0, max=64, help="frozen: augmented views per training photo in the feature cache (plus the clean one).")]
+BackboneOption = Annotated[str, typer.Option(help="efficientnet_lite0 (bundled ImageNet weights), efficientnet_b0 (the notebook's; needs --weights or the hub), or timm:<name>.")]
+WeightsOption = Annotated[Optional[Path], typer.Option(help="State dict file with pretrained weights for the backbone (.pth/.safetensors).")]
+BatchSizeOption = Annotated[int, typer.Option(help="Images per batch.")]
+ImageSizeOption = Annotated[Optional[int], typer.Option(help="Square input size in pixels (default: the backbone's, 224).")]
+AugmentOption = Annotated[str, typer.Option(help="Augmentation of training photos: none, seed-keras (the notebook's rotation, translation, flips, contrast), seed-all (all eight ops), or a YAML file listing ops.")]
+AugmentSetOption = Annotated[Optional[list[str]], typer.Option("--augment-set", help="Override one op setting, op.param=value (repeatable), e.g. rotation.factor=0.2.")]
+SeedOption = Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")]
+ValFractionOption = Annotated[float, typer.Option(help="Share of each class held out for validation when DATA has no train/val split.")]
+UnfreezeLayersOption = Annotated[Optional[int], typer.Option(help="finetune: unfreeze the backbone's last N weight layers instead of blocks (BatchNorm stays frozen).")]
+UnfreezeBlocksOption = Annotated[Optional[int], typer.Option(help="finetune: unfreeze the last K timm blocks (default 1: the last block and the head conv, the notebook's trainable set).")]
+WorkersOption = Annotated[int, typer.Option(help="DataLoader worker processes (0: decode in the main process).")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in the run directory (an interrupted one is resumed without it).")]
 RuntimeOption = Annotated[str, typer.Option(help="Backbone runtime for features: auto (fastest installed that matches PyTorch), openvino, onnxruntime, torch.")]
 SourceUrlOption = Annotated[Optional[str], typer.Option(help="Mirror URL or local folder holding images.tar and lists.tar (default $TLAB_STANFORD_DOGS_URL, else the official site).")]
@@ -96,23 +107,23 @@ def train(
     data: Annotated[Optional[str], typer.Argument(help=DATA_HELP, show_default=False)] = None,
     config_file: ConfigOption = None,
     strategy: Annotated[str, typer.Option(help="scratch (random init, all trains), frozen (pretrained backbone frozen, new head trains) or finetune (frozen stage, then the backbone's last layers train at a low LR).")] = "frozen",
-    backbone: Annotated[str, typer.Option(help="efficientnet_lite0 (bundled ImageNet weights), efficientnet_b0 (the notebook's; needs --weights or the hub), or timm:<name>.")] = "efficientnet_lite0",
-    weights: Annotated[Optional[Path], typer.Option(help="State dict file with pretrained weights for the backbone (.pth/.safetensors).")] = None,
+    backbone: BackboneOption = "efficientnet_lite0",
+    weights: WeightsOption = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs of the strategy (default: seed recipe, scratch 40, frozen 25, finetune 4).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: seed recipe, scratch 1e-3, frozen 1e-2, finetune 1e-5).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    image_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels (default: the backbone's, 224).")] = None,
-    augment: Annotated[str, typer.Option(help="Augmentation of training photos: none, seed-keras (the notebook's rotation, translation, flips, contrast), seed-all (all eight ops), or a YAML file listing ops.")] = "seed-keras",
-    augment_set: Annotated[Optional[list[str]], typer.Option("--augment-set", help="Override one op setting, op.param=value (repeatable), e.g. rotation.factor=0.2.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")] = 42,
-    val_fraction: Annotated[float, typer.Option(help="Share of each class held out for validation when DATA has no train/val folders.")] = 0.2,
+    batch_size: BatchSizeOption = 64,
+    image_size: ImageSizeOption = None,
+    augment: AugmentOption = "seed-keras",
+    augment_set: AugmentSetOption = None,
+    seed: SeedOption = 42,
+    val_fraction: ValFractionOption = 0.2,
     dropout: Annotated[float, typer.Option(help="Dropout rate of the head.")] = 0.2,
     init: Annotated[Optional[Path], typer.Option(help="finetune only: a frozen run directory or checkpoint to start from (default: run the frozen stage first).")] = None,
     frozen_epochs: Annotated[Optional[int], typer.Option(help="finetune only: epochs of the frozen stage when --init is not given (default 25).")] = None,
-    unfreeze_layers: Annotated[Optional[int], typer.Option(help="finetune: unfreeze the backbone's last N weight layers instead of blocks (BatchNorm stays frozen).")] = None,
-    unfreeze_blocks: Annotated[Optional[int], typer.Option(help="finetune: unfreeze the last K timm blocks (default 1: the last block and the head conv, the notebook's trainable set).")] = None,
+    unfreeze_layers: UnfreezeLayersOption = None,
+    unfreeze_blocks: UnfreezeBlocksOption = None,
     early_stop: Annotated[Optional[int], typer.Option(help="Stop when val_loss has not improved for this many epochs.")] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes (0: decode in the main process).")] = 0,
+    workers: WorkersOption = 0,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<strategy>).")] = None,
     breeds: BreedsOption = None,
     data_dir: DataDirOption = None,
@@ -203,17 +214,17 @@ def compare(
     epochs: Annotated[Optional[list[str]], typer.Option(help="Epochs for every strategy (N) or one (frozen=N); repeatable; overrides the recipe.")] = None,
     lr: Annotated[Optional[list[str]], typer.Option(help="Learning rate for every strategy or one (finetune=1e-4); repeatable.")] = None,
     strategies: Annotated[str, typer.Option(help="Comma-separated strategies to run (finetune needs frozen).")] = "scratch,frozen,finetune",
-    backbone: Annotated[str, typer.Option(help="efficientnet_lite0 (bundled weights), efficientnet_b0 (needs --weights or the hub), or timm:<name>.")] = "efficientnet_lite0",
-    weights: Annotated[Optional[Path], typer.Option(help="State dict file with pretrained weights for the backbone.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    image_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels (default: the backbone's, 224).")] = None,
-    augment: Annotated[str, typer.Option(help="none, seed-keras (the notebook's), seed-all, or a YAML file listing ops.")] = "seed-keras",
-    augment_set: Annotated[Optional[list[str]], typer.Option("--augment-set", help="Override one op setting, op.param=value (repeatable).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")] = 42,
-    val_fraction: Annotated[float, typer.Option(help="Share of each class held out for validation when DATA has no split.")] = 0.2,
-    unfreeze_layers: Annotated[Optional[int], typer.Option(help="finetune: unfreeze the backbone's last N weight layers instead of blocks (BatchNorm stays frozen).")] = None,
-    unfreeze_blocks: Annotated[Optional[int], typer.Option(help="finetune: unfreeze the last K timm blocks (default 1: the last block and the head conv, the notebook's trainable set).")] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    backbone: BackboneOption = "efficientnet_lite0",
+    weights: WeightsOption = None,
+    batch_size: BatchSizeOption = 64,
+    image_size: ImageSizeOption = None,
+    augment: AugmentOption = "seed-keras",
+    augment_set: AugmentSetOption = None,
+    seed: SeedOption = 42,
+    val_fraction: ValFractionOption = 0.2,
+    unfreeze_layers: UnfreezeLayersOption = None,
+    unfreeze_blocks: UnfreezeBlocksOption = None,
+    workers: WorkersOption = 0,
     breeds: BreedsOption = None,
     data_dir: DataDirOption = None,
     source_url: SourceUrlOption = None,

@@ -8,11 +8,9 @@ from typing import Sequence
 
 import lightning as L
 
-from ..augment.gallery import gallery_figure
+from ..augment.gallery import gallery_figure, gallery_image
 from ..augment.pipeline import build_augment
 from ..config import CompareConfig
-from ..data.datasets import square_view
-from ..data.decode import load_uint8
 from ..evaluate.evaluation import evaluate_models, record_summary
 from ..models.backbones import resolve_backbone
 from ..models.classifier import build_classifier
@@ -41,7 +39,7 @@ def write_data_figures(run: RunDir, config: CompareConfig, index) -> None:
     save_figure(class_counts_figure(index), run.plot_file("class_counts"))
     pipeline = build_augment(config.augment, config.augment_set)
     if pipeline is not None and pipeline.ops:
-        photo = square_view(224)(load_uint8(index.train[0].path, min_size=224))
+        photo, _ = gallery_image(index.train[0].path)
         save_figure(gallery_figure(photo, pipeline, 7, config.seed), run.plot_file("augment"))
 
 
