@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from .config import DEFAULT_VIEWS, CompareConfig, TrainConfig
+from .train.distributed import is_rank_zero
 
 app = typer.Typer(
     help="transferlab: train, evaluate and explain an image classifier on a folder of photos, "
@@ -41,7 +42,11 @@ SeedOption = Annotated[int, typer.Option(help="Seed for the split, initialisatio
 ValFractionOption = Annotated[float, typer.Option(help="Share of each class held out for validation when DATA has no train/val split.")]
 UnfreezeLayersOption = Annotated[Optional[int], typer.Option(help="finetune: unfreeze the backbone's last N weight layers instead of blocks (BatchNorm stays frozen).")]
 UnfreezeBlocksOption = Annotated[Optional[int], typer.Option(help="finetune: unfreeze the last K timm blocks (default 1: the last block and the head conv, the notebook's trainable set).")]
-WorkersOption = Annotated[int, typer.Option(help="DataLoader worker processes (0: decode in the main process).")]
+WorkersOption = Annotated[Optional[int], typer.Option(help="DataLoader worker processes (0: decode in the training process; default 0 on CPU, the cores per device on GPUs).")]
+AcceleratorOption = Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or gpu.")]
+DevicesOption = Annotated[int, typer.Option(help="Training processes per machine (GPUs, or CPU processes); more than one trains with DDP, batch size per process.")]
+NumNodesOption = Annotated[int, typer.Option(help="Machines (with torchrun or SLURM, or NODE_RANK/MASTER_ADDR set on each).")]
+PrecisionOption = Annotated[str, typer.Option(help="auto (bf16-mixed on a GPU that supports it, else 32), 32, 16-mixed (GPU), bf16-mixed.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in the run directory (an interrupted one is resumed without it).")]
 RuntimeOption = Annotated[str, typer.Option(help="Backbone runtime for features: auto (fastest installed that matches PyTorch), openvino, onnxruntime, torch.")]
 SourceUrlOption = Annotated[Optional[str], typer.Option(help="Mirror URL or local folder holding images.tar and lists.tar (default $TLAB_STANFORD_DOGS_URL, else the official site).")]
@@ -69,6 +74,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show li
     import lightning  # noqa: F401  (its import sets its loggers to INFO; set them after)
 
     level = logging.INFO if verbose else logging.WARNING
+    if not is_rank_zero():
+        level = logging.ERROR  # the other processes of a distributed run: rank 0 reports
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(level)
@@ -123,7 +130,11 @@ def train(
     unfreeze_layers: UnfreezeLayersOption = None,
     unfreeze_blocks: UnfreezeBlocksOption = None,
     early_stop: Annotated[Optional[int], typer.Option(help="Stop when val_loss has not improved for this many epochs.")] = None,
-    workers: WorkersOption = 0,
+    workers: WorkersOption = None,
+    accelerator: AcceleratorOption = "auto",
+    devices: DevicesOption = 1,
+    num_nodes: NumNodesOption = 1,
+    precision: PrecisionOption = "auto",
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<strategy>).")] = None,
     breeds: BreedsOption = None,
     data_dir: DataDirOption = None,
@@ -165,6 +176,10 @@ def train(
         unfreeze_blocks=unfreeze_blocks,
         early_stop=early_stop,
         workers=workers,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        precision=precision,
         cache=not no_cache,
         views=views,
         runtime=runtime,
@@ -181,6 +196,8 @@ def train(
         run = run_training(config)
     except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError) as error:
         _fail(str(error))
+    if not is_rank_zero():
+        return
     for name, values in run.read_metrics().items():
         console.print(
             f"{name}: val_acc {values['val_acc']:.3f} (best {values['best_val_acc']:.3f} at epoch "
@@ -224,7 +241,11 @@ def compare(
     val_fraction: ValFractionOption = 0.2,
     unfreeze_layers: UnfreezeLayersOption = None,
     unfreeze_blocks: UnfreezeBlocksOption = None,
-    workers: WorkersOption = 0,
+    workers: WorkersOption = None,
+    accelerator: AcceleratorOption = "auto",
+    devices: DevicesOption = 1,
+    num_nodes: NumNodesOption = 1,
+    precision: PrecisionOption = "auto",
     breeds: BreedsOption = None,
     data_dir: DataDirOption = None,
     source_url: SourceUrlOption = None,
@@ -250,7 +271,7 @@ def compare(
             weights=str(weights) if weights else None, batch_size=batch_size, image_size=image_size, augment=augment,
             augment_set=augment_set or [], seed=seed, val_fraction=val_fraction, unfreeze_layers=unfreeze_layers,
             unfreeze_blocks=unfreeze_blocks, workers=workers, cache=not no_cache, views=views, runtime=runtime,
-            overwrite=overwrite,
+            overwrite=overwrite, accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
         )
     except ValidationError as error:
         _fail(_validation_message(error))
@@ -258,6 +279,8 @@ def compare(
         run = run_compare(config)
     except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError) as error:
         _fail(str(error))
+    if not is_rank_zero():
+        return
     _print_summary(run)
     console.print(f"report: {run.report_file}")
 

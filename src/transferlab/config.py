@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .augment.pipeline import build_augment
 from .models.backbones import DEFAULT_BACKBONE
+from .train.distributed import Accelerator, Precision
 from .train.strategies import StrategyName
 
 RecipeName = Literal["seed", "quick"]
@@ -41,19 +42,25 @@ class RunSettings(BaseModel):
         None, ge=0, le=1_000, description="finetune: the last K timm blocks (default 1 when neither is set)"
     )
     early_stop: int | None = Field(None, ge=1, le=10_000, description="patience in epochs on val_loss")
-    workers: int = Field(0, ge=0, le=64)
+    workers: int | None = Field(None, ge=0, le=64, description="DataLoader workers (default: 0 on CPU, the cores per device on GPUs)")
     overwrite: bool = Field(False, description="replace a finished run in the run directory")
     cache: bool = Field(True, description="frozen strategy: train the head on cached backbone features")
     views: int = Field(DEFAULT_VIEWS, ge=0, le=64, description="augmented views per training photo in the feature cache")
     runtime: Literal["auto", "openvino", "onnxruntime", "torch"] = Field(
         "auto", description="backbone runtime for feature extraction"
     )
+    accelerator: Accelerator = Field("auto", description="auto (a GPU when there is one), cpu or gpu")
+    devices: int = Field(1, ge=1, le=1024, description="processes per node (GPUs, or CPU processes)")
+    num_nodes: int = Field(1, ge=1, le=1024, description="machines")
+    precision: Precision = Field("auto", description="auto (bf16-mixed on a GPU that has it, else 32), 32, 16-mixed, bf16-mixed")
 
     @model_validator(mode="after")
     def _augment_builds(self) -> "RunSettings":
         build_augment(self.augment, self.augment_set)
         if self.unfreeze_layers is not None and self.unfreeze_blocks is not None:
             raise ValueError("give --unfreeze-layers or --unfreeze-blocks, not both")
+        if self.accelerator == "cpu" and self.precision == "16-mixed":
+            raise ValueError("--precision 16-mixed needs a GPU; on CPU use bf16-mixed or 32")
         return self
 
     @property

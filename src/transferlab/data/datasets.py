@@ -1,8 +1,10 @@
 """Datasets and the Lightning DataModule: decode, augment (train only), resize and normalise."""
 
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import lightning as L
+from lightning.pytorch.accelerators import CUDAAccelerator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
@@ -37,37 +39,69 @@ def normalize(config: DataConfig) -> v2.Transform:
 
 class EpochSampler(Sampler[tuple[int, int]]):
     """Shuffles with a generator seeded by (seed, epoch) and yields `(index, epoch)`, so that each
-    sample's augmentation seed is known in whichever worker decodes it. Lightning calls `set_epoch`."""
+    sample's augmentation seed is known in whichever worker decodes it. Lightning calls `set_epoch`.
 
-    def __init__(self, length: int, seed: int, shuffle: bool = True):
+    In a distributed run, process `rank` of `world_size` takes every `world_size`-th sample of the same order.
+    Training shards are padded from the order's start to one length (the processes step together);
+    validation shards are not, so every validation photo is counted exactly once.
+    """
+
+    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        if length < world_size:
+            raise ValueError(f"{length} samples cannot be shared among {world_size} processes")
         self.length = length
         self.seed = seed
         self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.length
+        if self.shuffle:
+            return -(-self.length // self.world_size)
+        return len(range(self.rank, self.length, self.world_size))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = range(self.length)
+        order = list(range(self.length))
         if self.shuffle:
             order = torch.randperm(self.length, generator=seeded_generator(self.seed, self.epoch)).tolist()
-        return iter([(index, self.epoch) for index in order])
+            order += order[: len(self) * self.world_size - self.length]
+        return iter([(index, self.epoch) for index in order[self.rank :: self.world_size]])
 
 
-def epoch_loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> DataLoader:
+@dataclass(frozen=True)
+class Placement:
+    """Where a loader's batches go: this process's shard of each epoch, and whether to pin them for a GPU."""
+
+    rank: int = 0
+    world_size: int = 1
+    pin_memory: bool = False
+
+    @classmethod
+    def of(cls, trainer: "L.Trainer | None") -> "Placement":
+        """The placement of a DataModule's loaders under `trainer` (one process on the CPU without one)."""
+        if trainer is None:
+            return cls()
+        return cls(trainer.global_rank, trainer.world_size, isinstance(trainer.accelerator, CUDAAccelerator))
+
+
+def epoch_loader(
+    dataset: Dataset, batch_size: int, seed: int, shuffle: bool, workers: int = 0, placement: Placement = Placement()
+) -> DataLoader:
     """Batches in `EpochSampler` order. A lone last training sample is dropped: the head's BatchNorm cannot
     train on a batch of one."""
+    sampler = EpochSampler(len(dataset), seed, shuffle, placement.rank, placement.world_size)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed, shuffle),
-        drop_last=shuffle and len(dataset) % batch_size == 1,
+        sampler=sampler,
+        drop_last=shuffle and len(sampler) % batch_size == 1,
         num_workers=workers,
         persistent_workers=workers > 0,
+        pin_memory=placement.pin_memory,
     )
 
 
@@ -123,7 +157,9 @@ class PhotoDataModule(L.LightningDataModule):
         self.val_set = PhotoDataset(index.val, config)
 
     def train_dataloader(self) -> DataLoader:
-        return epoch_loader(self.train_set, self.batch_size, self.seed, shuffle=True, workers=self.workers)
+        placement = Placement.of(self.trainer)
+        return epoch_loader(self.train_set, self.batch_size, self.seed, True, self.workers, placement)
 
     def val_dataloader(self) -> DataLoader:
-        return epoch_loader(self.val_set, self.batch_size, self.seed, shuffle=False, workers=self.workers)
+        placement = Placement.of(self.trainer)
+        return epoch_loader(self.val_set, self.batch_size, self.seed, False, self.workers, placement)

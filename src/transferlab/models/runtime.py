@@ -68,12 +68,14 @@ def torch_runtime(backbone: nn.Module, threads: int | None = None) -> FeatureRun
     return torch_module_runtime(PooledBackbone(backbone))
 
 
-def torch_module_runtime(module: nn.Module) -> FeatureRuntime:
-    """PyTorch in inference mode; the module runs in eval mode and every submodule keeps its own mode after."""
+def torch_module_runtime(module: nn.Module, device: str = "cpu") -> FeatureRuntime:
+    """PyTorch in inference mode on `device` (the module is moved there); the module runs in eval mode and every
+    submodule keeps its own mode after."""
+    module.to(device)
 
     def run(images: np.ndarray) -> np.ndarray:
         with eval_mode(module), torch.inference_mode():
-            return module(torch.from_numpy(images)).float().numpy()
+            return module(torch.from_numpy(images).to(device)).float().cpu().numpy()
 
     return FeatureRuntime("torch", run)
 
@@ -137,9 +139,17 @@ def relative_error(result: np.ndarray, reference: np.ndarray) -> float:
 
 
 def feature_runtime(
-    backbone: nn.Module, image_size: int, export_dir: Path, prefer: str = "auto", threads: int | None = None
+    backbone: nn.Module,
+    image_size: int,
+    export_dir: Path,
+    prefer: str = "auto",
+    threads: int | None = None,
+    device: str = "cpu",
 ) -> FeatureRuntime:
-    """Pooled features by the first of `RUNTIMES` (or `prefer`) that is installed and matches PyTorch."""
+    """Pooled features by the first of `RUNTIMES` (or `prefer`) that is installed and matches PyTorch; on a
+    GPU (`device="cuda"`), by PyTorch there."""
+    if device != "cpu":
+        return torch_module_runtime(PooledBackbone(backbone), device)
     return module_runtime(PooledBackbone(backbone), (3, image_size, image_size), export_dir, prefer, threads)
 
 

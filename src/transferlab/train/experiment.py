@@ -16,6 +16,7 @@ from ..models.backbones import resolve_backbone
 from ..models.classifier import build_classifier
 from ..report.html import build_report
 from ..report.plots import class_counts_figure, sample_grid_figure, save_figure
+from .distributed import is_rank_zero
 from .rundir import RunDir
 from .runner import StageResult, feature_datamodule, fit_stage, load_data, make_datamodule, open_run, write_run_header
 from .strategies import RECIPES, Strategy
@@ -53,8 +54,9 @@ def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunD
     run = open_run(config, index, list(strategies))
 
     pretrained, weights = build_classifier(spec, len(index.classes), True, config.weights, config.dropout)
-    write_run_header(run, config, index, weights)
-    write_data_figures(run, config, index)
+    if is_rank_zero():
+        write_run_header(run, config, index, weights)
+        write_data_figures(run, config, index)
     datamodule = make_datamodule(config, index, pretrained, config.image_size)
     frozen_data = feature_datamodule(config, index, pretrained, config.image_size) if config.cache else datamodule
 
@@ -69,6 +71,8 @@ def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunD
         log.info("%s: %d epochs at lr %g", name, strategy.epochs, strategy.lr)
         data = frozen_data if name == "frozen" else datamodule
         stages[name] = fit_stage(run, data, model, strategy, config, index.classes, callbacks)
+    if not is_rank_zero():
+        return run  # the other processes of a distributed run only train
 
     image_size = datamodule.config.image_size
     models = {name: stage.model for name, stage in stages.items()}

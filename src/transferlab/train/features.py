@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..augment.pipeline import Pipeline, seeded_generator
-from ..data.datasets import PhotoDataset, epoch_loader, normalize
+from ..data.datasets import Placement, PhotoDataset, epoch_loader, normalize
 from ..data.scan import content_hash
 from ..data.sources import Sample
 from ..files import write_atomic
@@ -173,7 +173,7 @@ class FeatureDataModule(L.LightningDataModule):
         self.seed = seed
 
     def train_dataloader(self) -> DataLoader:
-        return epoch_loader(self.train_set, self.batch_size, self.seed, shuffle=True)
+        return epoch_loader(self.train_set, self.batch_size, self.seed, shuffle=True, placement=Placement.of(self.trainer))
 
     def val_dataloader(self) -> DataLoader:
-        return epoch_loader(self.val_set, self.batch_size, self.seed, shuffle=False)
+        return epoch_loader(self.val_set, self.batch_size, self.seed, shuffle=False, placement=Placement.of(self.trainer))

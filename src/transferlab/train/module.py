@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchmetrics import MeanMetric, SumMetric
 
 from ..models.freezing import set_frozen_batchnorms_eval
 from ..models.runtime import FeatureRuntime
@@ -40,6 +41,12 @@ class ClassifierModule(L.LightningModule):
         self.lr = lr
         self.strategy = strategy
         self.fast_frozen: tuple[FeatureRuntime, Callable[[torch.Tensor], torch.Tensor]] | None = None
+        self.epoch_metrics = nn.ModuleDict(
+            {f"{stage}_{name}": MeanMetric() for stage in ("train", "val") for name in ("loss", "acc")}
+            | {"val_photos": SumMetric()}
+        )
+        """Epoch means weighted by photos, summed over every process's shard: exact over the whole set (Lightning's
+        own `sync_dist` mean truncates the photo count to an integer mean over processes)."""
         self.save_hyperparameters(ignore=["model"])
 
     def use_fast_frozen_part(self, runtime: FeatureRuntime, rest: Callable[[torch.Tensor], torch.Tensor]) -> None:
@@ -66,9 +73,14 @@ class ClassifierModule(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
-        batch_size = labels.numel()
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        photos = labels.numel()
+        for name, value in (("loss", loss), ("acc", accuracy)):
+            metric = self.epoch_metrics[f"{stage}_{name}"]
+            metric.update(value.detach().float(), weight=photos)
+            self.log(f"{stage}_{name}", metric, on_step=False, on_epoch=True, prog_bar=True)
+        if stage == "val":
+            self.epoch_metrics["val_photos"].update(photos)
+            self.log("val_photos", self.epoch_metrics["val_photos"], on_step=False, on_epoch=True)
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -107,9 +119,11 @@ class HistoryRecorder(L.Callback):
         self._epoch_start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.global_rank != 0:
+        if trainer.sanity_checking:
             return
-        metrics = trainer.callback_metrics
+        metrics = trainer.callback_metrics  # on every rank: reading them reduces them across processes
+        if trainer.global_rank != 0:
+            return
         self.run.append_history(
             {
                 "epoch": trainer.current_epoch + 1,
@@ -118,6 +132,7 @@ class HistoryRecorder(L.Callback):
                 "train_acc": float(metrics["train_acc"]),
                 "val_loss": float(metrics.get("val_loss", float("nan"))),
                 "val_acc": float(metrics.get("val_acc", float("nan"))),
+                "val_photos": int(metrics.get("val_photos", 0)),
                 "lr": trainer.optimizers[0].param_groups[0]["lr"],
                 "seconds": round(time.perf_counter() - self._epoch_start, 3),
             }

@@ -10,7 +10,8 @@ import yaml
 from ..data.sources import Skipped
 from ..files import write_atomic, write_csv_atomic
 
-HISTORY_COLUMNS = ("epoch", "strategy", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+HISTORY_COLUMNS = ("epoch", "strategy", "train_loss", "train_acc", "val_loss", "val_acc", "val_photos", "lr", "seconds")
+INTEGER_COLUMNS = {"epoch", "val_photos"}
 
 
 class RunDirError(ValueError):
@@ -109,10 +110,7 @@ class RunDir:
             return []
         with open(self.history_file, newline="") as handle:
             rows = list(csv.DictReader(handle))
-        parsed = [
-            {key: value if key == "strategy" else (int(value) if key == "epoch" else float(value)) for key, value in row.items()}
-            for row in rows
-        ]
+        parsed = [{key: _parse_cell(key, value) for key, value in row.items()} for row in rows]
         return [row for row in parsed if strategy is None or row["strategy"] == strategy]
 
     def append_history(self, row: dict[str, Any]) -> None:
@@ -128,3 +126,12 @@ class RunDir:
         metrics = self.read_metrics()
         metrics[strategy] = values
         self.write_json(self.metrics_file, metrics)
+
+
+def _parse_cell(column: str, text: str) -> str | int | float | None:
+    """A history cell as its type; empty (a column added after the row was written) as None."""
+    if column == "strategy":
+        return text
+    if text == "":
+        return None
+    return int(text) if column in INTEGER_COLUMNS else float(text)

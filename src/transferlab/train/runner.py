@@ -23,7 +23,7 @@ from ..config import RunSettings, TrainConfig
 from ..data.datasets import PhotoDataModule
 from ..data.resolve import open_data
 from ..data.scan import drop_unreadable
-from ..data.sources import DatasetIndex
+from ..data.sources import DataSourceError, DatasetIndex
 from ..files import cache_dir, runtimes_dir
 from ..models.runtime import feature_runtime, module_runtime
 from ..models.split import split_at_first_trainable
@@ -35,6 +35,7 @@ from ..models.weights import WeightsError, WeightsInfo
 from ..report.plots import history_figure, save_figure
 from .module import ClassifierModule, FrozenBatchNormEval, HistoryRecorder, LastCheckpoint
 from .rundir import RunDir, RunDirError
+from .distributed import is_rank_zero, resolve_workers, threads_per_process, trainer_options, uses_gpu
 from .strategies import SEED_RECIPE, Strategy, apply_strategy
 
 log = logging.getLogger(__name__)
@@ -136,10 +137,12 @@ def fit_stage(
     """Train `model` with `strategy`, record history, checkpoints, metrics and plot; load the best weights back.
 
     A stage whose metrics are already written is not trained again (its best weights are loaded); one with a
-    `last.ckpt` continues from it: same epochs, optimiser state and best-so-far.
+    `last.ckpt` continues from it: same epochs, optimiser state and best-so-far. With `overwrite` rank 0 has
+    emptied the run directory, and the other processes of a distributed run must not read what was there.
     """
     freeze = apply_strategy(model, strategy, **config.unfreeze)
-    if strategy.name in run.read_metrics() and run.best_checkpoint(strategy.name).is_file():
+    resuming = not config.overwrite
+    if resuming and strategy.name in run.read_metrics() and run.best_checkpoint(strategy.name).is_file():
         log.info("%s: already trained in %s; loading its best checkpoint", strategy.name, run.path)
         model.load_state_dict(classifier_state(torch.load(run.best_checkpoint(strategy.name), map_location="cpu", weights_only=True)))
         return StageResult(strategy, model, run.read_metrics()[strategy.name], freeze)
@@ -156,7 +159,7 @@ def fit_stage(
         dropout=config.dropout,
         image_size=datamodule.config.image_size,
     )
-    if strategy.trains in ("head", "head+last") and config.runtime != "torch" and isinstance(datamodule, PhotoDataModule):
+    if fast_runtime_applies(config) and strategy.trains in ("head", "head+last") and isinstance(datamodule, PhotoDataModule):
         attach_fast_runtime(module, model, strategy, config, datamodule.config.image_size)
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoint_dir(strategy.name), filename="best", monitor="val_acc", mode="max", save_last=False
@@ -169,8 +172,7 @@ def fit_stage(
         callbacks.append(EarlyStopping(monitor="val_loss", patience=config.early_stop, mode="min"))
     trainer = L.Trainer(
         max_epochs=strategy.epochs,
-        accelerator="auto",
-        devices=1,
+        **trainer_options(config.accelerator, config.devices, config.num_nodes, config.precision),
         logger=False,
         callbacks=callbacks,
         num_sanity_val_steps=0,
@@ -178,33 +180,41 @@ def fit_stage(
         default_root_dir=run.path,
     )
     model.train()  # a previous stage may have left frozen BatchNorm in eval; FrozenBatchNormEval sets it per epoch
-    resume = last if last.is_file() else None
+    resume = last if resuming and last.is_file() else None
     if resume:
         log.warning("%s: resuming from %s", strategy.name, resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
 
     if checkpoint.best_model_path:
         model.load_state_dict(classifier_state(torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)))
+    model.cpu()
     metrics = stage_metrics(run, strategy.name)
     if hasattr(datamodule, "extraction_seconds"):
         metrics["feature_seconds"] = datamodule.extraction_seconds
-    run.update_metrics(strategy.name, metrics)
-    save_figure(history_figure(run.read_history(strategy.name), strategy.name), run.plot_file(f"history_{strategy.name}"))
+    if is_rank_zero():
+        run.update_metrics(strategy.name, metrics)
+        save_figure(history_figure(run.read_history(strategy.name), strategy.name), run.plot_file(f"history_{strategy.name}"))
     return StageResult(strategy, model, metrics, freeze)
+
+
+def fast_runtime_applies(settings: RunSettings) -> bool:
+    """The frozen part runs in OpenVINO / ONNX Runtime on the CPU; on GPUs PyTorch runs all of the model."""
+    return settings.runtime != "torch" and not uses_gpu(settings.accelerator)
 
 
 def attach_fast_runtime(module: ClassifierModule, model: Classifier, strategy: Strategy, settings: RunSettings, image_size: int) -> None:
     """The frozen part of the model runs in the fast runtime: the whole backbone for `frozen` on photos
     (--no-cache), the trunk before the first trainable layer for `finetune`. PyTorch trains the rest."""
     export_dir = runtimes_dir(settings.data_dir)
+    threads = threads_per_process(settings.devices)
     if strategy.trains == "head":
-        runtime = feature_runtime(model.backbone, image_size, export_dir, settings.runtime)
+        runtime = feature_runtime(model.backbone, image_size, export_dir, settings.runtime, threads)
         rest, what = model.head.forward_pooled, "backbone"
     else:
         split = split_at_first_trainable(model.backbone)
         if split is None:
             return
-        runtime = module_runtime(split.trunk, (3, image_size, image_size), export_dir, settings.runtime)
+        runtime = module_runtime(split.trunk, (3, image_size, image_size), export_dir, settings.runtime, threads)
         rest, what = (lambda trunk_output: model.head(split.tail(trunk_output))), f"trunk ({split.trunk_layers} modules)"
     if runtime.name != "torch":
         log.info("%s: the frozen %s runs in %s", strategy.name, what, runtime.name)
@@ -256,7 +266,7 @@ def load_data(settings: RunSettings) -> DatasetIndex:
     return drop_unreadable(index)
 
 
-IGNORED_ON_RESUME = {"out", "overwrite", "workers", "runtime"}
+IGNORED_ON_RESUME = {"out", "overwrite", "workers", "runtime", "accelerator", "devices", "num_nodes", "precision"}
 """Settings that may differ when an interrupted run is resumed."""
 
 
@@ -264,8 +274,12 @@ def open_run(settings: RunSettings, index: DatasetIndex, strategies: Sequence[st
     """The run directory, created (or emptied with `overwrite`), with skipped.csv listing what `index` left out.
 
     A finished run is refused without `overwrite`; an interrupted one with the same settings is resumed.
+    In a distributed run only rank 0 checks and writes; the others use what it prepared.
     """
     run = RunDir(settings.out)
+    check_shares(settings, index)
+    if not is_rank_zero():
+        return run
     if run.config_file.is_file():
         if settings.overwrite:
             shutil.rmtree(run.path)
@@ -286,13 +300,23 @@ def open_run(settings: RunSettings, index: DatasetIndex, strategies: Sequence[st
     return run
 
 
+def check_shares(settings: RunSettings, index: DatasetIndex) -> None:
+    """Every process needs training and validation photos of its own."""
+    processes = settings.devices * settings.num_nodes
+    if processes > 1 and min(len(index.train), len(index.val)) < processes:
+        raise DataSourceError(
+            f"{index.root}: {len(index.train)} training and {len(index.val)} validation photos cannot be shared "
+            f"among {processes} processes (--devices x --num-nodes)"
+        )
+
+
 def make_datamodule(settings: RunSettings, index: DatasetIndex, model: Classifier, image_size: int | None) -> PhotoDataModule:
     return PhotoDataModule(
         index,
         data_config(model.backbone, image_size),
         build_augment(settings.augment, settings.augment_set),
         batch_size=settings.batch_size,
-        workers=settings.workers,
+        workers=resolve_workers(settings.workers, settings.accelerator, settings.devices),
         seed=settings.seed,
     )
 
@@ -304,13 +328,18 @@ def feature_datamodule(settings: RunSettings, index: DatasetIndex, model: Classi
     views = 1 + (settings.views if augment is not None else 0)
     ops = resolve_ops(settings.augment, settings.augment_set)
     store = FeatureStore(store_dir(cache_dir(settings.data_dir), settings.backbone, model.backbone, config, ops))
+    prefer = settings.runtime if fast_runtime_applies(settings) else "torch"
+    device = "cuda" if uses_gpu(settings.accelerator) else "cpu"
     runtime = functools.cache(
-        lambda: feature_runtime(model.backbone, config.image_size, runtimes_dir(settings.data_dir), settings.runtime)
+        lambda: feature_runtime(
+            model.backbone, config.image_size, runtimes_dir(settings.data_dir), prefer, threads_per_process(settings.devices), device
+        )
     )
+    workers = resolve_workers(settings.workers, settings.accelerator, settings.devices)
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # cached or not, training then draws the same random numbers
-        train_features = extract_features(index.train, store, runtime, config, augment, views, settings.workers)
-        val_features = extract_features(index.val, store, runtime, config, None, 1, settings.workers)
+        train_features = extract_features(index.train, store, runtime, config, augment, views, workers)
+        val_features = extract_features(index.val, store, runtime, config, None, 1, workers)
     datamodule = FeatureDataModule(
         FeatureDataset(train_features, [s.label for s in index.train], settings.seed, draw_views=True),
         FeatureDataset(val_features, [s.label for s in index.val], settings.seed, draw_views=False),
@@ -344,7 +373,8 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
             spec, len(index.classes), SEED_RECIPE[first].pretrained, config.weights, config.dropout
         )
         image_size = config.image_size
-    write_run_header(run, config, index, weights)
+    if is_rank_zero():
+        write_run_header(run, config, index, weights)
     if first == "frozen" and not config.init and config.cache:
         frozen_data = feature_datamodule(config, index, model, image_size)
     else:

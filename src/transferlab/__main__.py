@@ -1,0 +1,5 @@
+"""`python -m transferlab`: the `tlab` command (for launchers that run a module, e.g. `torchrun -m transferlab`)."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""Devices, nodes and precision: the Lightning Trainer's arguments, and which process writes the run directory.
+
+`tlab train --devices N` starts N - 1 more processes when the first stage starts training (Lightning runs the
+same command again in each); torchrun and SLURM start them all at once. Every process trains; only global
+rank 0 writes files. Each process takes its own shard of every epoch (`data.datasets.EpochSampler`), and
+validation metrics are summed over all shards, so every validation photo is counted exactly once.
+"""
+
+import os
+from typing import Any, Literal
+
+import torch
+
+from ..models.runtime import default_threads
+
+Accelerator = Literal["auto", "cpu", "gpu"]
+Precision = Literal["auto", "32", "16-mixed", "bf16-mixed"]
+
+RANK_VARIABLES = ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "SLURM_PROCID")
+"""Set by Lightning's launcher (NODE_RANK, LOCAL_RANK), torchrun (RANK, GROUP_RANK, LOCAL_RANK) or SLURM."""
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0 as its launcher set it up; true for a plain single process.
+
+    Read from the environment, so it holds before any process group exists.
+    """
+    return all(int(os.environ.get(name) or 0) == 0 for name in RANK_VARIABLES)
+
+
+def uses_gpu(accelerator: Accelerator) -> bool:
+    """Whether training runs on CUDA GPUs: asked for, or `auto` on a machine that has one."""
+    return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def resolve_precision(precision: Precision, accelerator: Accelerator) -> str:
+    """`auto`: bf16 autocast on a GPU that supports it, float32 elsewhere (CPU autocast gains nothing on most CPUs)."""
+    if precision != "auto":
+        return precision if precision != "32" else "32-true"
+    if uses_gpu(accelerator) and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def resolve_workers(workers: int | None, accelerator: Accelerator, devices: int) -> int:
+    """DataLoader workers: as given; else 0 on CPU (decoding in the training process keeps the cores for
+    the model), and on GPUs the machine's cores shared among the devices, one left for each training process."""
+    if workers is not None:
+        return workers
+    if not uses_gpu(accelerator):
+        return 0
+    return max(1, min(8, threads_per_process(devices) - 1))
+
+
+def threads_per_process(devices: int) -> int:
+    """This machine's cores shared among the training processes it runs."""
+    return max(1, default_threads() // devices)
+
+
+def trainer_options(accelerator: Accelerator, devices: int, num_nodes: int, precision: Precision) -> dict[str, Any]:
+    """Keyword arguments of `L.Trainer` for where and how the run trains. Samplers shard themselves."""
+    distributed = devices * num_nodes > 1
+    if distributed:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy: Any = DDPStrategy(find_unused_parameters=False)
+    else:
+        strategy = "auto"
+    return {
+        "accelerator": accelerator,
+        "devices": devices,
+        "num_nodes": num_nodes,
+        "strategy": strategy,
+        "precision": resolve_precision(precision, accelerator),
+        "use_distributed_sampler": False,
+    }
