@@ -149,3 +149,15 @@ def test_offline_is_one_clear_message(tmp_path, monkeypatch):
     with pytest.raises(DownloadError, match="cannot connect"):
         fetch("http://127.0.0.1:9/images.tar", tmp_path / "x.tar")
     assert stanford_dogs.OFFICIAL_URL in result.output
+
+
+def test_processes_preparing_the_same_cache_at_once_download_once(mirror, tmp_path):
+    """The processes of a distributed run (or two runs) start together: one fetches, the others wait and reuse."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        indexes = list(pool.map(lambda _: open_data("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url), range(3)))
+    assert indexes[0] == indexes[1] == indexes[2] and len(indexes[0].train) == 300
+    fetched = sorted(name for name, _ in mirror.requests if name.endswith(".tar"))
+    assert fetched == ["images.tar", "lists.tar"], mirror.requests
+    assert not list((tmp_path / "cache" / "stanford-dogs").glob("extracted.partial-*"))

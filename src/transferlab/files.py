@@ -2,10 +2,14 @@
 
 import csv
 import io
+import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "TLAB_DATA_DIR"
 
@@ -52,3 +56,26 @@ def write_csv_atomic(path: Path, columns: Sequence[str], rows: Iterable[Mapping[
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(path, buffer.getvalue())
+
+
+@contextmanager
+def exclusive_lock(path: Path, waiting_message: str = "") -> Iterator[None]:
+    """Hold an advisory lock on `path` (created if missing) inside the block: one process at a time on this
+    machine, e.g. the processes of a distributed run preparing the same cache. No-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting_message:
+                log.warning(waiting_message)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import cache_dir, write_atomic
+from ..files import cache_dir, exclusive_lock, write_atomic
 from .download import DownloadError, fetch, is_remote, join_source, progress_bar, sha256_of
 from .sources import DataSourceError, DatasetIndex, Sample
 
@@ -144,6 +144,7 @@ def _manifest_is_valid(folder: Path) -> bool:
         if archive.is_file() and sha256_of(archive) != record["sha256"]:
             log.warning("%s: sha256 differs from the one recorded at download; fetching and extracting it again", archive)
             archive.unlink()
+            manifest_file.unlink()
             return False
     return True
 
@@ -154,7 +155,13 @@ def prepare(data_dir: str | Path | None = None, source: str | None = None) -> Pa
     if _manifest_is_valid(folder):
         return folder / "extracted"
     source = source_url(source)
-    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder / ".lock", f"{folder}: another process is preparing it; waiting"):
+        if _manifest_is_valid(folder):  # prepared by the process we waited for
+            return folder / "extracted"
+        return _fetch_and_extract(folder, source)
+
+
+def _fetch_and_extract(folder: Path, source: str) -> Path:
     manifest_file = folder / "manifest.json"
     manifest_file.unlink(missing_ok=True)
     shutil.rmtree(folder / "extracted", ignore_errors=True)
