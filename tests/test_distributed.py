@@ -153,3 +153,43 @@ def test_two_cpu_processes_write_one_complete_run_and_count_every_val_photo_once
     truth = [photo.parent.name for photo in photos]
     correct = sum(p.predictions[0].class_name == t for p, t in zip(predictions, truth))
     assert round(float(rows[-1]["val_acc"]) * val_count) == correct
+
+
+def test_loaders_follow_the_trainers_process_and_pin_memory_for_cuda():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    from transferlab.data.datasets import Placement, epoch_loader
+
+    dataset = list(range(10))
+    loader = epoch_loader(dataset, 4, seed=0, shuffle=False, placement=Placement.of(SimpleNamespace(global_rank=1, world_size=3, accelerator=CUDAAccelerator())))
+    assert loader.pin_memory and [i for i, _ in loader.sampler] == [1, 4, 7]
+    on_cpu = Placement.of(SimpleNamespace(global_rank=0, world_size=1, accelerator=CPUAccelerator()))
+    assert not epoch_loader(dataset, 4, seed=0, shuffle=True, placement=on_cpu).pin_memory
+    assert Placement.of(None) == Placement()
+
+
+def test_torchrun_starts_every_process_at_once_and_overwrite_is_safe(woof_mini, tmp_path):
+    """torchrun (like SLURM) starts all processes together: rank 0 alone empties and writes the run directory."""
+    data, val_count = odd_subset(woof_mini, tmp_path / "data", breeds=3)
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE")}
+
+    def torchrun(*flags: str) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "transferlab",
+            "train", str(data), "--strategy", "frozen", "--devices", "2", "--accelerator", "cpu", "--runtime", "torch",
+            "--augment", "none", "--out", str(out), *flags,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+    first = torchrun("--epochs", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = torchrun("--epochs", "2", "--overwrite")
+    assert second.returncode == 0, second.stderr[-3000:]
+    with open(out / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(int(r["val_photos"]) == val_count for r in rows)
+    assert (out / "checkpoints" / "frozen" / "best.ckpt").is_file() and (out / "metrics.json").is_file()

@@ -95,3 +95,24 @@ def test_same_seed_same_history_and_config_yaml_reruns_it(image_tree, tmp_path):
 
     assert history("one") == history("two") and len(history("one")) == 3
     assert RunDir(tmp_path / "two").read_config()["config"]["augment"] == "seed-all"
+
+
+def test_resume_flag_continues_a_run_with_its_own_settings(image_tree, tmp_path):
+    from typer.testing import CliRunner
+
+    from transferlab.cli import app
+    from transferlab.train.rundir import RunDir
+
+    root = image_tree({"a": 6, "b": 6})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(_config(root, tmp_path / "run", epochs=3, seed=7), callbacks=[CrashAt(2)])
+    runner = CliRunner()
+    resumed = runner.invoke(app, ["train", "--resume", str(tmp_path / "run")])
+    assert resumed.exit_code == 0, resumed.output
+    run = RunDir(tmp_path / "run")
+    assert [r["epoch"] for r in run.read_history("frozen")] == [1, 2, 3]
+    assert run.read_config()["config"]["seed"] == 7
+    missing = runner.invoke(app, ["train", "--resume", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no run there" in missing.output
+    finished = runner.invoke(app, ["train", "--resume", str(tmp_path / "run")])
+    assert finished.exit_code == 2 and "finished run" in finished.output

@@ -32,7 +32,7 @@ class StepProbe(L.Callback):
     def on_fit_start(self, trainer, pl_module):
         backbone = pl_module.model.backbone
         self.frozen = frozen_batchnorms(backbone)
-        self.buffers_before = {name: b.clone() for name, b in backbone.named_buffers()}
+        self.buffers_before = {name: b.clone().cpu() for name, b in backbone.named_buffers()}
         self.frozen_bn_training: list[bool] = []
         self.head_bn_training: list[bool] = []
         self.trainable: list[frozenset[str]] = []
@@ -46,7 +46,7 @@ class StepProbe(L.Callback):
         self.buffers_after = dict(pl_module.model.backbone.named_buffers())
 
     def buffers_unchanged(self) -> bool:
-        return all(torch.equal(self.buffers_before[k], v) for k, v in self.buffers_after.items())
+        return all(torch.equal(self.buffers_before[k], v.cpu()) for k, v in self.buffers_after.items())
 
 
 @pytest.fixture(scope="session")

@@ -113,6 +113,7 @@ def train(
     ctx: typer.Context,
     data: Annotated[Optional[str], typer.Argument(help=DATA_HELP, show_default=False)] = None,
     config_file: ConfigOption = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this directory, with its own settings (the same as running its command again).")] = None,
     strategy: Annotated[str, typer.Option(help="scratch (random init, all trains), frozen (pretrained backbone frozen, new head trains) or finetune (frozen stage, then the backbone's last layers train at a low LR).")] = "frozen",
     backbone: BackboneOption = "efficientnet_lite0",
     weights: WeightsOption = None,
@@ -185,7 +186,15 @@ def train(
         runtime=runtime,
         overwrite=overwrite,
     )
+    if resume is not None:
+        if config_file is not None:
+            _fail("give --resume RUN or --config FILE, not both")
+        config_file = resume / "config.yaml"
+        if not config_file.is_file():
+            _fail(f"--resume {resume}: no run there (no config.yaml)")
     values = _merge_config(ctx, config_file, values, {"cache": "no_cache"})
+    if resume is not None:
+        values["out"] = str(resume)
     if not values.get("data"):
         _fail("DATA is missing: give a folder, a CSV manifest or stanford-dogs (or --config with a data setting)")
     try:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # resuming
+warnings.filterwarnings("ignore", message=r".*does not have many workers")  # sized on purpose: distributed.resolve_workers
 
 
 @dataclass
@@ -180,6 +181,8 @@ def fit_stage(
         default_root_dir=run.path,
     )
     model.train()  # a previous stage may have left frozen BatchNorm in eval; FrozenBatchNormEval sets it per epoch
+    if uses_gpu(config.accelerator):
+        torch.set_float32_matmul_precision("high")  # TF32 tensor cores for what runs in float32
     resume = last if resuming and last.is_file() else None
     if resume:
         log.warning("%s: resuming from %s", strategy.name, resume)
