@@ -116,3 +116,28 @@ def test_resume_flag_continues_a_run_with_its_own_settings(image_tree, tmp_path)
     assert missing.exit_code == 2 and "no run there" in missing.output
     finished = runner.invoke(app, ["train", "--resume", str(tmp_path / "run")])
     assert finished.exit_code == 2 and "finished run" in finished.output
+
+
+def test_two_runs_at_once_into_different_directories_do_not_interfere(image_tree, tmp_path):
+    """Both extract features into the same fresh cache at the same time; each gets a complete run directory,
+    and with the same settings the same history."""
+    from transferlab.train.rundir import RunDir
+
+    root = image_tree({"a": 12, "b": 12})
+    env = {**os.environ, "TLAB_DATA_DIR": str(tmp_path / "shared-cache")}
+    commands = [
+        [sys.executable, "-m", "transferlab", "train", str(root), "--epochs", "3", "--batch-size", "4", "--image-size", "64",
+         "--runtime", "torch", "--out", str(tmp_path / name)]
+        for name in ("one", "two")
+    ]
+    processes = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env) for c in commands]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-2000:]
+
+    def history(name):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in RunDir(tmp_path / name).read_history()]
+
+    assert history("one") == history("two") and len(history("one")) == 3
+    for name in ("one", "two"):
+        assert RunDir(tmp_path / name).finished(["frozen"])
