@@ -88,3 +88,18 @@ def test_clear_errors(frozen_run, tmp_path, image_tree):
     other = image_tree({"zebra": 2, "okapi": 2})
     result = runner.invoke(app, ["evaluate", str(frozen_run.path), "--data", str(other)])
     assert result.exit_code == 2 and "not trained on" in result.output
+
+
+def test_evaluation_in_a_fast_runtime_agrees_with_pytorch(frozen_run, monkeypatch, tmp_path):
+    """Above FAST_RUNTIME_MIN_PHOTOS evaluation runs the exported model; its answers are PyTorch's."""
+    from transferlab.evaluate import evaluation
+
+    reference = read_predictions(frozen_run.predictions_file)["frozen"]
+    monkeypatch.setattr(evaluation, "FAST_RUNTIME_MIN_PHOTOS", 1)
+    monkeypatch.setattr(evaluation, "runtimes_dir", lambda: tmp_path / "runtimes")
+    results, _ = evaluate_run(frozen_run.path, runtime="onnxruntime")
+    assert list((tmp_path / "runtimes").glob("*.onnx")), "the model must have been exported"
+    fast = read_predictions(frozen_run.predictions_file)["frozen"]
+    assert fast.paths == reference.paths
+    assert (fast.predicted == reference.predicted).mean() >= 0.99
+    assert abs(fast.probability - reference.probability).max() < 1e-3

@@ -48,7 +48,7 @@ DevicesOption = Annotated[int, typer.Option(help="Training processes per machine
 NumNodesOption = Annotated[int, typer.Option(help="Machines (with torchrun or SLURM, or NODE_RANK/MASTER_ADDR set on each).")]
 PrecisionOption = Annotated[str, typer.Option(help="auto (bf16-mixed on a GPU that supports it, else 32), 32, 16-mixed (GPU), bf16-mixed.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in the run directory (an interrupted one is resumed without it).")]
-RuntimeOption = Annotated[str, typer.Option(help="Backbone runtime for features: auto (fastest installed that matches PyTorch), openvino, onnxruntime, torch.")]
+RuntimeOption = Annotated[str, typer.Option(help="Runtime of what needs no gradient (cached features, the frozen trunk, evaluating 500+ photos): auto (the fastest installed that matches PyTorch), openvino, onnxruntime, torch.")]
 SourceUrlOption = Annotated[Optional[str], typer.Option(help="Mirror URL or local folder holding images.tar and lists.tar (default $TLAB_STANFORD_DOGS_URL, else the official site).")]
 
 
@@ -319,6 +319,7 @@ def evaluate(
     strategy: Annotated[Optional[str], typer.Option(help="The strategy whose metrics are printed (default: the most accurate).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON (top-1 under 'accuracy').")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    runtime: RuntimeOption = "auto",
     breeds: BreedsOption = None,
     data_dir: DataDirOption = None,
     source_url: SourceUrlOption = None,
@@ -329,11 +330,14 @@ def evaluate(
 
     from .data.sources import DataSourceError
     from .evaluate.evaluation import evaluate_run
+    from .models.runtime import RUNTIMES
     from .models.weights import WeightsError
 
+    if runtime not in ("auto", *RUNTIMES):
+        _fail(f"--runtime: expected one of auto, {', '.join(RUNTIMES)} (got {runtime!r})")
     try:
         results, where = evaluate_run(
-            run_dir, data, batch_size, breeds=breeds, data_dir=str(data_dir) if data_dir else None, source_url=source_url
+            run_dir, data, batch_size, runtime, breeds=breeds, data_dir=str(data_dir) if data_dir else None, source_url=source_url
         )
     except (DataSourceError, WeightsError, FileNotFoundError) as error:
         _fail(str(error))

@@ -156,19 +156,10 @@ def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch") -
     model, hparams = load_checkpoint_classifier(path, strategy or "frozen")
     model.eval()
     config = data_config(model.backbone, hparams["image_size"])
-    fast = None
-    if runtime != "torch":
-        fast = module_runtime(model, (3, config.image_size, config.image_size), runtimes_dir(), runtime)
-
-    def logits(batch: torch.Tensor) -> np.ndarray:
-        if fast is not None:
-            return fast.run(batch.numpy())
-        with torch.inference_mode():
-            return model(batch).numpy()
-
+    runner = module_runtime(model, (3, config.image_size, config.image_size), runtimes_dir(), runtime)
     return Predictor(
-        classes=list(hparams["classes"]), config=config, logits=logits,
-        source=str(find_checkpoint(path, strategy or "frozen")), backend=fast.name if fast else "torch",
+        classes=list(hparams["classes"]), config=config, logits=lambda batch: runner.run(batch.numpy()),
+        source=str(find_checkpoint(path, strategy or "frozen")), backend=runner.name,
         strategy=hparams.get("strategy"),
     )
 

@@ -3,14 +3,14 @@
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from torch import nn
-
 from ..data.datasets import PhotoDataset
 from ..data.resolve import open_data
 from ..data.scan import readable
 from ..data.stanford_dogs import NAME as STANFORD_DOGS
 from ..data.sources import DataSourceError, DatasetIndex, Sample
-from ..models.classifier import data_config
+from ..files import runtimes_dir
+from ..models.classifier import Classifier, data_config
+from ..models.runtime import module_runtime
 from ..report.plots import confusion_figure, mistakes_figure, save_figure
 from ..train.rundir import RunDir
 from .metrics import Predictions, compute_metrics, confident_mistakes, predict, write_predictions
@@ -18,23 +18,39 @@ from .metrics import Predictions, compute_metrics, confident_mistakes, predict, 
 SUMMARY_KEYS = ("accuracy", "top5_accuracy", "macro_f1", "n_images")
 
 
+FAST_RUNTIME_MIN_PHOTOS = 500
+"""Exporting a model for OpenVINO / ONNX Runtime takes seconds, then each photo costs a third of PyTorch's: on
+800 photos x 3 models (bench/evaluate.py, 2 cores) 28 s with the exports against 61 s in PyTorch. Fewer photos
+than this are evaluated in PyTorch."""
+
+
 def evaluate_models(
     out: RunDir,
-    models: Mapping[str, nn.Module],
+    models: Mapping[str, Classifier],
     samples: Sequence[Sample],
     names: Sequence[str],
     image_size: int | None = None,
     batch_size: int = 64,
+    runtime: str = "auto",
+    device: str = "cpu",
+    export_dir: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Predict with every model on `samples`; write predictions.csv, evaluation.json and the figures into `out`.
 
+    Every photo is decoded once for all models; each model runs in the fastest runtime that matches PyTorch
+    (`models.runtime`) when there are enough photos to pay for its export, in PyTorch on `device` otherwise.
     Returns the full metrics per strategy.
     """
+    config = data_config(next(iter(models.values())).backbone, image_size)
+    prefer = runtime if len(samples) >= FAST_RUNTIME_MIN_PHOTOS else "torch"
+    shape = (3, config.image_size, config.image_size)
+    logits = {
+        strategy: module_runtime(model, shape, export_dir or runtimes_dir(), prefer, device=device).run for strategy, model in models.items()
+    }
+    predictions_of = predict(logits, PhotoDataset(samples, config), [s.path for s in samples], batch_size)
     all_predictions: list[Predictions] = []
     results = {}
-    for strategy, model in models.items():
-        dataset = PhotoDataset(samples, data_config(model.backbone, image_size))
-        predictions = predict(model, dataset, [s.path for s in samples], strategy, batch_size)
+    for strategy, predictions in predictions_of.items():
         all_predictions.append(predictions)
         metrics = compute_metrics(predictions, names)
         results[strategy] = metrics
@@ -88,7 +104,7 @@ def evaluation_dir(run: RunDir, data: str | None) -> RunDir:
 
 
 def evaluate_run(
-    run_path: str | Path, data: str | None = None, batch_size: int = 64, **source_options: Any
+    run_path: str | Path, data: str | None = None, batch_size: int = 64, runtime: str = "auto", **source_options: Any
 ) -> tuple[dict[str, dict[str, Any]], RunDir]:
     """Evaluate every trained strategy of a run on its validation photos, or on `data`; returns (metrics, where written)."""
     from ..train.runner import load_checkpoint_classifier
@@ -110,7 +126,7 @@ def evaluate_run(
         models[strategy], hparams = load_checkpoint_classifier(run.path, strategy)
         image_size = hparams["image_size"]
     out = evaluation_dir(run, data)
-    results = evaluate_models(out, models, samples, names, image_size, batch_size)
+    results = evaluate_models(out, models, samples, names, image_size, batch_size, runtime)
     if data is None:
         record_summary(run, results)
     return results, out

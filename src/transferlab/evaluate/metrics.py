@@ -3,11 +3,10 @@
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..files import write_csv_atomic
@@ -32,22 +31,30 @@ class Predictions:
         return self.predicted == self.labels
 
 
-@torch.inference_mode()
-def predict(model: nn.Module, dataset: Dataset, paths: Sequence[str], strategy: str, batch_size: int = 64) -> Predictions:
-    """Run `model` (in eval mode) over `dataset`, whose items are (image, label) in the order of `paths`."""
-    model.eval()
-    labels, probabilities = [], []
+def predict(
+    logits: Mapping[str, Callable[[np.ndarray], np.ndarray]], dataset: Dataset, paths: Sequence[str], batch_size: int = 64
+) -> dict[str, Predictions]:
+    """Every strategy's `logits` (normalised batch -> logits) over `dataset`, whose items are (image, label) in the
+    order of `paths`; each photo is decoded once for all of them."""
+    labels, chunks = [], {strategy: [] for strategy in logits}
     for images, batch_labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        probabilities.append(torch.softmax(model(images), dim=1))
+        batch = np.ascontiguousarray(images.numpy())
+        for strategy, run in logits.items():
+            chunks[strategy].append(run(batch))
         labels.append(batch_labels)
-    probs = torch.cat(probabilities)
-    top = probs.topk(min(TOP_K, probs.shape[1]), dim=1)
+    truth = torch.cat(labels).numpy()
+    return {strategy: _top_predictions(strategy, paths, truth, np.concatenate(parts)) for strategy, parts in chunks.items()}
+
+
+def _top_predictions(strategy: str, paths: Sequence[str], labels: np.ndarray, logits: np.ndarray) -> Predictions:
+    probabilities = torch.softmax(torch.from_numpy(logits).double(), dim=1)
+    top = probabilities.topk(min(TOP_K, probabilities.shape[1]), dim=1)
     return Predictions(
         strategy=strategy,
         paths=tuple(str(p) for p in paths),
-        labels=torch.cat(labels).numpy(),
+        labels=labels,
         predicted=top.indices[:, 0].numpy(),
-        probability=top.values[:, 0].numpy(),
+        probability=top.values[:, 0].float().numpy(),
         top5=top.indices.numpy(),
     )
 

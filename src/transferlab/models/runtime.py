@@ -69,13 +69,16 @@ def torch_runtime(backbone: nn.Module, threads: int | None = None) -> FeatureRun
 
 
 def torch_module_runtime(module: nn.Module, device: str = "cpu") -> FeatureRuntime:
-    """PyTorch in inference mode on `device` (the module is moved there); the module runs in eval mode and every
-    submodule keeps its own mode after."""
-    module.to(device)
+    """PyTorch in inference mode and channels_last on `device` (the module is moved there); the module runs in eval
+    mode and every submodule keeps its own mode after."""
+    module.to(device, memory_format=torch.channels_last)
 
     def run(images: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(images).to(device)
+        if batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with eval_mode(module), torch.inference_mode():
-            return module(torch.from_numpy(images).to(device)).float().cpu().numpy()
+            return module(batch).float().cpu().numpy()
 
     return FeatureRuntime("torch", run)
 
@@ -148,19 +151,22 @@ def feature_runtime(
 ) -> FeatureRuntime:
     """Pooled features by the first of `RUNTIMES` (or `prefer`) that is installed and matches PyTorch; on a
     GPU (`device="cuda"`), by PyTorch there."""
-    if device != "cpu":
-        return torch_module_runtime(PooledBackbone(backbone), device)
-    return module_runtime(PooledBackbone(backbone), (3, image_size, image_size), export_dir, prefer, threads)
+    return module_runtime(PooledBackbone(backbone), (3, image_size, image_size), export_dir, prefer, threads, device)
 
 
 def module_runtime(
-    module: nn.Module, input_shape: tuple[int, ...], export_dir: Path, prefer: str = "auto", threads: int | None = None
+    module: nn.Module,
+    input_shape: tuple[int, ...],
+    export_dir: Path,
+    prefer: str = "auto",
+    threads: int | None = None,
+    device: str = "cpu",
 ) -> FeatureRuntime:
     """`module` (frozen, inference only) run by the first of `RUNTIMES` (or `prefer`) that is installed and
-    matches PyTorch on a probe batch within `PARITY_TOLERANCE`; PyTorch otherwise."""
+    matches PyTorch on a probe batch within `PARITY_TOLERANCE`; PyTorch otherwise, and always on a GPU."""
     threads = threads or default_threads()
-    reference_runtime = torch_module_runtime(module)
-    if prefer == "torch":
+    reference_runtime = torch_module_runtime(module, device)
+    if prefer == "torch" or device != "cpu":
         return reference_runtime
     candidates = RUNTIMES[:-1] if prefer == "auto" else (prefer,)
     probe = np.random.default_rng(0).standard_normal((2, *input_shape)).astype(np.float32)

@@ -16,9 +16,12 @@ from ..models.backbones import resolve_backbone
 from ..models.classifier import build_classifier
 from ..report.html import build_report
 from ..report.plots import class_counts_figure, sample_grid_figure, save_figure
-from .distributed import is_rank_zero
+from ..files import runtimes_dir
+from .distributed import is_rank_zero, uses_gpu
 from .rundir import RunDir
-from .runner import StageResult, feature_datamodule, fit_stage, load_data, make_datamodule, open_run, write_run_header
+from .runner import (
+    StageResult, fast_runtime_applies, feature_datamodule, fit_stage, load_data, make_datamodule, open_run, write_run_header,
+)
 from .strategies import RECIPES, Strategy
 
 log = logging.getLogger(__name__)
@@ -76,7 +79,12 @@ def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunD
 
     image_size = datamodule.config.image_size
     models = {name: stage.model for name, stage in stages.items()}
-    results = evaluate_models(run, models, index.val, index.readable_names, image_size, config.batch_size)
+    results = evaluate_models(
+        run, models, index.val, index.readable_names, image_size, config.batch_size,
+        runtime=config.runtime if fast_runtime_applies(config) else "torch",
+        device="cuda" if uses_gpu(config.accelerator) else "cpu",
+        export_dir=runtimes_dir(config.data_dir),
+    )
     record_summary(run, results)
     build_report(run)
     return run
