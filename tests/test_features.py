@@ -41,6 +41,26 @@ def test_a_second_run_needs_no_backbone_pass(image_tree, tmp_path):
     np.testing.assert_array_equal(first, again)
 
 
+
+def test_processes_sharing_a_store_compute_each_photo_once(image_tree, tmp_path):
+    """Two extractions at once (the processes of a distributed run, two runs): one computes, the other reads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = folder_source(image_tree({"a": 6, "b": 6}))
+    model, _ = build_classifier("efficientnet_lite0", 2, True)
+    config = data_config(model.backbone, 64)
+    store = FeatureStore(tmp_path / "store")
+    computed = []
+
+    def runtime() -> FeatureRuntime:
+        reference = torch_runtime(model.backbone)
+        return FeatureRuntime("counting", lambda images: (computed.append(len(images)), reference.run(images))[1])
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: extract_features(index.train, store, runtime, config, None, 1), range(2)))
+    assert sum(computed) == len(index.train)
+    np.testing.assert_array_equal(results[0], results[1])
+
 def test_every_installed_runtime_matches_pytorch(tmp_path):
     model, _ = build_classifier("efficientnet_lite0", 2, True)
     images = np.random.default_rng(1).standard_normal((3, 3, 96, 96)).astype(np.float32)

@@ -27,7 +27,7 @@ from ..augment.pipeline import Pipeline, seeded_generator
 from ..data.datasets import Placement, PhotoDataset, epoch_loader, normalize
 from ..data.scan import content_hash
 from ..data.sources import Sample
-from ..files import write_atomic
+from ..files import exclusive_lock, write_atomic
 from ..models.classifier import DataConfig
 from ..models.runtime import FeatureRuntime, model_fingerprint
 
@@ -111,11 +111,33 @@ def extract_features(
 ) -> np.ndarray:
     """(N, views, D) features of `samples`, computing and storing those not in `store` yet.
 
-    `runtime` is called (to build the backbone runtime) only when some photo's features are missing.
+    `runtime` is called (to build the backbone runtime) only when some photo's features are missing. Processes
+    sharing the store (a distributed run, two runs at once) compute them one at a time: the others wait, then read.
     """
     with ThreadPoolExecutor(4) as pool:
         digests = list(pool.map(content_hash, [s.path for s in samples]))
     cached = [store.load(d, views) for d in digests]
+    if any(array is None for array in cached):
+        with exclusive_lock(store.root / ".lock", f"{store.root}: another process is computing features; waiting"):
+            _compute_missing(samples, digests, cached, store, runtime, config, augment, views, workers)
+    return np.stack(cached)
+
+
+def _compute_missing(
+    samples: Sequence[Sample],
+    digests: list[str],
+    cached: list[np.ndarray | None],
+    store: FeatureStore,
+    runtime: Callable[[], FeatureRuntime],
+    config: DataConfig,
+    augment: Pipeline | None,
+    views: int,
+    workers: int,
+) -> None:
+    """Fill the holes of `cached` from the store (another process may have just written them), else compute them."""
+    for i, array in enumerate(cached):
+        if array is None:
+            cached[i] = store.load(digests[i], views)
     missing = [i for i, array in enumerate(cached) if array is None]
     if missing:
         backbone = runtime()
@@ -137,7 +159,6 @@ def extract_features(
             "features: %d photos x %d views by %s in %.1f s (%.0f img/s)",
             len(missing), views, backbone.name, seconds, len(missing) * views / seconds,
         )
-    return np.stack(cached)
 
 
 class FeatureDataset(Dataset):
