@@ -193,3 +193,12 @@ def test_torchrun_starts_every_process_at_once_and_overwrite_is_safe(woof_mini, 
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(int(r["val_photos"]) == val_count for r in rows)
     assert (out / "checkpoints" / "frozen" / "best.ckpt").is_file() and (out / "metrics.json").is_file()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpus_that_are_not_there_are_refused_before_anything_is_written(image_tree, tmp_path):
+    root = image_tree({"a": 4, "b": 4})
+    for flags in (["--accelerator", "gpu"], ["--accelerator", "gpu", "--devices", "2"]):
+        result = runner.invoke(app, ["train", str(root), "--out", str(tmp_path / "run"), *flags])
+        assert result.exit_code == 2 and "no CUDA GPU" in result.output, result.output
+        assert not (tmp_path / "run").exists()

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from .config import DEFAULT_VIEWS, CompareConfig, TrainConfig
-from .train.distributed import is_rank_zero
+from .train.distributed import DeviceError, is_rank_zero
 
 app = typer.Typer(
     help="transferlab: train, evaluate and explain an image classifier on a folder of photos, "
@@ -146,6 +146,8 @@ def train(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Train a classifier with one strategy; writes history, checkpoints, metrics and plots to the run directory."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     from .data.decode import UnreadableImageError
     from .data.sources import DataSourceError
     from .models.backbones import BackboneError
@@ -203,7 +205,7 @@ def train(
         _fail(_validation_message(error))
     try:
         run = run_training(config)
-    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError) as error:
+    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, MisconfigurationException) as error:
         _fail(str(error))
     if not is_rank_zero():
         return
@@ -265,6 +267,8 @@ def compare(
 ) -> None:
     """The notebook's experiment: scratch, frozen and finetune (from the frozen model) on one split, evaluated,
     diagnosed and reported (report.html, report.md) in one run directory."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     from .data.decode import UnreadableImageError
     from .data.sources import DataSourceError
     from .models.backbones import BackboneError
@@ -286,7 +290,7 @@ def compare(
         _fail(_validation_message(error))
     try:
         run = run_compare(config)
-    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError) as error:
+    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, MisconfigurationException) as error:
         _fail(str(error))
     if not is_rank_zero():
         return

@@ -20,6 +20,18 @@ RANK_VARIABLES = ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "SLURM_PROCID
 """Set by Lightning's launcher (NODE_RANK, LOCAL_RANK), torchrun (RANK, GROUP_RANK, LOCAL_RANK) or SLURM."""
 
 
+class DeviceError(ValueError):
+    """Devices asked for that this machine does not have; says what it has."""
+
+
+def check_devices(accelerator: Accelerator, devices: int) -> None:
+    """Refuse, before anything is written, GPUs that are not there."""
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise DeviceError("--accelerator gpu: this machine has no CUDA GPU that PyTorch can use; use --accelerator cpu or auto")
+    if uses_gpu(accelerator) and devices > torch.cuda.device_count():
+        raise DeviceError(f"--devices {devices}: this machine has {torch.cuda.device_count()} GPU(s)")
+
+
 def is_rank_zero() -> bool:
     """Whether this process is global rank 0 as its launcher set it up; true for a plain single process.
 

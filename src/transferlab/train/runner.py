@@ -35,7 +35,7 @@ from ..models.weights import WeightsError, WeightsInfo
 from ..report.plots import history_figure, save_figure
 from .module import ClassifierModule, FrozenBatchNormEval, HistoryRecorder, LastCheckpoint
 from .rundir import RunDir, RunDirError
-from .distributed import is_rank_zero, resolve_workers, threads_per_process, trainer_options, uses_gpu
+from .distributed import check_devices, is_rank_zero, resolve_workers, threads_per_process, trainer_options, uses_gpu
 from .strategies import SEED_RECIPE, Strategy, apply_strategy
 
 log = logging.getLogger(__name__)
@@ -281,6 +281,7 @@ def open_run(settings: RunSettings, index: DatasetIndex, strategies: Sequence[st
     """
     run = RunDir(settings.out)
     check_shares(settings, index)
+    check_devices(settings.accelerator, settings.devices)
     if not is_rank_zero():
         return run
     if run.config_file.is_file():
