@@ -33,9 +33,9 @@ from ..models.classifier import Classifier, build_classifier, data_config
 from ..models.freezing import FreezeSummary
 from ..models.weights import WeightsError, WeightsInfo
 from ..report.plots import history_figure, save_figure
+from .distributed import check_devices, is_rank_zero, resolve_workers, threads_per_process, trainer_options, uses_gpu
 from .module import ClassifierModule, FrozenBatchNormEval, HistoryRecorder, LastCheckpoint
 from .rundir import RunDir, RunDirError
-from .distributed import check_devices, is_rank_zero, resolve_workers, threads_per_process, trainer_options, uses_gpu
 from .strategies import SEED_RECIPE, Strategy, apply_strategy
 
 log = logging.getLogger(__name__)
