@@ -3,6 +3,8 @@
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
+
 from ..data.datasets import PhotoDataset
 from ..data.resolve import open_data
 from ..data.scan import readable
@@ -106,7 +108,8 @@ def evaluation_dir(run: RunDir, data: str | None) -> RunDir:
 def evaluate_run(
     run_path: str | Path, data: str | None = None, batch_size: int = 64, runtime: str = "auto", **source_options: Any
 ) -> tuple[dict[str, dict[str, Any]], RunDir]:
-    """Evaluate every trained strategy of a run on its validation photos, or on `data`; returns (metrics, where written)."""
+    """Evaluate every trained strategy of a run on its validation photos, or on `data`, on a GPU when there is one;
+    returns (metrics, where written)."""
     from ..train.runner import load_checkpoint_classifier
 
     run = RunDir(run_path)
@@ -126,7 +129,8 @@ def evaluate_run(
         models[strategy], hparams = load_checkpoint_classifier(run.path, strategy)
         image_size = hparams["image_size"]
     out = evaluation_dir(run, data)
-    results = evaluate_models(out, models, samples, names, image_size, batch_size, runtime)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = evaluate_models(out, models, samples, names, image_size, batch_size, runtime, device)
     if data is None:
         record_summary(run, results)
     return results, out
