@@ -2,13 +2,13 @@
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from .config import DEFAULT_VIEWS, CompareConfig, TrainConfig
+from .config import DEFAULT_VIEWS, CompareConfig, RunSettings, TrainConfig
 from .train.distributed import DeviceError, is_rank_zero
 
 app = typer.Typer(
@@ -102,6 +102,37 @@ def _merge_config(ctx: typer.Context, config_file: Path | None, values: dict, re
     return {**saved, **{field: values[field] for field in given}}
 
 
+def _flag_values(parameters: dict[str, Any], model: type[RunSettings]) -> dict[str, Any]:
+    """A command's parameters, named as `model`'s fields, as field values: paths as text, an unset list empty,
+    --no-cache as cache."""
+    values = {name: str(value) if isinstance(value, Path) else value for name, value in parameters.items() if name in model.model_fields}
+    values["augment_set"] = values["augment_set"] or []
+    values["cache"] = not parameters["no_cache"]
+    return values
+
+
+def _configure_and_run(model: type[RunSettings], values: dict[str, Any], run: Callable[[Any], Any]) -> Any:
+    """Validate `values` as `model` and run it: bad input is one line and exit 2. None on the processes of a
+    distributed run other than rank 0 (it alone reports)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from .data.decode import UnreadableImageError
+    from .data.sources import DataSourceError
+    from .models.backbones import BackboneError
+    from .models.weights import WeightsError
+    from .train.rundir import RunDirError
+
+    try:
+        config = model(**values)
+    except ValidationError as error:
+        _fail(_validation_message(error))
+    try:
+        result = run(config)
+    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, MisconfigurationException) as error:
+        _fail(str(error))
+    return result if is_rank_zero() else None
+
+
 def _typed(ctx: typer.Context, name: str) -> bool:
     """Was the flag given on the command line (not left at its default)?"""
     source = ctx.get_parameter_source(name)
@@ -146,48 +177,10 @@ def train(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Train a classifier with one strategy; writes history, checkpoints, metrics and plots to the run directory."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    from .data.decode import UnreadableImageError
-    from .data.sources import DataSourceError
-    from .models.backbones import BackboneError
-    from .models.weights import WeightsError
-    from .train.rundir import RunDirError
     from .train.runner import train as run_training
 
-    values = dict(
-        data=data,
-        breeds=breeds,
-        data_dir=str(data_dir) if data_dir else None,
-        source_url=source_url,
-        out=str(out or Path("runs") / strategy),
-        strategy=strategy,
-        backbone=backbone,
-        weights=str(weights) if weights else None,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        image_size=image_size,
-        augment=augment,
-        augment_set=augment_set or [],
-        seed=seed,
-        val_fraction=val_fraction,
-        dropout=dropout,
-        init=str(init) if init else None,
-        frozen_epochs=frozen_epochs,
-        unfreeze_layers=unfreeze_layers,
-        unfreeze_blocks=unfreeze_blocks,
-        early_stop=early_stop,
-        workers=workers,
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        precision=precision,
-        cache=not no_cache,
-        views=views,
-        runtime=runtime,
-        overwrite=overwrite,
-    )
+    values = _flag_values(locals(), TrainConfig)
+    values["out"] = str(out or Path("runs") / strategy)
     if resume is not None:
         if config_file is not None:
             _fail("give --resume RUN or --config FILE, not both")
@@ -199,15 +192,8 @@ def train(
         values["out"] = str(resume)
     if not values.get("data"):
         _fail("DATA is missing: give a folder, a CSV manifest or stanford-dogs (or --config with a data setting)")
-    try:
-        config = TrainConfig(**values)
-    except ValidationError as error:
-        _fail(_validation_message(error))
-    try:
-        run = run_training(config)
-    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, MisconfigurationException) as error:
-        _fail(str(error))
-    if not is_rank_zero():
+    run = _configure_and_run(TrainConfig, values, run_training)
+    if run is None:
         return
     for name, values in run.read_metrics().items():
         console.print(
@@ -267,32 +253,14 @@ def compare(
 ) -> None:
     """The notebook's experiment: scratch, frozen and finetune (from the frozen model) on one split, evaluated,
     diagnosed and reported (report.html, report.md) in one run directory."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    from .data.decode import UnreadableImageError
-    from .data.sources import DataSourceError
-    from .models.backbones import BackboneError
-    from .models.weights import WeightsError
     from .train.experiment import compare as run_compare
-    from .train.rundir import RunDirError
 
-    try:
-        config = CompareConfig(
-            data=data, breeds=breeds, data_dir=str(data_dir) if data_dir else None, source_url=source_url,
-            out=str(out), recipe=recipe, epochs=_per_strategy(epochs, "--epochs", int), lr=_per_strategy(lr, "--lr", float),
-            strategies=[s.strip() for s in strategies.split(",") if s.strip()], backbone=backbone,
-            weights=str(weights) if weights else None, batch_size=batch_size, image_size=image_size, augment=augment,
-            augment_set=augment_set or [], seed=seed, val_fraction=val_fraction, unfreeze_layers=unfreeze_layers,
-            unfreeze_blocks=unfreeze_blocks, workers=workers, cache=not no_cache, views=views, runtime=runtime,
-            overwrite=overwrite, accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
-        )
-    except ValidationError as error:
-        _fail(_validation_message(error))
-    try:
-        run = run_compare(config)
-    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, MisconfigurationException) as error:
-        _fail(str(error))
-    if not is_rank_zero():
+    values = _flag_values(locals(), CompareConfig)
+    values["epochs"] = _per_strategy(epochs, "--epochs", int)
+    values["lr"] = _per_strategy(lr, "--lr", float)
+    values["strategies"] = [name.strip() for name in strategies.split(",") if name.strip()]
+    run = _configure_and_run(CompareConfig, values, run_compare)
+    if run is None:
         return
     _print_summary(run)
     console.print(f"report: {run.report_file}")
