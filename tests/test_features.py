@@ -24,11 +24,16 @@ def test_cached_path_gives_the_full_paths_losses(image_tree, tmp_path, runtime):
     np.testing.assert_allclose(_losses(cached), _losses(full), rtol=2e-4, atol=1e-5)
 
 
-def test_a_second_run_needs_no_backbone_pass(image_tree, tmp_path):
-    index = folder_source(image_tree({"a": 4, "b": 4}))
+@pytest.fixture
+def extraction(image_tree, tmp_path):
+    """Photos of two classes, a pretrained Lite0, its 64 px preprocessing and an empty feature store."""
+    index = folder_source(image_tree({"a": 6, "b": 6}))
     model, _ = build_classifier("efficientnet_lite0", 2, True)
-    config = data_config(model.backbone, 64)
-    store = FeatureStore(tmp_path / "store")
+    return index, model, data_config(model.backbone, 64), FeatureStore(tmp_path / "store")
+
+
+def test_a_second_run_needs_no_backbone_pass(extraction):
+    index, model, config, store = extraction
     calls = []
 
     def runtime() -> FeatureRuntime:
@@ -41,15 +46,11 @@ def test_a_second_run_needs_no_backbone_pass(image_tree, tmp_path):
     np.testing.assert_array_equal(first, again)
 
 
-
-def test_processes_sharing_a_store_compute_each_photo_once(image_tree, tmp_path):
+def test_processes_sharing_a_store_compute_each_photo_once(extraction):
     """Two extractions at once (the processes of a distributed run, two runs): one computes, the other reads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    index = folder_source(image_tree({"a": 6, "b": 6}))
-    model, _ = build_classifier("efficientnet_lite0", 2, True)
-    config = data_config(model.backbone, 64)
-    store = FeatureStore(tmp_path / "store")
+    index, model, config, store = extraction
     computed = []
 
     def runtime() -> FeatureRuntime:

@@ -3,8 +3,6 @@
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
-
 from ..data.datasets import PhotoDataset
 from ..data.resolve import open_data
 from ..data.scan import readable
@@ -110,6 +108,7 @@ def evaluate_run(
 ) -> tuple[dict[str, dict[str, Any]], RunDir]:
     """Evaluate every trained strategy of a run on its validation photos, or on `data`, on a GPU when there is one;
     returns (metrics, where written)."""
+    from ..train.distributed import training_device
     from ..train.runner import load_checkpoint_classifier
 
     run = RunDir(run_path)
@@ -129,8 +128,7 @@ def evaluate_run(
         models[strategy], hparams = load_checkpoint_classifier(run.path, strategy)
         image_size = hparams["image_size"]
     out = evaluation_dir(run, data)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    results = evaluate_models(out, models, samples, names, image_size, batch_size, runtime, device)
+    results = evaluate_models(out, models, samples, names, image_size, batch_size, runtime, training_device("auto"))
     if data is None:
         record_summary(run, results)
     return results, out

@@ -63,7 +63,7 @@ def default_threads() -> int:
     return os.cpu_count() or 1
 
 
-def torch_runtime(backbone: nn.Module, threads: int | None = None) -> FeatureRuntime:
+def torch_runtime(backbone: nn.Module) -> FeatureRuntime:
     """Pooled features by PyTorch in inference mode."""
     return torch_module_runtime(PooledBackbone(backbone))
 

@@ -45,6 +45,11 @@ def uses_gpu(accelerator: Accelerator) -> bool:
     return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
 
 
+def training_device(accelerator: Accelerator) -> str:
+    """Where the model runs: "cuda" or "cpu"."""
+    return "cuda" if uses_gpu(accelerator) else "cpu"
+
+
 def resolve_precision(precision: Precision, accelerator: Accelerator) -> str:
     """`auto`: bf16 autocast on a GPU that supports it, float32 elsewhere (CPU autocast gains nothing on most CPUs)."""
     if precision != "auto":

@@ -17,11 +17,9 @@ from ..models.classifier import build_classifier
 from ..report.html import build_report
 from ..report.plots import class_counts_figure, sample_grid_figure, save_figure
 from ..files import runtimes_dir
-from .distributed import is_rank_zero, uses_gpu
+from .distributed import is_rank_zero, training_device
 from .rundir import RunDir
-from .runner import (
-    StageResult, fast_runtime_applies, feature_datamodule, fit_stage, load_data, make_datamodule, open_run, write_run_header,
-)
+from .runner import StageResult, feature_datamodule, fit_stage, load_data, make_datamodule, open_run, write_run_header
 from .strategies import RECIPES, Strategy
 
 log = logging.getLogger(__name__)
@@ -81,8 +79,8 @@ def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunD
     models = {name: stage.model for name, stage in stages.items()}
     results = evaluate_models(
         run, models, index.val, index.readable_names, image_size, config.batch_size,
-        runtime=config.runtime if fast_runtime_applies(config) else "torch",
-        device="cuda" if uses_gpu(config.accelerator) else "cpu",
+        runtime=config.runtime,
+        device=training_device(config.accelerator),
         export_dir=runtimes_dir(config.data_dir),
     )
     record_summary(run, results)

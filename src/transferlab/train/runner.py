@@ -33,7 +33,9 @@ from ..models.classifier import Classifier, build_classifier, data_config
 from ..models.freezing import FreezeSummary
 from ..models.weights import WeightsError, WeightsInfo
 from ..report.plots import history_figure, save_figure
-from .distributed import check_devices, is_rank_zero, resolve_workers, threads_per_process, trainer_options, uses_gpu
+from .distributed import (
+    check_devices, is_rank_zero, resolve_workers, threads_per_process, trainer_options, training_device, uses_gpu,
+)
 from .module import ClassifierModule, FrozenBatchNormEval, HistoryRecorder, LastCheckpoint
 from .rundir import RunDir, RunDirError
 from .strategies import SEED_RECIPE, Strategy, apply_strategy
@@ -332,11 +334,10 @@ def feature_datamodule(settings: RunSettings, index: DatasetIndex, model: Classi
     views = 1 + (settings.views if augment is not None else 0)
     ops = resolve_ops(settings.augment, settings.augment_set)
     store = FeatureStore(store_dir(cache_dir(settings.data_dir), settings.backbone, model.backbone, config, ops))
-    prefer = settings.runtime if fast_runtime_applies(settings) else "torch"
-    device = "cuda" if uses_gpu(settings.accelerator) else "cpu"
-    runtime = functools.cache(
+    runtime = functools.cache(  # on a GPU, PyTorch there
         lambda: feature_runtime(
-            model.backbone, config.image_size, runtimes_dir(settings.data_dir), prefer, threads_per_process(settings.devices), device
+            model.backbone, config.image_size, runtimes_dir(settings.data_dir), settings.runtime, threads_per_process(settings.devices),
+            training_device(settings.accelerator),
         )
     )
     workers = resolve_workers(settings.workers, settings.accelerator, settings.devices)
