@@ -1,6 +1,7 @@
 """Where transferlab keeps files, and atomic writes: readers see the old file or the new one, never half of one."""
 
 import csv
+import errno
 import io
 import logging
 import os
@@ -34,19 +35,51 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write `data` to a temp file beside `path`, then rename it over `path`."""
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in DISK_FULL
+
+
+def write_atomic(path: Path, data: str | bytes, durable: bool = True) -> None:
+    """Write `data` to a temp file beside `path` (same filesystem), then rename it over `path`.
+
+    `durable` flushes the file and its folder to disk first (checkpoints, run files); a cache that can be
+    recomputed skips it. On failure the temp file is removed; a full disk raises an OSError naming `path`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as handle:
-            handle.write(data)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+        if durable:
+            _fsync_folder(path.parent)
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(error):
+            raise OSError(error.errno, os.strerror(error.errno), str(path)) from None
         raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_csv_atomic(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
@@ -78,4 +111,56 @@ def exclusive_lock(path: Path, waiting_message: str = "") -> Iterator[None]:
         try:
             yield
         finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class LockHeld(RuntimeError):
+    """Another process holds the lock; `pid` is what it wrote there (None when unknown)."""
+
+    def __init__(self, path: Path, pid: int | None):
+        super().__init__(f"{path}: held by process {pid if pid is not None else '(unknown)'}")
+        self.path = path
+        self.pid = pid
+
+
+_held_locks: dict[Path, int] = {}
+"""Locks this process holds, with how many blocks hold each: a library call inside a CLI command that holds the
+same run directory's lock (compare → build_report) goes on."""
+
+
+@contextmanager
+def process_lock(path: Path) -> Iterator[None]:
+    """This process's claim on `path` inside the block, its PID written there; another process gets `LockHeld`
+    at once. The OS drops the lock when its process ends, so a lock left by a killed process is taken over.
+    No-op where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    key = path.resolve()
+    if key in _held_locks:
+        _held_locks[key] += 1
+        try:
+            yield
+        finally:
+            _held_locks[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read().strip()
+            raise LockHeld(path, int(text) if text.isdigit() else None) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _held_locks[key] = 1
+        try:
+            yield
+        finally:
+            del _held_locks[key]
             fcntl.flock(handle, fcntl.LOCK_UN)

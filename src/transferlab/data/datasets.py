@@ -102,6 +102,7 @@ def epoch_loader(
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=placement.pin_memory,
+        generator=torch.Generator().manual_seed(seed),  # workers' base seeds; the global RNG (dropout) stays untouched
     )
 
 

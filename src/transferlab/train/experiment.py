@@ -19,7 +19,7 @@ from ..report.plots import class_counts_figure, sample_grid_figure, save_figure
 from ..files import runtimes_dir
 from .distributed import is_rank_zero, training_device
 from .rundir import RunDir
-from .runner import StageResult, feature_datamodule, fit_stage, load_data, make_datamodule, open_run, write_run_header
+from .runner import StageResult, claim_run, feature_datamodule, fit_stage, load_data, make_datamodule, open_run, write_run_header
 from .strategies import RECIPES, Strategy
 
 log = logging.getLogger(__name__)
@@ -48,41 +48,42 @@ def write_data_figures(run: RunDir, config: CompareConfig, index) -> None:
 def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
     """Train every strategy of `config` into `config.out`, evaluate each best model on the validation photos,
     diagnose the curves and write report.html / report.md; return the run directory."""
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    spec = resolve_backbone(config.backbone)
-    index = load_data(config)
-    strategies = compare_strategies(config)
-    run = open_run(config, index, list(strategies))
+    with claim_run(config):
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        spec = resolve_backbone(config.backbone)
+        index = load_data(config)
+        strategies = compare_strategies(config)
+        run = open_run(config, index, list(strategies))
 
-    pretrained, weights = build_classifier(spec, len(index.classes), True, config.weights, config.dropout)
-    if is_rank_zero():
-        write_run_header(run, config, index, weights)
-        write_data_figures(run, config, index)
-    datamodule = make_datamodule(config, index, pretrained, config.image_size)
-    frozen_data = feature_datamodule(config, index, pretrained, config.image_size) if config.cache else datamodule
+        pretrained, weights = build_classifier(spec, len(index.classes), True, config.weights, config.dropout)
+        if is_rank_zero():
+            write_run_header(run, config, index, weights)
+            write_data_figures(run, config, index)
+        datamodule = make_datamodule(config, index, pretrained, config.image_size)
+        frozen_data = feature_datamodule(config, index, pretrained, config.image_size) if config.cache else datamodule
 
-    stages: dict[str, StageResult] = {}
-    for name, strategy in strategies.items():
-        if name == "scratch":
-            model, _ = build_classifier(spec, len(index.classes), False, dropout=config.dropout)
-        elif name == "frozen":
-            model = pretrained
-        else:
-            model = copy.deepcopy(stages["frozen"].model)
-        log.info("%s: %d epochs at lr %g", name, strategy.epochs, strategy.lr)
-        data = frozen_data if name == "frozen" else datamodule
-        stages[name] = fit_stage(run, data, model, strategy, config, index.classes, callbacks)
-    if not is_rank_zero():
-        return run  # the other processes of a distributed run only train
+        stages: dict[str, StageResult] = {}
+        for name, strategy in strategies.items():
+            if name == "scratch":
+                model, _ = build_classifier(spec, len(index.classes), False, dropout=config.dropout)
+            elif name == "frozen":
+                model = pretrained
+            else:
+                model = copy.deepcopy(stages["frozen"].model)
+            log.info("%s: %d epochs at lr %g", name, strategy.epochs, strategy.lr)
+            data = frozen_data if name == "frozen" else datamodule
+            stages[name] = fit_stage(run, data, model, strategy, config, index.classes, callbacks)
+        if not is_rank_zero():
+            return run  # the other processes of a distributed run only train
 
-    image_size = datamodule.config.image_size
-    models = {name: stage.model for name, stage in stages.items()}
-    results = evaluate_models(
-        run, models, index.val, index.readable_names, image_size, config.batch_size,
-        runtime=config.runtime,
-        device=training_device(config.accelerator),
-        export_dir=runtimes_dir(config.data_dir),
-    )
-    record_summary(run, results)
-    build_report(run)
-    return run
+        image_size = datamodule.config.image_size
+        models = {name: stage.model for name, stage in stages.items()}
+        results = evaluate_models(
+            run, models, index.val, index.readable_names, image_size, config.batch_size,
+            runtime=config.runtime,
+            device=training_device(config.accelerator),
+            export_dir=runtimes_dir(config.data_dir),
+        )
+        record_summary(run, results)
+        build_report(run)
+        return run

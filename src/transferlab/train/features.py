@@ -66,7 +66,7 @@ class FeatureStore:
 
     def save(self, digest: str, features: np.ndarray) -> None:
         buffer = _npy_bytes(features.astype(np.float32))
-        write_atomic(self._path(digest), buffer)
+        write_atomic(self._path(digest), buffer, durable=False)  # a damaged entry is recomputed
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -1,9 +1,6 @@
-"""The LightningModule and the callbacks that keep frozen BatchNorm frozen and record the history."""
+"""The LightningModule, and the callback that keeps frozen BatchNorm frozen."""
 
 import logging
-import os
-import time
-from pathlib import Path
 from typing import Callable
 
 import lightning as L
@@ -14,7 +11,6 @@ from torchmetrics import MeanMetric, SumMetric
 
 from ..models.freezing import set_frozen_batchnorms_eval
 from ..models.runtime import FeatureRuntime
-from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -106,49 +102,3 @@ class FrozenBatchNormEval(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         set_frozen_batchnorms_eval(pl_module)
-
-
-class HistoryRecorder(L.Callback):
-    """Appends one row per epoch to the run directory's `history.csv`, after validation."""
-
-    def __init__(self, run: RunDir, strategy: str):
-        self.run = run
-        self.strategy = strategy
-        self._epoch_start = 0.0
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        metrics = trainer.callback_metrics  # on every rank: reading them reduces them across processes
-        if trainer.global_rank != 0:
-            return
-        self.run.append_history(
-            {
-                "epoch": trainer.current_epoch + 1,
-                "strategy": self.strategy,
-                "train_loss": float(metrics["train_loss"]),
-                "train_acc": float(metrics["train_acc"]),
-                "val_loss": float(metrics.get("val_loss", float("nan"))),
-                "val_acc": float(metrics.get("val_acc", float("nan"))),
-                "val_photos": int(metrics.get("val_photos", 0)),
-                "lr": trainer.optimizers[0].param_groups[0]["lr"],
-                "seconds": round(time.perf_counter() - self._epoch_start, 3),
-            }
-        )
-
-
-class LastCheckpoint(L.Callback):
-    """Saves `last.ckpt` atomically at each epoch's end, after `HistoryRecorder` wrote the epoch's row, so a
-    killed run resumes exactly after the last epoch in history.csv."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        partial = self.path.with_name(f".{self.path.name}.partial")
-        trainer.save_checkpoint(partial, weights_only=False)
-        if trainer.global_rank == 0:
-            os.replace(partial, self.path)

@@ -2,20 +2,22 @@
 
 import csv
 import json
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import yaml
 
 from ..data.sources import Skipped
-from ..files import write_atomic, write_csv_atomic
+from ..files import LockHeld, process_lock, write_atomic, write_csv_atomic
 
 HISTORY_COLUMNS = ("epoch", "strategy", "train_loss", "train_acc", "val_loss", "val_acc", "val_photos", "lr", "seconds")
 INTEGER_COLUMNS = {"epoch", "val_photos"}
 
 
 class RunDirError(ValueError):
-    """A run directory that cannot be used as asked (finished, or holding another run); says what to do."""
+    """A run directory that cannot be used as asked (finished, in use, holding another run, damaged); says what to do."""
 
 
 class RunDir:
@@ -60,14 +62,53 @@ class RunDir:
     def report_markdown_file(self) -> Path:
         return self.path / "report.md"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
+    @contextmanager
+    def claimed(self) -> Iterator["RunDir"]:
+        """This process alone writes the run directory inside the block; another one is refused, naming the PID
+        that holds it (a lock left by a killed process is taken over)."""
+        created = not self.path.exists()
+        try:
+            with process_lock(self.lock_file):
+                try:
+                    yield self
+                finally:
+                    if created and [entry.name for entry in self.path.iterdir()] == [self.lock_file.name]:
+                        self.lock_file.unlink()  # nothing was written: leave no empty run directory behind
+                        self.path.rmdir()
+        except LockHeld as held:
+            raise RunDirError(
+                f"{self.path}: in use by process {held.pid if held.pid is not None else '(unknown)'}, which is writing "
+                "there; wait for it to end (or stop it), or choose another --out"
+            ) from None
+
+    def clear(self) -> None:
+        """Remove everything the run left (for --overwrite), but the lock this process holds."""
+        for entry in self.path.iterdir():
+            if entry == self.lock_file:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
     def read_config(self) -> dict[str, Any]:
-        return yaml.safe_load(self.config_file.read_text())
+        config = _read(self.config_file, yaml.safe_load, (yaml.YAMLError,))
+        if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
+            raise RunDirError(f"{self.config_file}: damaged (not the settings of a transferlab run)")
+        return config
 
     def read_classes(self) -> list[dict[str, Any]]:
-        return json.loads(self.classes_file.read_text())
+        classes = _read(self.classes_file, json.loads, (ValueError,))
+        if not isinstance(classes, list) or not all(isinstance(c, dict) and "name" in c for c in classes):
+            raise RunDirError(f"{self.classes_file}: damaged (expected a list of classes)")
+        return classes
 
     def read_evaluation(self) -> dict[str, Any]:
-        return json.loads(self.evaluation_file.read_text()) if self.evaluation_file.exists() else {}
+        return _read(self.evaluation_file, json.loads, (ValueError,)) if self.evaluation_file.exists() else {}
 
     def trained_strategies(self) -> list[str]:
         """Strategies with a best checkpoint, in the notebook's order."""
@@ -109,9 +150,26 @@ class RunDir:
         if not self.history_file.exists():
             return []
         with open(self.history_file, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        parsed = [{key: _parse_cell(key, value) for key, value in row.items()} for row in rows]
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+        if reader.fieldnames is None or not set(HISTORY_COLUMNS) - {"val_photos"} <= set(reader.fieldnames):
+            raise RunDirError(f"{self.history_file}: damaged (its header is not {','.join(HISTORY_COLUMNS)})")
+        parsed = []
+        for line, row in enumerate(rows, start=2):
+            try:
+                if None in row:
+                    raise ValueError("more cells than columns")
+                parsed.append({key: _parse_cell(key, value) for key, value in row.items() if key in HISTORY_COLUMNS})
+            except (TypeError, ValueError):
+                raise RunDirError(f"{self.history_file}: line {line} is damaged ({','.join(map(str, row.values()))[:80]!r})") from None
         return [row for row in parsed if strategy is None or row["strategy"] == strategy]
+
+    def truncate_history(self, strategy: str, epochs: int) -> None:
+        """Keep the strategy's rows of its first `epochs` epochs (an interrupted stage trains the rest again)."""
+        rows = self.read_history()
+        kept = [row for row in rows if row["strategy"] != strategy or row["epoch"] <= epochs]
+        if len(kept) < len(rows):
+            write_csv_atomic(self.history_file, HISTORY_COLUMNS, kept)
 
     def append_history(self, row: dict[str, Any]) -> None:
         """Add one epoch; a row for the same (strategy, epoch) replaces the old one."""
@@ -120,7 +178,10 @@ class RunDir:
         write_csv_atomic(self.history_file, HISTORY_COLUMNS, rows)
 
     def read_metrics(self) -> dict[str, Any]:
-        return json.loads(self.metrics_file.read_text()) if self.metrics_file.exists() else {}
+        metrics = _read(self.metrics_file, json.loads, (ValueError,)) if self.metrics_file.exists() else {}
+        if not isinstance(metrics, dict):
+            raise RunDirError(f"{self.metrics_file}: damaged (expected metrics per strategy)")
+        return metrics
 
     def update_metrics(self, strategy: str, values: dict[str, Any]) -> None:
         metrics = self.read_metrics()
@@ -128,10 +189,25 @@ class RunDir:
         self.write_json(self.metrics_file, metrics)
 
 
-def _parse_cell(column: str, text: str) -> str | int | float | None:
+def _read(path: Path, parse, errors: tuple[type[Exception], ...]) -> Any:
+    """`parse` of a run file's text; a file that does not parse is a `RunDirError` naming it."""
+    try:
+        return parse(path.read_text())
+    except UnicodeDecodeError:
+        raise RunDirError(f"{path}: damaged (not text)") from None
+    except errors as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunDirError(f"{path}: damaged ({reason[:120]})") from None
+
+
+def _parse_cell(column: str, text: str | None) -> str | int | float | None:
     """A history cell as its type; empty (a column added after the row was written) as None."""
     if column == "strategy":
+        if not text:
+            raise ValueError("no strategy")
         return text
+    if text is None:
+        raise ValueError("missing cell")
     if text == "":
         return None
     return int(text) if column in INTEGER_COLUMNS else float(text)

@@ -2,11 +2,13 @@
 
 import functools
 import logging
-import shutil
+import platform
+import signal
+import subprocess
+import threading
 import time
 import warnings
-import platform
-import subprocess
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,7 +17,7 @@ import lightning as L
 import timm
 import torch
 import torchvision
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 
 from .. import __version__
 from ..augment.pipeline import build_augment, resolve_ops
@@ -36,14 +38,14 @@ from ..report.plots import history_figure, save_figure
 from .distributed import (
     check_devices, is_rank_zero, resolve_workers, threads_per_process, trainer_options, training_device, uses_gpu,
 )
-from .module import ClassifierModule, FrozenBatchNormEval, HistoryRecorder, LastCheckpoint
+from .checkpoints import AtomicCheckpointIO, RunCheckpoints, classifier_state, read_checkpoint, resume_point
+from .module import ClassifierModule, FrozenBatchNormEval
 from .rundir import RunDir, RunDirError
 from .strategies import SEED_RECIPE, Strategy, apply_strategy
 
 log = logging.getLogger(__name__)
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # resuming
 warnings.filterwarnings("ignore", message=r".*does not have many workers")  # sized on purpose: distributed.resolve_workers
 
 
@@ -147,12 +149,13 @@ def fit_stage(
     resuming = not config.overwrite
     if resuming and strategy.name in run.read_metrics() and run.best_checkpoint(strategy.name).is_file():
         log.info("%s: already trained in %s; loading its best checkpoint", strategy.name, run.path)
-        model.load_state_dict(classifier_state(torch.load(run.best_checkpoint(strategy.name), map_location="cpu", weights_only=True)))
+        model.load_state_dict(classifier_state(read_checkpoint(run.best_checkpoint(strategy.name))))
         return StageResult(strategy, model, run.read_metrics()[strategy.name], freeze)
     log.info(
         "%s: %d of %d parameters train, %d BatchNorm frozen",
         strategy.name, freeze.trainable_params, freeze.total_params, freeze.frozen_batchnorms,
     )
+    L.seed_everything(config.seed, workers=True, verbose=False)  # each stage draws the same numbers, resumed or not
     module = ClassifierModule(
         model,
         lr=strategy.lr,
@@ -164,11 +167,7 @@ def fit_stage(
     )
     if fast_runtime_applies(config) and strategy.trains in ("head", "head+last") and isinstance(datamodule, PhotoDataModule):
         attach_fast_runtime(module, model, strategy, config, datamodule.config.image_size)
-    checkpoint = ModelCheckpoint(
-        dirpath=run.checkpoint_dir(strategy.name), filename="best", monitor="val_acc", mode="max", save_last=False
-    )
-    last = run.last_checkpoint(strategy.name)
-    callbacks: list[L.Callback] = [HistoryRecorder(run, strategy.name), LastCheckpoint(last), checkpoint, *extra_callbacks]
+    callbacks: list[L.Callback] = [RunCheckpoints(run, strategy.name), *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
     if config.early_stop:
@@ -178,6 +177,8 @@ def fit_stage(
         **trainer_options(config.accelerator, config.devices, config.num_nodes, config.precision),
         logger=False,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,
         num_sanity_val_steps=0,
         enable_model_summary=False,
         default_root_dir=run.path,
@@ -185,13 +186,12 @@ def fit_stage(
     model.train()  # a previous stage may have left frozen BatchNorm in eval; FrozenBatchNormEval sets it per epoch
     if uses_gpu(config.accelerator):
         torch.set_float32_matmul_precision("high")  # TF32 tensor cores for what runs in float32
-    resume = last if resuming and last.is_file() else None
+    resume = resume_point(run, strategy.name, edit_history=is_rank_zero()) if resuming else None
     if resume:
         log.warning("%s: resuming from %s", strategy.name, resume)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    fit_interruptibly(trainer, module, datamodule, resume)
 
-    if checkpoint.best_model_path:
-        model.load_state_dict(classifier_state(torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)))
+    model.load_state_dict(classifier_state(read_checkpoint(run.best_checkpoint(strategy.name))))
     model.cpu()
     metrics = stage_metrics(run, strategy.name)
     if hasattr(datamodule, "extraction_seconds"):
@@ -200,6 +200,30 @@ def fit_stage(
         run.update_metrics(strategy.name, metrics)
         save_figure(history_figure(run.read_history(strategy.name), strategy.name), run.plot_file(f"history_{strategy.name}"))
     return StageResult(strategy, model, metrics, freeze)
+
+
+class _SeesInterrupt(L.Callback):
+    """Notes a Ctrl-C inside `trainer.fit`, which Lightning turns into `sys.exit(1)`."""
+
+    interrupted = False
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.interrupted = isinstance(exception, KeyboardInterrupt)
+
+
+def fit_interruptibly(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, resume: Path | None) -> None:
+    """`trainer.fit`, with Ctrl-C raised as `KeyboardInterrupt` (not Lightning's exit code 1) and the Ctrl-C handler
+    that Lightning switches off given back, so a notebook or the CLI can say what happened."""
+    watch = _SeesInterrupt()
+    trainer.callbacks.append(watch)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except SystemExit:
+        if not watch.interrupted:
+            raise
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from None
 
 
 def fast_runtime_applies(settings: RunSettings) -> bool:
@@ -226,11 +250,6 @@ def attach_fast_runtime(module: ClassifierModule, model: Classifier, strategy: S
         module.use_fast_frozen_part(runtime, rest)
 
 
-def classifier_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The `Classifier` weights of a Lightning checkpoint (its module holds the classifier as `model`)."""
-    return {key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items()}
-
-
 def find_checkpoint(path: str | Path, strategy: str = "frozen") -> Path:
     """A checkpoint file, or a run directory's best checkpoint of `strategy`."""
     path = Path(path).expanduser()
@@ -247,14 +266,14 @@ def find_checkpoint(path: str | Path, strategy: str = "frozen") -> Path:
 def load_checkpoint_classifier(path: str | Path, strategy: str = "frozen") -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the `Classifier` saved in a checkpoint (or a run directory's best `strategy` checkpoint)."""
     checkpoint_path = find_checkpoint(path, strategy)
+    checkpoint = read_checkpoint(checkpoint_path)
     try:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         hparams = checkpoint["hyper_parameters"]
-        state = classifier_state(checkpoint)
         model, _ = build_classifier(hparams["backbone"], len(hparams["classes"]), pretrained=False, dropout=hparams["dropout"])
-    except (KeyError, RuntimeError, OSError, EOFError) as error:
-        raise WeightsError(f"{checkpoint_path}: not a transferlab checkpoint ({error})") from None
-    model.load_state_dict(state)
+        model.load_state_dict(classifier_state(checkpoint))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise WeightsError(f"{checkpoint_path}: not a transferlab checkpoint ({reason})") from None
     return model, hparams
 
 
@@ -283,12 +302,11 @@ def open_run(settings: RunSettings, index: DatasetIndex, strategies: Sequence[st
     """
     run = RunDir(settings.out)
     check_shares(settings, index)
-    check_devices(settings.accelerator, settings.devices)
     if not is_rank_zero():
         return run
     if run.config_file.is_file():
         if settings.overwrite:
-            shutil.rmtree(run.path)
+            run.clear()
         elif run.finished(strategies):
             raise RunDirError(f"{run.path}: a finished run is there; pass --overwrite to replace it, or choose another --out")
         else:
@@ -304,6 +322,13 @@ def open_run(settings: RunSettings, index: DatasetIndex, strategies: Sequence[st
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_skipped(index.skipped)
     return run
+
+
+def claim_run(settings: RunSettings) -> AbstractContextManager:
+    """Rank 0 holds the run directory from the start to the end of the run: a second process is refused, naming the
+    first one's PID. The other processes of a distributed run write nothing there. Devices are checked first."""
+    check_devices(settings.accelerator, settings.devices)
+    return RunDir(settings.out).claimed() if is_rank_zero() else nullcontext()
 
 
 def check_shares(settings: RunSettings, index: DatasetIndex) -> None:
@@ -361,31 +386,32 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
 
     `callbacks` are extra Lightning callbacks added to every stage's Trainer.
     """
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    spec = resolve_backbone(config.backbone)
-    index = load_data(config)
-    first = "frozen" if config.strategy == "finetune" else config.strategy
-    stages = [config.strategy] if config.init or config.strategy != "finetune" else ["frozen", "finetune"]
-    run = open_run(config, index, stages)
-    if config.strategy == "finetune" and config.init:
-        model, hparams = load_checkpoint_classifier(config.init)
-        if list(hparams["classes"]) != list(index.classes):
-            raise WeightsError(f"{config.init}: trained on other classes than {config.data}")
-        weights = WeightsInfo("checkpoint", str(find_checkpoint(config.init)))
-        image_size = config.image_size or hparams["image_size"]
-    else:
-        model, weights = build_classifier(
-            spec, len(index.classes), SEED_RECIPE[first].pretrained, config.weights, config.dropout
-        )
-        image_size = config.image_size
-    if is_rank_zero():
-        write_run_header(run, config, index, weights)
-    if first == "frozen" and not config.init and config.cache:
-        frozen_data = feature_datamodule(config, index, model, image_size)
-    else:
-        frozen_data = make_datamodule(config, index, model, image_size)
-    if config.strategy == "finetune" and not config.init:
-        model = fit_stage(run, frozen_data, model, resolve_strategy(config, "frozen"), config, index.classes, callbacks).model
-    datamodule = frozen_data if config.strategy == "frozen" else make_datamodule(config, index, model, image_size)
-    fit_stage(run, datamodule, model, resolve_strategy(config, config.strategy), config, index.classes, callbacks)
-    return run
+    with claim_run(config):
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        spec = resolve_backbone(config.backbone)
+        index = load_data(config)
+        first = "frozen" if config.strategy == "finetune" else config.strategy
+        stages = [config.strategy] if config.init or config.strategy != "finetune" else ["frozen", "finetune"]
+        run = open_run(config, index, stages)
+        if config.strategy == "finetune" and config.init:
+            model, hparams = load_checkpoint_classifier(config.init)
+            if list(hparams["classes"]) != list(index.classes):
+                raise WeightsError(f"{config.init}: trained on other classes than {config.data}")
+            weights = WeightsInfo("checkpoint", str(find_checkpoint(config.init)))
+            image_size = config.image_size or hparams["image_size"]
+        else:
+            model, weights = build_classifier(
+                spec, len(index.classes), SEED_RECIPE[first].pretrained, config.weights, config.dropout
+            )
+            image_size = config.image_size
+        if is_rank_zero():
+            write_run_header(run, config, index, weights)
+        if first == "frozen" and not config.init and config.cache:
+            frozen_data = feature_datamodule(config, index, model, image_size)
+        else:
+            frozen_data = make_datamodule(config, index, model, image_size)
+        if config.strategy == "finetune" and not config.init:
+            model = fit_stage(run, frozen_data, model, resolve_strategy(config, "frozen"), config, index.classes, callbacks).model
+        datamodule = frozen_data if config.strategy == "frozen" else make_datamodule(config, index, model, image_size)
+        fit_stage(run, datamodule, model, resolve_strategy(config, config.strategy), config, index.classes, callbacks)
+        return run

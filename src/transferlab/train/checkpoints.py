@@ -1,0 +1,204 @@
+"""A stage's checkpoints: written atomically in their own folder, read as weights only, and kept in step with
+history.csv so that an interrupted run resumes to the same history and the same best model.
+
+After each epoch `RunCheckpoints` writes, in this order: the epoch's history row, `last.ckpt` (the whole training
+state: weights, optimiser, the best so far, the random-number state), and — when validation accuracy beat every
+earlier epoch — the same bytes as `best.ckpt`. A process killed between any two writes leaves files from which
+`resume_point` continues exactly: rows after the checkpoint's epoch are trained again.
+"""
+
+import io
+import logging
+import pickle
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+
+from ..files import write_atomic
+from ..models.weights import WeightsError
+from .rundir import RunDir, RunDirError
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "transferlab"
+"""A checkpoint's own record: strategy, epoch (1-based, completed), best_epoch and best_val_acc."""
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's contents, loaded as weights only (no code runs); a damaged or foreign file is a
+    `WeightsError` naming it."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such checkpoint") from None
+    except pickle.UnpicklingError:
+        raise WeightsError(f"{path}: not a readable checkpoint (damaged, or holding more than weights)") from None
+    except Exception as error:  # torch raises RuntimeError, EOFError, ValueError... on a truncated or random file
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise WeightsError(f"{path}: not a readable checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise WeightsError(f"{path}: not a transferlab checkpoint (no state_dict)")
+    return checkpoint
+
+
+def classifier_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The `Classifier` weights of a Lightning checkpoint (its module holds the classifier as `model`)."""
+    return {key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items()}
+
+
+def checkpoint_epoch(checkpoint: dict[str, Any]) -> int:
+    """Completed epochs recorded in a checkpoint (Lightning's `epoch` counts from 0 at the end of an epoch)."""
+    record = checkpoint.get(METADATA_KEY) or {}
+    return int(record.get("epoch", checkpoint.get("epoch", -1) + 1))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O through `files.write_atomic`: a temp file beside the checkpoint, flushed,
+    then renamed — never a copy from another filesystem, never half a file. Reads are weights only."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_atomic(Path(path), buffer.getvalue())
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(Path(path))
+
+
+def _rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RunCheckpoints(L.Callback):
+    """One epoch's record in the run directory: the history row, then last.ckpt, then best.ckpt when improved.
+
+    The best so far (first epoch with the highest validation accuracy, as metrics.json counts it) and the
+    random-number state are saved in last.ckpt and restored with it, so a resumed stage draws the same dropout
+    masks and keeps the same best model as an uninterrupted one.
+    """
+
+    def __init__(self, run: RunDir, strategy: str):
+        self.run = run
+        self.strategy = strategy
+        self.best_epoch = 0
+        self.best_val_acc = float("-inf")
+        self._epoch_start = 0.0
+
+    @property
+    def state_key(self) -> str:
+        return f"RunCheckpoints[{self.strategy}]"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics  # on every rank: reading them reduces them across processes
+        epoch = trainer.current_epoch + 1
+        val_acc = float(metrics.get("val_acc", float("nan")))
+        row = {
+            "epoch": epoch,
+            "strategy": self.strategy,
+            "train_loss": float(metrics["train_loss"]),
+            "train_acc": float(metrics["train_acc"]),
+            "val_loss": float(metrics.get("val_loss", float("nan"))),
+            "val_acc": val_acc,
+            "val_photos": int(metrics.get("val_photos", 0)),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - self._epoch_start, 3),
+        }
+        if trainer.global_rank == 0:
+            self.run.append_history(row)
+        improved = val_acc > self.best_val_acc
+        if improved:
+            self.best_epoch, self.best_val_acc = epoch, val_acc
+        last = self.run.last_checkpoint(self.strategy)
+        trainer.save_checkpoint(last)  # every rank takes part; rank 0 writes (AtomicCheckpointIO)
+        if improved and trainer.global_rank == 0:
+            write_atomic(self.run.best_checkpoint(self.strategy), last.read_bytes())
+        trainer.strategy.barrier("best.ckpt")  # the other processes read it when the stage ends
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[METADATA_KEY] = {
+            "strategy": self.strategy,
+            "epoch": trainer.current_epoch + 1,
+            "best_epoch": self.best_epoch,
+            "best_val_acc": self.best_val_acc,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc, "rng": _rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_epoch = state_dict["best_epoch"]
+        self.best_val_acc = state_dict["best_val_acc"]
+        _set_rng_state(state_dict["rng"])
+
+
+def resume_point(run: RunDir, strategy: str, edit_history: bool = True) -> Path | None:
+    """The checkpoint an interrupted stage continues from — last.ckpt, or best.ckpt when last.ckpt is unreadable —
+    with history.csv cut back to its epoch and best.ckpt matching its best so far (by the one process that writes
+    the run directory, `edit_history`); None (and no rows of the stage) when it starts from epoch 1."""
+    last, best = run.last_checkpoint(strategy), run.best_checkpoint(strategy)
+    problems = []
+    for candidate in (last, best):
+        if not candidate.is_file():
+            continue
+        try:
+            checkpoint = read_checkpoint(candidate)
+        except WeightsError as error:
+            problems.append(str(error))
+            continue
+        epoch = checkpoint_epoch(checkpoint)
+        if problems:
+            log.warning("%s; resuming from %s (epoch %d)", problems[0], candidate.name, epoch)
+        if edit_history:
+            run.truncate_history(strategy, epoch)
+            if candidate == last:
+                _match_best(best, last, checkpoint)
+        return candidate
+    if problems:
+        raise RunDirError(f"{problems[0]}, and no readable checkpoint to resume {strategy} from; pass --overwrite to start the run again")
+    if edit_history:
+        run.truncate_history(strategy, 0)
+    return None
+
+
+def _match_best(best: Path, last: Path, checkpoint: dict[str, Any]) -> None:
+    """After a kill between last.ckpt and best.ckpt, the epoch that improved is last.ckpt itself: copy it."""
+    record = checkpoint.get(METADATA_KEY) or {}
+    best_epoch = record.get("best_epoch")
+    if best_epoch is None:
+        return
+    try:
+        if best.is_file() and read_checkpoint(best).get(METADATA_KEY, {}).get("epoch") == best_epoch:
+            return
+    except WeightsError:
+        pass
+    if best_epoch != checkpoint_epoch(checkpoint):
+        raise RunDirError(f"{best}: missing or damaged, and it held the best model (epoch {best_epoch}); pass --overwrite to start the run again")
+    write_atomic(best, last.read_bytes())
