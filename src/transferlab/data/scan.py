@@ -26,23 +26,33 @@ def find_unreadable(paths: list[Path]) -> list[Skipped]:
     return [Skipped(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
 
 
+SKIPPED_SHOWN = 5
+"""Skipped files named one by one in the log; the rest are counted (a run's skipped.csv lists every one)."""
+
+
+def warn_skipped(skipped: Sequence[Skipped], listed_in: str = "the run directory's skipped.csv") -> None:
+    """A warning per skipped file for the first few, then one line counting the rest and saying where all are."""
+    for item in skipped[:SKIPPED_SHOWN]:
+        log.warning("skipped %s: %s", item.path, item.reason)
+    if len(skipped) > SKIPPED_SHOWN:
+        log.warning("skipped %d more file(s); %s lists every one", len(skipped) - SKIPPED_SHOWN, listed_in)
+
+
 def readable(samples: Sequence[Sample]) -> list[Sample]:
-    """`samples` without those that do not decode, each logged once."""
+    """`samples` without those that do not decode, reported by `warn_skipped`."""
     unreadable = find_unreadable([sample.path for sample in samples])
-    for skipped in unreadable:
-        log.warning("skipped %s: %s", skipped.path, skipped.reason)
+    warn_skipped(unreadable, listed_in="`tlab data check`")
     bad = {skipped.path for skipped in unreadable}
     return [sample for sample in samples if sample.path not in bad]
 
 
 def drop_unreadable(index: DatasetIndex) -> DatasetIndex:
-    """`index` without the photos that do not decode, each logged once and added to `skipped`.
+    """`index` without the photos that do not decode, logged (`warn_skipped`) and added to `skipped`.
 
     Raises `DataSourceError` when a class is left without training photos.
     """
     unreadable = find_unreadable([sample.path for sample in index.train + index.val])
-    for skipped in index.skipped + tuple(unreadable):
-        log.warning("skipped %s: %s", skipped.path, skipped.reason)
+    warn_skipped(index.skipped + tuple(unreadable))
     bad = {skipped.path for skipped in unreadable}
 
     def keep(samples: tuple[Sample, ...]) -> tuple[Sample, ...]:

@@ -2,6 +2,8 @@
 
 import csv
 import difflib
+import logging
+import os
 import random
 from operator import attrgetter
 from collections import defaultdict
@@ -10,6 +12,8 @@ from pathlib import Path
 
 from .decode import is_image_file, is_unsupported_image_file
 from .names import readable_name, wordnet_id
+
+log = logging.getLogger(__name__)
 
 
 class DataSourceError(ValueError):
@@ -166,6 +170,8 @@ def csv_source(manifest: str | Path, val_fraction: float = 0.2, seed: int = 0) -
         raise DataSourceError(f"{manifest}: no rows; expected lines of path,label[,split]")
 
     entries, skipped = [], []
+    first_row: dict[Path, tuple[int, str, str | None]] = {}
+    repeats: list[tuple[int, int]] = []
     for number, row in rows:
         if len(row) < 2 or len(row) > 3 or (len(row) == 3) != has_split:
             raise DataSourceError(f"{manifest}, line {number}: expected path,label{',split' if has_split else ''}, got {row}")
@@ -177,10 +183,28 @@ def csv_source(manifest: str | Path, val_fraction: float = 0.2, seed: int = 0) -
             raise DataSourceError(f"{manifest}, line {number}: split {row[2]!r} is not one of train, val, test")
         if not label:
             raise DataSourceError(f"{manifest}, line {number}: empty label")
+        key = Path(os.path.normpath(path.absolute()))
+        if key in first_row:
+            first, first_label, first_split = first_row[key]
+            if (first_label, first_split) != (label, split):
+                raise DataSourceError(
+                    f"{manifest}, line {number}: {row[0].strip()} is listed again (first at line {first}) with "
+                    f"{'another label' if first_label != label else 'another split'} "
+                    f"({first_label}{'/' + str(first_split) if has_split else ''} vs {label}{'/' + str(split) if has_split else ''}); "
+                    "keep one row per photo"
+                )
+            repeats.append((number, first))
+            continue
+        first_row[key] = (number, label, split)
         if not path.is_file():
             skipped.append(Skipped(path, f"listed in {manifest.name} line {number} but not found"))
             continue
         entries.append((path, label, split))
+    if repeats:
+        log.warning(
+            "%s: %d row(s) repeat a photo listed earlier (line %d repeats line %d%s); each photo is used once",
+            manifest, len(repeats), *repeats[0], ", ..." if len(repeats) > 1 else "",
+        )
 
     classes = sorted({label for _, label, _ in entries} | {row[1].strip() for _, row in rows})
     label_of = {name: i for i, name in enumerate(classes)}
