@@ -2,6 +2,7 @@
 
 import base64
 import datetime
+import html
 import io
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,18 @@ def report_context(run: RunDir) -> dict[str, Any]:
     }
 
 
-def _environment() -> jinja2.Environment:
+def _markdown_text(value: Any) -> str:
+    """A value as Markdown text: no raw HTML (Markdown renders it) and no table-breaking pipe."""
+    return html.escape(str(value), quote=False).replace("|", "\\|")
+
+
+def _environment(markdown: bool = False) -> jinja2.Environment:
+    """Every value a template prints is escaped: HTML-escaped for report.html, made inert text for report.md.
+    Class names and CSV labels come from the user's files."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=jinja2.select_autoescape(["html"]),
+        autoescape=not markdown,
+        finalize=_markdown_text if markdown else None,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -117,8 +126,8 @@ def _environment() -> jinja2.Environment:
 def build_report(run: RunDir | str | Path) -> tuple[Path, Path]:
     """Write report.html and report.md into the run directory; return their paths."""
     run = run if isinstance(run, RunDir) else RunDir(run)
-    context = report_context(run)
-    environment = _environment()
-    write_atomic(run.report_file, environment.get_template("report.html.j2").render(context))
-    write_atomic(run.report_markdown_file, environment.get_template("report.md.j2").render(context))
+    with run.claimed():
+        context = report_context(run)
+        write_atomic(run.report_file, _environment().get_template("report.html.j2").render(context))
+        write_atomic(run.report_markdown_file, _environment(markdown=True).get_template("report.md.j2").render(context))
     return run.report_file, run.report_markdown_file

@@ -19,6 +19,11 @@ from ..data.sources import DatasetIndex  # noqa: E402
 from ..files import write_atomic  # noqa: E402
 
 
+LITERAL_TEXT = matplotlib.rc_context({"text.parse_math": False})
+"""For figures that show class names (the user's folder names and labels): a `$` is a dollar sign, not mathtext."""
+
+
+@LITERAL_TEXT
 def sample_grid_figure(index: DatasetIndex, n: int = 9, seed: int = 0, image_size: int = 224) -> Figure:
     """The notebook's grid: `n` seeded random training photos, each titled with its readable breed name."""
     columns = math.ceil(math.sqrt(n))
@@ -45,6 +50,7 @@ def sample_grid_figure(index: DatasetIndex, n: int = 9, seed: int = 0, image_siz
     return figure
 
 
+@LITERAL_TEXT
 def class_counts_figure(index: DatasetIndex) -> Figure:
     """Horizontal bars: training and validation photos per class, readable names."""
     names = index.readable_names
@@ -109,6 +115,7 @@ def compare_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Figure:
     return figure
 
 
+@LITERAL_TEXT
 def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str], strategy: str) -> Figure:
     """Row-normalised confusion matrix with readable names; counts written in cells when there are few classes."""
     counts = np.asarray(confusion)
@@ -133,6 +140,7 @@ def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str], s
     return figure
 
 
+@LITERAL_TEXT
 def mistakes_figure(predictions: Any, indices: Sequence[int], names: Sequence[str], strategy: str, image_size: int = 160) -> Figure:
     """The most confident mistakes: each photo titled with its true breed and the wrong answer's probability."""
     columns = 4
