@@ -1,15 +1,17 @@
 """The `tlab` command line: parses flags, calls the library, prints. No logic of its own."""
 
 import logging
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from .config import DEFAULT_VIEWS, CompareConfig, RunSettings, TrainConfig
-from .train.distributed import DeviceError, is_rank_zero
+from .train.distributed import is_rank_zero
 
 app = typer.Typer(
     help="transferlab: train, evaluate and explain an image classifier on a folder of photos, "
@@ -52,9 +54,51 @@ RuntimeOption = Annotated[str, typer.Option(help="Runtime of what needs no gradi
 SourceUrlOption = Annotated[Optional[str], typer.Option(help="Mirror URL or local folder holding images.tar and lists.tar (default $TLAB_STANFORD_DOGS_URL, else the official site).")]
 
 
-def _fail(message: str) -> None:
+INTERRUPTED = 130
+
+
+def _fail(message: str, code: int = USAGE_ERROR) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(USAGE_ERROR)
+    raise typer.Exit(code)
+
+
+def _input_errors() -> tuple[type[Exception], ...]:
+    """The library's errors about what it was given (data, model files, run directories, settings): each says what
+    is wrong and where, in one line."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from .augment.pipeline import AugmentConfigError
+    from .data.decode import UnreadableImageError
+    from .data.sources import DataSourceError
+    from .models.backbones import BackboneError
+    from .models.weights import WeightsError
+    from .train.distributed import DeviceError
+    from .train.rundir import RunDirError
+
+    return (
+        DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, AugmentConfigError,
+        MisconfigurationException, FileNotFoundError,
+    )
+
+
+@contextmanager
+def _one_line_errors(exit_code: int = USAGE_ERROR) -> Iterator[None]:
+    """Bad input inside the block is one line on stderr and `exit_code`; a full disk one line and exit 1; Ctrl-C
+    says how to go on and exits 130."""
+    from .files import is_disk_full
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        console.print("[bold yellow]interrupted[/] — run the same command to resume", highlight=False)
+        raise typer.Exit(INTERRUPTED) from None
+    except _input_errors() as error:
+        _fail(str(error), exit_code)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        _print_disk_full(error)
+        raise typer.Exit(FOUND_ERRORS) from None
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -114,22 +158,12 @@ def _flag_values(parameters: dict[str, Any], model: type[RunSettings]) -> dict[s
 def _configure_and_run(model: type[RunSettings], values: dict[str, Any], run: Callable[[Any], Any]) -> Any:
     """Validate `values` as `model` and run it: bad input is one line and exit 2. None on the processes of a
     distributed run other than rank 0 (it alone reports)."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    from .data.decode import UnreadableImageError
-    from .data.sources import DataSourceError
-    from .models.backbones import BackboneError
-    from .models.weights import WeightsError
-    from .train.rundir import RunDirError
-
     try:
         config = model(**values)
     except ValidationError as error:
         _fail(_validation_message(error))
-    try:
+    with _one_line_errors():
         result = run(config)
-    except (DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, MisconfigurationException) as error:
-        _fail(str(error))
     return result if is_rank_zero() else None
 
 
@@ -300,19 +334,15 @@ def evaluate(
     mistakes and predictions.csv for every trained strategy of a run."""
     import json
 
-    from .data.sources import DataSourceError
     from .evaluate.evaluation import evaluate_run
     from .models.runtime import RUNTIMES
-    from .models.weights import WeightsError
 
     if runtime not in ("auto", *RUNTIMES):
         _fail(f"--runtime: expected one of auto, {', '.join(RUNTIMES)} (got {runtime!r})")
-    try:
+    with _one_line_errors():
         results, where = evaluate_run(
             run_dir, data, batch_size, runtime, breeds=breeds, data_dir=str(data_dir) if data_dir else None, source_url=source_url
         )
-    except (DataSourceError, WeightsError, FileNotFoundError) as error:
-        _fail(str(error))
     chosen = strategy or max(results, key=lambda name: results[name]["accuracy"])
     if chosen not in results:
         _fail(f"--strategy {chosen}: the run has {', '.join(results)}")
@@ -341,7 +371,8 @@ def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run di
     run = RunDir(run_dir)
     if not run.config_file.is_file() or not run.history_file.is_file():
         _fail(f"{run_dir}: not a run directory (no config.yaml and history.csv)")
-    html, markdown = build_report(run)
+    with _one_line_errors():
+        html, markdown = build_report(run)
     console.print(f"{html}\n{markdown}")
 
 
@@ -361,15 +392,12 @@ def predict(
     from rich.progress import Progress
 
     from .inference import expand_paths, load
-    from .models.weights import WeightsError
 
     if output_format not in ("table", "csv", "json"):
         _fail(f"--format: expected table, csv or json, got {output_format!r}")
-    try:
+    with _one_line_errors():
         predictor = load(run_dir, strategy)
         files = expand_paths(paths)
-    except (WeightsError, FileNotFoundError) as error:
-        _fail(str(error))
     if not files:
         _fail(f"no image files in {' '.join(paths)}")
     with Progress(console=console, transient=True, disable=len(files) < 64) as bar:
@@ -408,24 +436,22 @@ def export(
     from .evaluate.evaluation import run_samples
     from .export import PARITY_TOLERANCE, check_parity, export_onnx
     from .inference import best_strategy
-    from .models.weights import WeightsError
     from .train.rundir import RunDir
 
     if output_format != "onnx":
         _fail(f"--format: only onnx is supported, got {output_format!r}")
-    try:
+    with _one_line_errors():
         if run_dir.is_dir():
             strategy = strategy or best_strategy(RunDir(run_dir))
         target = out or (run_dir if run_dir.is_dir() else run_dir.parent) / f"model_{strategy or 'checkpoint'}.onnx"
         written = export_onnx(run_dir, target, strategy)
-    except WeightsError as error:
-        _fail(str(error))
     console.print(f"exported {written} ({written.stat().st_size / 1e6:.1f} MB)")
     if not run_dir.is_dir() or not RunDir(run_dir).config_file.is_file():
         console.print("parity check skipped: it needs the run directory's validation photos")
         return
-    samples = run_samples(RunDir(run_dir))[:photos]
-    report = check_parity(run_dir, written, samples, strategy)
+    with _one_line_errors():
+        samples = run_samples(RunDir(run_dir))[:photos]
+        report = check_parity(run_dir, written, samples, strategy)
     console.print(
         f"parity on {report.photos} validation photos: max relative logit difference "
         f"{report.max_relative_logit_difference:.1e} (limit {PARITY_TOLERANCE:.0e}), same top-1 on "
@@ -439,19 +465,26 @@ def export(
 @app.command()
 def serve(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory, a .ckpt checkpoint, or an exported .onnx model.")],
-    host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only; 0.0.0.0: every network this machine is on).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the most accurate).")] = None,
     max_mb: Annotated[float, typer.Option(min=0.01, max=1024, help="Largest upload accepted, per file, in MB.")] = 10.0,
+    max_megapixels: Annotated[float, typer.Option(min=1, max=10_000, help="Pixels one request may make the server decode, in millions (JPEGs count at the reduced scale they decode at).")] = 100.0,
+    token: Annotated[Optional[str], typer.Option(help="Require this token (Authorization: Bearer <token>; the page asks for it) on every endpoint but the page and /health. Default: $TLAB_SERVE_TOKEN.")] = None,
 ) -> None:
-    """A local web service (POST /predict, GET /classes, /health, /report) and a page at / to try the model."""
-    from .models.weights import WeightsError
+    """A local web service (POST /predict, GET /classes, /health, /report, /openapi.json) and a page at / to try the model."""
+    from .serve import TOKEN_ENV, is_loopback, resolve_token
     from .serve import serve as run_server
 
-    try:
-        run_server(run_dir, host, port, strategy, int(max_mb * 1024 * 1024))
-    except WeightsError as error:
-        _fail(str(error))
+    token = resolve_token(token)
+    if not is_loopback(host):
+        console.print(
+            f"[bold yellow]warning:[/] listening on {host}: anyone who can reach this machine on port {port} can use the "
+            "model and read its report" + ("" if token else f"; pass --token (or set {TOKEN_ENV}) to require a token"),
+            highlight=False,
+        )
+    with _one_line_errors():
+        run_server(run_dir, host, port, strategy, int(max_mb * 1024 * 1024), max_megapixels, token)
 
 
 data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True)
@@ -460,13 +493,12 @@ app.add_typer(data_app, name="data")
 
 def _open_index(data: str, val_fraction: float, seed: int, breeds, data_dir, source_url, exit_code: int = USAGE_ERROR):
     from .data.resolve import open_data
-    from .data.sources import DataSourceError
 
-    try:
+    with _one_line_errors(exit_code):
         return open_data(data, val_fraction=val_fraction, seed=seed, breeds=breeds, data_dir=data_dir, source_url=source_url)
-    except DataSourceError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(exit_code)
+
+
+UNREADABLE_SHOWN = 20
 
 
 @data_app.command("check")
@@ -495,8 +527,10 @@ def data_check(
     out.print(table)
 
     unreadable = list(index.skipped) + find_unreadable([s.path for s in index.train + index.val])
-    for skipped in unreadable:
+    for skipped in unreadable[:UNREADABLE_SHOWN]:
         out.print(f"unreadable: {skipped.path}: {skipped.reason}", highlight=False)
+    if len(unreadable) > UNREADABLE_SHOWN:
+        out.print(f"... and {len(unreadable) - UNREADABLE_SHOWN} more unreadable file(s)", highlight=False)
     duplicates = train_val_duplicates(index)
     for group in duplicates:
         out.print(f"in train and val (identical): {', '.join(map(str, group.train + group.val))}", highlight=False)
@@ -551,16 +585,12 @@ def augment_show(
 ) -> None:
     """Draw a grid of the original photo and augmented copies, each captioned with the ops and parameters it got."""
     from .augment.gallery import gallery_figure, gallery_image, per_op_figure
-    from .augment.pipeline import AugmentConfigError, Pipeline
-    from .data.decode import UnreadableImageError
-    from .data.sources import DataSourceError
+    from .augment.pipeline import Pipeline
     from .report.plots import save_figure
 
-    try:
+    with _one_line_errors():
         pipeline = Pipeline.from_config(preset, augment_set or [])
         image, path = gallery_image(source, image_size, seed)
-    except (AugmentConfigError, DataSourceError, UnreadableImageError) as error:
-        _fail(str(error))
     if not pipeline.ops:
         _fail(f"preset {preset!r} has no ops to show")
     figure = per_op_figure(image, pipeline) if per_op else gallery_figure(image, pipeline, n, seed)
@@ -569,7 +599,21 @@ def augment_show(
 
 
 def main() -> None:
-    app()
+    """`tlab`: a full disk, wherever it happens, is one line and exit code 1 (a fault, not bad input)."""
+    from .files import is_disk_full
+
+    try:
+        app()
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        _print_disk_full(error)
+        sys.exit(FOUND_ERRORS)
+
+
+def _print_disk_full(error: OSError) -> None:
+    where = f" while writing {error.filename}" if error.filename else ""
+    console.print(f"[bold red]error:[/] disk full{where}; free space and run the same command to resume", highlight=False)
 
 
 if __name__ == "__main__":

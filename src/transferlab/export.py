@@ -12,7 +12,8 @@ from .data.sources import Sample
 from .data.names import readable_name
 from .inference import ONNX_METADATA_KEY, best_strategy, load
 from .models.classifier import data_config
-from .models.runtime import export_module_onnx, relative_error
+from .files import write_atomic
+from .models.runtime import onnx_bytes, relative_error
 from .train.rundir import RunDir
 
 PARITY_TOLERANCE = 1e-4
@@ -43,9 +44,7 @@ def export_onnx(source: str | Path, out: Path, strategy: str | None = None) -> P
     config = data_config(model.backbone, hparams["image_size"])
     names = [readable_name(c) for c in hparams["classes"]]
     size = config.image_size
-    out.unlink(missing_ok=True)
-    export_module_onnx(model, (3, size, size), out)
-    proto = onnx.load(str(out))
+    proto = onnx.load_from_string(onnx_bytes(model, (3, size, size)))
     info = {
         "image_size": size,
         "interpolation": config.interpolation,
@@ -60,7 +59,7 @@ def export_onnx(source: str | Path, out: Path, strategy: str | None = None) -> P
         "output": "logits (N, classes); softmax gives probabilities",
     }
     onnx.helper.set_model_props(proto, {ONNX_METADATA_KEY: json.dumps(info)})
-    onnx.save(proto, str(out))
+    write_atomic(out, proto.SerializeToString())
     return out
 
 

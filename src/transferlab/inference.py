@@ -6,14 +6,15 @@
 """
 
 import glob
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Annotated, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .data.datasets import normalize, resize_and_crop
@@ -164,21 +165,57 @@ def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch") -
     )
 
 
+class OnnxMetadata(BaseModel):
+    """What `tlab export` writes in an ONNX file's metadata: preprocessing and class names."""
+
+    image_size: int = Field(ge=16, le=4096)
+    interpolation: str
+    crop_pct: float = Field(gt=0, le=1)
+    mean: tuple[float, float, float]
+    std: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+    classes: list[str] = Field(min_length=2)
+    names: list[str]
+    strategy: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "OnnxMetadata":
+        InterpolationMode(self.interpolation)
+        if len(self.names) != len(self.classes):
+            raise ValueError(f"{len(self.names)} names for {len(self.classes)} classes")
+        return self
+
+
 def _onnx_predictor(path: Path) -> Predictor:
     import onnx
     import onnxruntime
 
+    not_ours = f"{path}: not an ONNX model exported by `tlab export`"
     try:
         metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        info = json.loads(metadata[ONNX_METADATA_KEY])
-    except (KeyError, ValueError, OSError) as error:
-        raise WeightsError(f"{path}: not an ONNX model exported by `tlab export` ({error})") from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    config = DataConfig(info["image_size"], info["interpolation"], info["crop_pct"], tuple(info["mean"]), tuple(info["std"]))
+    except Exception as error:  # protobuf's DecodeError, OSError...: a damaged or foreign file
+        raise WeightsError(f"{not_ours} ({type(error).__name__})") from None
+    if ONNX_METADATA_KEY not in metadata:
+        raise WeightsError(f"{not_ours} (no {ONNX_METADATA_KEY!r} metadata)")
+    try:
+        info = OnnxMetadata.model_validate_json(metadata[ONNX_METADATA_KEY])
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "metadata"
+        raise WeightsError(f"{path}: its {ONNX_METADATA_KEY!r} metadata is damaged ({where}: {first['msg']})") from None
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+        size = info.image_size
+        outputs = session.run(None, {input_name: np.zeros((1, 3, size, size), np.float32)})[0]
+    except Exception as error:  # onnxruntime's own errors: a graph it cannot load or run at this input size
+        raise WeightsError(f"{path}: ONNX Runtime cannot run it ({str(error).strip().splitlines()[0][:160]})") from None
+    if outputs.shape != (1, len(info.classes)):
+        raise WeightsError(f"{path}: the model gives {outputs.shape[-1]} outputs per photo but its metadata names {len(info.classes)} classes")
+    config = DataConfig(size, info.interpolation, info.crop_pct, info.mean, info.std)
     return Predictor(
-        classes=info["classes"], names=info["names"], config=config,
-        logits=lambda batch: session.run(None, {"images": batch.numpy()})[0], source=str(path), backend="onnxruntime",
-        strategy=info.get("strategy"),
+        classes=info.classes, names=info.names, config=config,
+        logits=lambda batch: session.run(None, {input_name: batch.numpy()})[0], source=str(path), backend="onnxruntime",
+        strategy=info.strategy,
     )
 
 

@@ -128,7 +128,8 @@ def evaluate_run(
         models[strategy], hparams = load_checkpoint_classifier(run.path, strategy)
         image_size = hparams["image_size"]
     out = evaluation_dir(run, data)
-    results = evaluate_models(out, models, samples, names, image_size, batch_size, runtime, training_device("auto"))
-    if data is None:
-        record_summary(run, results)
+    with run.claimed():
+        results = evaluate_models(out, models, samples, names, image_size, batch_size, runtime, training_device("auto"))
+        if data is None:
+            record_summary(run, results)
     return results, out

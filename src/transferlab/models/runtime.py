@@ -7,6 +7,7 @@ than `PARITY_TOLERANCE` (relative to the largest feature) is not used.
 """
 
 import hashlib
+import io
 import logging
 import os
 import warnings
@@ -18,6 +19,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
+
+from ..files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +92,24 @@ def export_onnx(backbone: nn.Module, image_size: int, path: Path) -> Path:
 
 
 def export_module_onnx(module: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
-    """Write `module` (one input of `input_shape` per sample) as ONNX with a dynamic batch, atomically."""
+    """Write `module` (one input of `input_shape` per sample) as ONNX with a dynamic batch, atomically; reused when
+    `path` exists."""
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    write_atomic(path, onnx_bytes(module, input_shape))
+    return path
+
+
+def onnx_bytes(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """`module` as an ONNX model (input "images", output "features", dynamic batch), in memory."""
+    buffer = io.BytesIO()
     with eval_mode(module), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (torch.zeros(1, *input_shape),), str(partial), input_names=["images"], output_names=["features"],
+            module, (torch.zeros(1, *input_shape),), buffer, input_names=["images"], output_names=["features"],
             dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=ONNX_OPSET, dynamo=False,
         )
-    partial.replace(path)
-    return path
+    return buffer.getvalue()
 
 
 def onnxruntime_runtime(onnx_path: Path, threads: int) -> FeatureRuntime:
