@@ -1,10 +1,12 @@
 """tlab serve: every endpoint, every bad request, a concurrent load, and the page in headless Chromium."""
 
 import io
+import logging
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,7 +63,7 @@ def test_predict_returns_the_cli_json_shape(client, woof_mini):
         ([("files", ("notes.jpg", b"just text"))], 415, "not an image"),
         ([("files", ("empty.jpg", b""))], 422, "empty file"),
         ([("files", ("big.png", b"\x89PNG" + b"0" * 2_100_000))], 413, "over the limit"),
-        ([("files", ("a.jpg", b"x"))] * 5, 413, "5 files"),
+        ([("files", ("a.jpg", b"x"))] * 5, 413, "more than 4 files"),
     ],
 )
 def test_bad_uploads_get_clear_4xx(client, files, status, fragment):
@@ -84,35 +86,44 @@ def test_fifty_concurrent_requests_without_failures(client, woof_mini):
     assert codes == [200] * 50
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)")
-def test_the_page_labels_an_uploaded_photo_in_chromium(run, woof_mini, tmp_path):
+@contextmanager
+def serving(app, **config):
+    """`app` under uvicorn in a thread, as `tlab serve` runs it (h11 with the header deadline); yields the port."""
     import uvicorn
 
-    playwright = pytest.importorskip("playwright.sync_api")
+    from transferlab.serve import header_deadline_protocol
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(run.path), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info", http=header_deadline_protocol(), **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    photo = sorted((woof_mini / "val" / "n02111889-Samoyed").iterdir())[1]
-    errors: list[str] = []
     try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page()
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.set_input_files("#file", str(photo))
-            page.wait_for_selector("#bars .row", timeout=30_000)
-            top = page.inner_text("#bars .row .label")
-            page.screenshot(path=str(tmp_path / "serve.png"))
-            browser.close()
+        yield port
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)")
+def test_the_page_labels_an_uploaded_photo_in_chromium(run, woof_mini, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    photo = sorted((woof_mini / "val" / "n02111889-Samoyed").iterdir())[1]
+    errors: list[str] = []
+    with serving(create_app(run.path)) as port, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: message.type == "error" and errors.append(message.text))  # CSP violations land here
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector("#bars .row", timeout=30_000)
+        top = page.inner_text("#bars .row .label")
+        page.screenshot(path=str(tmp_path / "serve.png"))
+        browser.close()
     assert top.startswith("Samoyed") and errors == []
 
 
@@ -124,3 +135,155 @@ def test_report_is_served_when_the_run_has_one(run, tmp_path):
     (copy / "report.html").write_text("<html><body>the report</body></html>")
     answer = TestClient(create_app(copy)).get("/report")
     assert answer.status_code == 200 and "the report" in answer.text
+
+
+def test_every_response_says_what_it_may_load_and_the_report_is_sandboxed(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    (copy / "report.html").write_text("<html><body>the report</body></html>")
+    client = TestClient(create_app(copy))
+    page, report, health = client.get("/"), client.get("/report"), client.get("/health")
+    for response in (page, report, health, client.get("/page.js")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert "script-src 'self'" in page.headers["content-security-policy"] and "<script>" not in page.text
+    assert report.headers["content-security-policy"].startswith("sandbox") and "script-src" not in report.headers["content-security-policy"]
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404  # Swagger would load from a CDN
+    api = client.get("/openapi.json")
+    assert api.status_code == 200 and "/predict" in api.text
+    for text in (health.text, api.text):
+        assert str(tmp_path) not in text and "/tmp" not in text
+    assert health.json()["model"] == "run"
+
+
+def test_a_token_guards_everything_but_the_page_and_health(run, woof_mini):
+    client = TestClient(create_app(run.path, token="s3cret"))
+    photo = [("files", _photo(woof_mini))]
+    assert client.get("/health").json()["token_required"] is True and client.get("/").status_code == 200
+    for path in ("/classes", "/report", "/openapi.json"):
+        assert client.get(path).status_code == 401
+    refused = client.post("/predict", files=photo)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert client.post("/predict", files=photo, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/predict", files=photo, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    client.cookies.set("tlab_token", "s3cret")
+    assert client.post("/predict", files=photo).status_code == 200
+
+
+def _black_png(side: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _health_latencies(port: int, until: threading.Event) -> list[float]:
+    import httpx
+
+    latencies = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        while not until.is_set():
+            started = time.perf_counter()
+            assert client.get("/health").status_code == 200
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.05)
+    return latencies
+
+
+@pytest.mark.parametrize("photos, megapixels, status", [(16, 100.0, 413), (2, 200.0, 200)])
+def test_huge_photos_never_stall_health(run, photos, megapixels, status):
+    """16 black 9000 x 9000 PNGs (236 KB each): over the pixel budget, refused before decoding. Two of them under a
+    larger budget: decoded in the worker pool while /health keeps answering within a second."""
+    import httpx
+
+    png = _black_png(9000)
+    app = create_app(run.path, max_megapixels=megapixels)
+    done = threading.Event()
+    with serving(app) as port, ThreadPoolExecutor(1) as pool:
+        health = pool.submit(_health_latencies, port, done)
+        time.sleep(0.3)
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict", files=[("files", (f"{i}.png", png)) for i in range(photos)], timeout=120)
+        done.set()
+        latencies = health.result()
+    assert answer.status_code == status, answer.text
+    if status == 413:
+        assert "megapixels" in answer.json()["detail"]
+    assert max(latencies) < 1.0, latencies
+
+
+class CountingApp:
+    """ASGI wrapper counting the request body bytes the app read."""
+
+    def __init__(self, app):
+        self.app, self.read = app, 0
+
+    async def __call__(self, scope, receive, send):
+        async def counted():
+            message = await receive()
+            self.read += len(message.get("body", b""))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def test_a_chunked_upload_is_refused_while_it_streams(run):
+    """50 MB sent chunked (no Content-Length) as one file: refused with 413 before 11 MB of it is read."""
+    counting = CountingApp(create_app(run.path))
+    boundary = b"tlabboundary"
+    head = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\nContent-Type: image/png\r\n\r\n'
+    with serving(counting) as port, socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        connection.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                           b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n\r\n")
+        chunk = b"\x89PNG" + b"0" * (256 * 1024 - 4)
+        body = [head] + [chunk] * 200
+        try:
+            for piece in body:
+                connection.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        connection.settimeout(10)
+        try:
+            response = connection.recv(4096)
+        except ConnectionResetError:
+            response = b""
+    assert b" 413 " in response.split(b"\r\n")[0], response[:200]
+    assert b"over the limit" in response
+    assert counting.read < 11 * 1024 * 1024, counting.read
+
+
+def test_stalled_connections_are_closed_and_disconnects_are_one_line(run, monkeypatch, caplog):
+    from transferlab import serve
+
+    monkeypatch.setattr(serve, "HEADER_SECONDS", 0.5)
+    monkeypatch.setattr(serve, "BODY_IDLE_SECONDS", 0.5)
+    caplog.set_level(logging.INFO)
+    with serving(create_app(run.path)) as port:
+        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        for i, connection in enumerate(stalled):
+            if i % 2:
+                connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # half the headers, then nothing
+        time.sleep(1.5)
+        for connection in stalled:
+            connection.settimeout(2)
+            assert connection.recv(1024) == b"", "a stalled connection is still open"
+            connection.close()
+
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n")
+        slow.settimeout(5)
+        assert b" 408 " in slow.recv(4096).split(b"\r\n")[0]
+        slow.close()
+
+        gone = socket.create_connection(("127.0.0.1", port))
+        gone.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n")
+        gone.close()
+        time.sleep(0.5)
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+    assert "went away during POST /predict" in caplog.text
+    assert "Traceback" not in caplog.text and "Exception in ASGI application" not in caplog.text

@@ -1,30 +1,187 @@
 """`tlab serve`: a trained model as a local web service and a page to try it (FastAPI, run by uvicorn).
 
-The model is loaded once; inference runs in a worker thread, one batch at a time, so the event loop
-keeps answering. Uploads are decoded in memory: no path from a request ever reaches the filesystem.
+The model is loaded once. The event loop only moves bytes: uploads are read with limits enforced while they
+stream in (per file, per request, files per request, a deadline for slow senders), then checked against a pixel
+budget, decoded and classified in a small pool of worker threads, so `/health` keeps answering. Uploads are decoded
+in memory: no path from a request ever reaches the filesystem. Every response says what it may load (CSP), and the
+report is served sandboxed: it holds class names from the user's files.
 """
 
 import asyncio
+import hmac
+import ipaddress
+import logging
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
-from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_bytes
+from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_bytes, open_checked
 from .inference import Predictor, load
 from .train.rundir import RunDir
 
+log = logging.getLogger(__name__)
+
 MAX_BYTES = 10 * 1024 * 1024
 MAX_FILES = 16
-PAGE = Path(__file__).parent / "report" / "templates" / "serve.html"
+MAX_MEGAPIXELS = 100.0
+"""Pixels one request may make the server decode, JPEGs counted at the reduced scale they are decoded at: 16
+phone photos pass, 16 lossless 9000 x 9000 PNGs (1,300 megapixels, 4 GB decoded) do not."""
+TOKEN_ENV = "TLAB_SERVE_TOKEN"
+TOKEN_COOKIE = "tlab_token"
+HEADER_SECONDS = 10.0
+"""A connection must send a request's headers within this time (after it opens, or after the previous response)."""
+BODY_IDLE_SECONDS = 10.0
+"""Longest pause while a request body streams in."""
+BODY_SECONDS = 60.0
+"""Longest time to receive a whole request body."""
+WORKERS = 2
+PAGE_FILES = Path(__file__).parent / "report" / "templates"
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+    "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
+REPORT_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
-def _open_upload(name: str, data: bytes) -> Image.Image:
-    """The upload as an RGB PIL image, or a 4xx naming what is wrong."""
+class RequestGuard:
+    """ASGI middleware: bodies over `max_body_bytes` (declared or streamed, chunked included) get 413, slow bodies
+    408 (raised from the body reads, so the app answers them); a client that goes away is one log line; every
+    response gets nosniff, no-referrer and a CSP."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"").strip()
+        if declared and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            await _plain(send, 413, f"request body over the limit of {self.max_body_bytes:,} bytes")
+            return
+        started = asyncio.get_running_loop().time()
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            left = BODY_SECONDS - (asyncio.get_running_loop().time() - started)
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, min(BODY_IDLE_SECONDS, left)))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, "the request body came too slowly") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise HTTPException(413, f"request body over the limit of {self.max_body_bytes:,} bytes")
+            return message
+
+        async def secured_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *_security_headers(scope["path"])]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, secured_send)
+        except ClientDisconnect:
+            client = scope.get("client") or ("client", 0)
+            log.info("%s:%s went away during %s %s", client[0], client[1], scope["method"], scope["path"])
+
+
+def _security_headers(path: str) -> list[tuple[bytes, bytes]]:
+    policy = PAGE_CSP if path in ("/", "/page.js", "/page.css") else REPORT_CSP if path == "/report" else API_CSP
+    return [
+        (b"content-security-policy", policy.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+
+
+async def _plain(send: Send, status: int, detail: str) -> None:
+    """A JSON error sent before the app answered (the connection is closed after it: the body was not read)."""
+    body = JSONResponse({"detail": detail}).body
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"), *_security_headers("")],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+class _UploadParser(MultiPartParser):
+    """Starlette's multipart parser, refusing a file part as soon as it passes `max_file_bytes`."""
+
+    def __init__(self, *args: Any, max_file_bytes: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.max_file_bytes = max_file_bytes
+        self._sizes: dict[int, int] = {}
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current_part
+        if part.file is not None:
+            size = self._sizes.get(id(part), 0) + end - start
+            if size > self.max_file_bytes:
+                raise MultiPartException(f"{part.file.filename or 'upload'}: over the limit of {self.max_file_bytes:,} bytes per file")
+            self._sizes[id(part)] = size
+        super().on_part_data(data, start, end)
+
+
+async def read_uploads(request: Request, max_bytes: int, max_files: int) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of every file in a multipart request, refused while it streams in when one file passes
+    `max_bytes` or there are more than `max_files`."""
+    if "multipart/form-data" not in request.headers.get("content-type", ""):
+        raise HTTPException(422, "no image in the request: send multipart/form-data with one or more files")
+    parser = _UploadParser(request.headers, request.stream(), max_files=max_files, max_fields=16, max_part_size=64 * 1024, max_file_bytes=max_bytes)
     try:
-        return decode_bytes(data, name)
+        form = await parser.parse()
+    except MultiPartException as error:
+        message = str(error)
+        if message.startswith("Too many files"):
+            raise HTTPException(413, f"more than {max_files} files in one request") from None
+        raise HTTPException(413 if "over the limit" in message or "exceeded" in message else 422, message) from None
+    try:
+        uploads = [value for _, value in form.multi_items() if hasattr(value, "read")]
+        return [(upload.filename or "upload", await upload.read()) for upload in uploads]
+    finally:
+        await form.close()
+
+
+def decode_uploads(uploads: list[tuple[str, bytes]], draft_size: int, max_megapixels: float) -> list[tuple[str, Image.Image]]:
+    """The uploads as RGB images, or a 4xx naming what is wrong: first every header against the pixel budget
+    (JPEGs at the scale they decode at), then the photos. Runs in a worker thread."""
+    pixels = 0
+    for name, data in uploads:
+        with _http_errors():
+            with open_checked(data, name, draft_size) as image:
+                pixels += image.size[0] * image.size[1]
+    if pixels > max_megapixels * 1e6:
+        raise HTTPException(413, f"the photos hold {pixels / 1e6:,.0f} megapixels to decode; the limit per request is {max_megapixels:,.0f}")
+    images = []
+    for name, data in uploads:
+        with _http_errors():
+            images.append((name, decode_bytes(data, name, draft_size)))
+    return images
+
+
+@contextmanager
+def _http_errors() -> Iterator[None]:
+    """Decode errors as 415 (not an image), 413 (too large) or 422 (broken)."""
+    try:
+        yield
     except NotAnImageError as error:
         raise HTTPException(415, str(error)) from None
     except ImageTooLargeError as error:
@@ -33,14 +190,38 @@ def _open_upload(name: str, data: bytes) -> Image.Image:
         raise HTTPException(422, str(error)) from None
 
 
-def create_app(source: str | Path, strategy: str | None = None, max_bytes: int = MAX_BYTES, max_files: int = MAX_FILES) -> FastAPI:
-    """The app for the model of `source` (run directory, checkpoint or exported .onnx)."""
+def create_app(
+    source: str | Path,
+    strategy: str | None = None,
+    max_bytes: int = MAX_BYTES,
+    max_files: int = MAX_FILES,
+    max_megapixels: float = MAX_MEGAPIXELS,
+    token: str | None = None,
+) -> ASGIApp:
+    """The app for the model of `source` (run directory, checkpoint or exported .onnx). With `token`, every endpoint
+    but the page and /health needs it: `Authorization: Bearer <token>`, or the cookie the page sets."""
     predictor: Predictor = load(source, strategy, runtime="auto")
     run = RunDir(source) if Path(source).is_dir() else None
+    model_name = Path(source).name
     lock = threading.Lock()
-    app = FastAPI(title="transferlab", description=f"Image classifier from {source}")
+    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="tlab-serve")
+    draft_size = int(predictor.config.image_size / predictor.config.crop_pct)
 
-    def predict_images(images: list[tuple[str, Image.Image]], top_k: int) -> list[dict]:
+    def authorized(request: Request) -> None:
+        if token is None:
+            return
+        header = request.headers.get("authorization", "")
+        given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else request.cookies.get(TOKEN_COOKIE, "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "this server needs a token: Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
+
+    app = FastAPI(
+        title="transferlab", description=f"Image classifier {model_name}", docs_url=None, redoc_url=None, openapi_url=None,
+    )
+    guarded = [Depends(authorized)]
+
+    def predict_images(uploads: list[tuple[str, bytes]], top_k: int) -> list[dict]:
+        images = decode_uploads(uploads, draft_size, max_megapixels)
         with lock:
             results = predictor.predict([image for _, image in images], top_k)
         return [{"path": name, "predictions": [p.as_dict() for p in r.predictions]} for (name, _), r in zip(images, results)]
@@ -48,36 +229,27 @@ def create_app(source: str | Path, strategy: str | None = None, max_bytes: int =
     @app.get("/health")
     def health() -> dict:
         return {
-            "status": "ok", "model": predictor.source, "strategy": predictor.strategy, "runtime": predictor.backend,
-            "classes": len(predictor.classes), "image_size": predictor.config.image_size,
+            "status": "ok", "model": model_name, "strategy": predictor.strategy, "runtime": predictor.backend,
+            "classes": len(predictor.classes), "image_size": predictor.config.image_size, "token_required": token is not None,
         }
 
-    @app.get("/classes")
+    @app.get("/classes", dependencies=guarded)
     def classes() -> list[dict]:
         return [{"index": i, "class": c, "label": n} for i, (c, n) in enumerate(zip(predictor.classes, predictor.names))]
 
-    @app.post("/predict")
+    @app.post("/predict", dependencies=guarded)
     async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000)) -> JSONResponse:
-        length = int(request.headers.get("content-length") or 0)
-        if length > max_bytes * max_files:
-            raise HTTPException(413, f"request of {length:,} bytes is over the limit of {max_bytes * max_files:,}")
-        form = await request.form()
-        uploads = [value for _, value in form.multi_items() if hasattr(value, "read")]
+        uploads = await read_uploads(request, max_bytes, max_files)
         if not uploads:
             raise HTTPException(422, "no image in the request: send multipart/form-data with one or more files")
-        if len(uploads) > max_files:
-            raise HTTPException(413, f"{len(uploads)} files is over the limit of {max_files} per request")
-        images = []
-        for upload in uploads:
-            upload: UploadFile
-            data = await upload.read(max_bytes + 1)
-            name = upload.filename or "upload"
-            if len(data) > max_bytes:
-                raise HTTPException(413, f"{name}: over the limit of {max_bytes:,} bytes per file")
-            images.append((name, _open_upload(name, data)))
-        return JSONResponse(await asyncio.to_thread(predict_images, images, top_k))
+        answer = await asyncio.get_running_loop().run_in_executor(pool, predict_images, uploads, top_k)
+        return JSONResponse(answer)
 
-    @app.get("/report", response_class=HTMLResponse)
+    @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
+    def openapi() -> dict:
+        return app.openapi()
+
+    @app.get("/report", response_class=HTMLResponse, dependencies=guarded)
     def report() -> FileResponse:
         if run is None or not run.report_file.is_file():
             raise HTTPException(404, "this model has no report.html (tlab compare writes one; tlab report rebuilds it)")
@@ -85,12 +257,92 @@ def create_app(source: str | Path, strategy: str | None = None, max_bytes: int =
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return PAGE.read_text()
+        return (PAGE_FILES / "serve.html").read_text()
 
-    return app
+    @app.get("/page.js", include_in_schema=False)
+    def page_script() -> Response:
+        return Response((PAGE_FILES / "serve.js").read_text(), media_type="text/javascript")
+
+    @app.get("/page.css", include_in_schema=False)
+    def page_style() -> Response:
+        return Response((PAGE_FILES / "serve.css").read_text(), media_type="text/css")
+
+    app.router.on_shutdown.append(lambda: pool.shutdown(wait=False, cancel_futures=True))
+    return RequestGuard(app, max_body_bytes=max_files * (max_bytes + 64 * 1024))
 
 
-def serve(source: str | Path, host: str = "127.0.0.1", port: int = 8000, strategy: str | None = None, max_bytes: int = MAX_BYTES) -> None:
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(token: str | None) -> str | None:
+    """`token`, else $TLAB_SERVE_TOKEN, else None (no token required)."""
+    return token or os.environ.get(TOKEN_ENV) or None
+
+
+def serve(
+    source: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    strategy: str | None = None,
+    max_bytes: int = MAX_BYTES,
+    max_megapixels: float = MAX_MEGAPIXELS,
+    token: str | None = None,
+) -> None:
+    """Run the app with uvicorn: h11 with a deadline for request headers, idle keep-alive closed after 5 s."""
     import uvicorn
 
-    uvicorn.run(create_app(source, strategy, max_bytes), host=host, port=port, log_level="info")
+    app = create_app(source, strategy, max_bytes, max_megapixels=max_megapixels, token=resolve_token(token))
+    uvicorn.run(
+        app, host=host, port=port, log_level="info", http=header_deadline_protocol(), timeout_keep_alive=5,
+        limit_concurrency=64, server_header=False,
+    )
+
+
+def header_deadline_protocol() -> type:
+    """uvicorn's HTTP/1.1 protocol, closing a connection that has not sent a request's headers within
+    `HEADER_SECONDS` of opening (or of its previous response): stalled connections do not pile up."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(HEADER_SECONDS, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            waiting = self.cycle is None or self.cycle.response_complete
+            if waiting and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadline
+

@@ -7,7 +7,9 @@ is applied either way, and every mode becomes RGB with transparency composed ove
 
 import io
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -85,28 +87,37 @@ def _decode_error(name: str, data: bytes | None, error: Exception) -> Unreadable
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
-def _to_rgb_image(image: Image.Image, draft_size: int | None) -> Image.Image:
-    """An opened, checked image decoded: JPEG draft scale, EXIF orientation, RGB."""
-    if draft_size and image.format in ("JPEG", "MPO"):
-        image.draft("RGB", (draft_size, draft_size))
+def _to_rgb_image(image: Image.Image) -> Image.Image:
+    """An opened, checked image decoded: EXIF orientation, RGB."""
     image = ImageOps.exif_transpose(image)
     image.load()
     return to_rgb(image)
 
 
-def decode_bytes(data: bytes, name: str, draft_size: int | None = None) -> Image.Image:
-    """The bytes of an image file as an RGB PIL image, EXIF orientation applied; `name` is used in errors.
+@contextmanager
+def open_checked(data: bytes, name: str, draft_size: int | None = None) -> Iterator[Image.Image]:
+    """The image in `data`, opened but not decoded: format and pixel limit checked, and for a JPEG the reduced
+    scale of `draft_size` chosen, so its `size` is what decoding gives. Decode errors in the block name `name`.
 
     Raises `NotAnImageError` (no image, unsupported format), `ImageTooLargeError`, or `UnreadableImageError`.
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
             _check_opened(image, name)
-            return _to_rgb_image(image, draft_size)
+            if draft_size and image.format in ("JPEG", "MPO"):
+                image.draft("RGB", (draft_size, draft_size))
+            yield image
     except UnreadableImageError:
         raise
     except _DECODE_ERRORS as error:
         raise _decode_error(name, data, error) from None
+
+
+def decode_bytes(data: bytes, name: str, draft_size: int | None = None) -> Image.Image:
+    """The bytes of an image file as an RGB PIL image, EXIF orientation applied; `name` is used in errors
+    (`open_checked` says which)."""
+    with open_checked(data, name, draft_size) as image:
+        return _to_rgb_image(image)
 
 
 def _read(path: Path) -> bytes:
@@ -133,24 +144,17 @@ def load_uint8(path: str | Path, min_size: int | None = None) -> torch.Tensor:
     """
     path = Path(path)
     data = _read(path)
+    with open_checked(data, str(path)) as image:
+        shrinks = min_size is not None and min(image.size) >= 2 * min_size
+        if image.format != "JPEG" or shrinks:
+            if shrinks:
+                image.draft("RGB", (min_size, min_size))
+            return pil_to_tensor(_to_rgb_image(image))
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            _check_opened(image, str(path))
-            shrinks = min_size is not None and min(image.size) >= 2 * min_size
-            if image.format == "JPEG" and not shrinks:
-                return decode_jpeg(
-                    torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                    mode=ImageReadMode.RGB,
-                    apply_exif_orientation=True,
-                )
-            return pil_to_tensor(_to_rgb_image(image, min_size))
-    except UnreadableImageError:
-        raise
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError as error:
         reason = str(error).rsplit(", ", 1)[-1]
         raise UnreadableImageError(f"{path}: cannot decode JPEG ({reason})") from None
-    except _DECODE_ERRORS as error:
-        raise _decode_error(str(path), data, error) from None
 
 
 def check_image(path: str | Path) -> str | None:
