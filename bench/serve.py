@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from machine import cpu, describe
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -93,8 +94,9 @@ def main() -> None:
     table = ["| concurrency | requests | errors | requests/s | p50 ms | p95 ms | p99 ms |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     table += [f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | "
               f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} |" for r in rows]
-    args.out.write_text(json.dumps({"runtime": health["runtime"], "rows": rows, "table": "\n".join(table)}, indent=2) + "\n")
-    print(f"runtime: {health['runtime']}")
+    machine = cpu()
+    args.out.write_text(json.dumps({"cpu": machine, "runtime": health["runtime"], "rows": rows, "table": "\n".join(table)}, indent=2) + "\n")
+    print(f"cpu: {describe(machine)}; runtime: {health['runtime']}")
     print("\n".join(table))
 
 

@@ -287,3 +287,23 @@ def test_stalled_connections_are_closed_and_disconnects_are_one_line(run, monkey
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
     assert "went away during POST /predict" in caplog.text
     assert "Traceback" not in caplog.text and "Exception in ASGI application" not in caplog.text
+
+
+def test_binding_beyond_this_machine_warns_and_the_token_comes_from_the_environment(run, monkeypatch):
+    from typer.testing import CliRunner
+
+    from transferlab import serve
+    from transferlab.cli import app
+
+    calls = []
+    monkeypatch.setattr(serve, "serve", lambda *args: calls.append(args))
+    runner = CliRunner()
+    local = runner.invoke(app, ["serve", str(run.path)])
+    assert local.exit_code == 0 and "warning" not in local.output
+    exposed = runner.invoke(app, ["serve", str(run.path), "--host", "0.0.0.0"])
+    assert exposed.exit_code == 0 and "listening on 0.0.0.0" in exposed.output and "--token" in exposed.output
+    monkeypatch.setenv("TLAB_SERVE_TOKEN", "from-env")
+    guarded = runner.invoke(app, ["serve", str(run.path), "--host", "::"])
+    assert "listening on ::" in guarded.output and "--token" not in guarded.output
+    assert [call[-1] for call in calls] == [None, None, "from-env"]
+    assert serve.is_loopback("::1") and serve.is_loopback("localhost") and not serve.is_loopback("192.168.1.5")

@@ -35,6 +35,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def short_reason(error: BaseException, limit: int = 160) -> str:
+    """The first line of an error's message (its type's name when it has none), for a one-line message naming a file."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 

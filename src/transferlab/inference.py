@@ -20,7 +20,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from .data.datasets import normalize, resize_and_crop
 from .data.decode import UnreadableImageError, is_image_file, load_uint8, to_rgb
 from .data.names import readable_name
-from .files import runtimes_dir
+from .files import runtimes_dir, short_reason
 from .models.classifier import DataConfig, data_config
 from .models.runtime import module_runtime
 from .models.weights import WeightsError
@@ -208,7 +208,7 @@ def _onnx_predictor(path: Path) -> Predictor:
         size = info.image_size
         outputs = session.run(None, {input_name: np.zeros((1, 3, size, size), np.float32)})[0]
     except Exception as error:  # onnxruntime's own errors: a graph it cannot load or run at this input size
-        raise WeightsError(f"{path}: ONNX Runtime cannot run it ({str(error).strip().splitlines()[0][:160]})") from None
+        raise WeightsError(f"{path}: ONNX Runtime cannot run it ({short_reason(error)})") from None
     if outputs.shape != (1, len(info.classes)):
         raise WeightsError(f"{path}: the model gives {outputs.shape[-1]} outputs per photo but its metadata names {len(info.classes)} classes")
     config = DataConfig(size, info.interpolation, info.crop_pct, info.mean, info.std)

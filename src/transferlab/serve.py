@@ -2,7 +2,8 @@
 
 The model is loaded once. The event loop only moves bytes: uploads are read with limits enforced while they
 stream in (per file, per request, files per request, a deadline for slow senders), then checked against a pixel
-budget, decoded and classified in a small pool of worker threads, so `/health` keeps answering. Uploads are decoded
+budget and decoded in one worker thread, and classified in another (the two overlap, as a pipeline), so `/health`
+keeps answering. Uploads are decoded
 in memory: no path from a request ever reaches the filesystem. Every response says what it may load (CSP), and the
 report is served sandboxed: it holds class names from the user's files.
 """
@@ -12,7 +13,6 @@ import hmac
 import ipaddress
 import logging
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,7 +44,6 @@ BODY_IDLE_SECONDS = 10.0
 """Longest pause while a request body streams in."""
 BODY_SECONDS = 60.0
 """Longest time to receive a whole request body."""
-WORKERS = 2
 PAGE_FILES = Path(__file__).parent / "report" / "templates"
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
@@ -75,9 +74,14 @@ class RequestGuard:
             return
         started = asyncio.get_running_loop().time()
         received = 0
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            """The body's messages, within the size and time limits; after the body, a plain receive (a response
+            waiting for the client to disconnect must not time out)."""
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
             left = BODY_SECONDS - (asyncio.get_running_loop().time() - started)
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(0.0, min(BODY_IDLE_SECONDS, left)))
@@ -87,6 +91,7 @@ class RequestGuard:
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise HTTPException(413, f"request body over the limit of {self.max_body_bytes:,} bytes")
+                body_done = not message.get("more_body", False)
             return message
 
         async def secured_send(message: Message) -> None:
@@ -203,8 +208,8 @@ def create_app(
     predictor: Predictor = load(source, strategy, runtime="auto")
     run = RunDir(source) if Path(source).is_dir() else None
     model_name = Path(source).name
-    lock = threading.Lock()
-    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="tlab-serve")
+    decoder = ThreadPoolExecutor(1, thread_name_prefix="tlab-decode")  # one photo set in memory at a time
+    model = ThreadPoolExecutor(1, thread_name_prefix="tlab-model")  # the predictor runs one batch at a time
     draft_size = int(predictor.config.image_size / predictor.config.crop_pct)
 
     def authorized(request: Request) -> None:
@@ -220,10 +225,8 @@ def create_app(
     )
     guarded = [Depends(authorized)]
 
-    def predict_images(uploads: list[tuple[str, bytes]], top_k: int) -> list[dict]:
-        images = decode_uploads(uploads, draft_size, max_megapixels)
-        with lock:
-            results = predictor.predict([image for _, image in images], top_k)
+    def predict_images(images: list[tuple[str, Image.Image]], top_k: int) -> list[dict]:
+        results = predictor.predict([image for _, image in images], top_k)
         return [{"path": name, "predictions": [p.as_dict() for p in r.predictions]} for (name, _), r in zip(images, results)]
 
     @app.get("/health")
@@ -242,8 +245,9 @@ def create_app(
         uploads = await read_uploads(request, max_bytes, max_files)
         if not uploads:
             raise HTTPException(422, "no image in the request: send multipart/form-data with one or more files")
-        answer = await asyncio.get_running_loop().run_in_executor(pool, predict_images, uploads, top_k)
-        return JSONResponse(answer)
+        loop = asyncio.get_running_loop()
+        images = await loop.run_in_executor(decoder, decode_uploads, uploads, draft_size, max_megapixels)
+        return JSONResponse(await loop.run_in_executor(model, predict_images, images, top_k))
 
     @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
     def openapi() -> dict:
@@ -267,7 +271,8 @@ def create_app(
     def page_style() -> Response:
         return Response((PAGE_FILES / "serve.css").read_text(), media_type="text/css")
 
-    app.router.on_shutdown.append(lambda: pool.shutdown(wait=False, cancel_futures=True))
+    for pool in (decoder, model):
+        app.router.on_shutdown.append(lambda pool=pool: pool.shutdown(wait=False, cancel_futures=True))
     return RequestGuard(app, max_body_bytes=max_files * (max_bytes + 64 * 1024))
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from ..files import write_atomic
+from ..files import short_reason, write_atomic
 from ..models.weights import WeightsError
 from .rundir import RunDir, RunDirError
 
@@ -40,8 +40,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError:
         raise WeightsError(f"{path}: not a readable checkpoint (damaged, or holding more than weights)") from None
     except Exception as error:  # torch raises RuntimeError, EOFError, ValueError... on a truncated or random file
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        raise WeightsError(f"{path}: not a readable checkpoint ({reason})") from None
+        raise WeightsError(f"{path}: not a readable checkpoint ({short_reason(error)})") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise WeightsError(f"{path}: not a transferlab checkpoint (no state_dict)")
     return checkpoint

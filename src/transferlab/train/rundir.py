@@ -5,12 +5,12 @@ import json
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import yaml
 
 from ..data.sources import Skipped
-from ..files import LockHeld, process_lock, write_atomic, write_csv_atomic
+from ..files import LockHeld, process_lock, short_reason, write_atomic, write_csv_atomic
 
 HISTORY_COLUMNS = ("epoch", "strategy", "train_loss", "train_acc", "val_loss", "val_acc", "val_photos", "lr", "seconds")
 INTEGER_COLUMNS = {"epoch", "val_photos"}
@@ -96,19 +96,19 @@ class RunDir:
                 entry.unlink()
 
     def read_config(self) -> dict[str, Any]:
-        config = _read(self.config_file, yaml.safe_load, (yaml.YAMLError,))
+        config = _read(self.config_file, yaml.safe_load)
         if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
             raise RunDirError(f"{self.config_file}: damaged (not the settings of a transferlab run)")
         return config
 
     def read_classes(self) -> list[dict[str, Any]]:
-        classes = _read(self.classes_file, json.loads, (ValueError,))
+        classes = _read(self.classes_file, json.loads)
         if not isinstance(classes, list) or not all(isinstance(c, dict) and "name" in c for c in classes):
             raise RunDirError(f"{self.classes_file}: damaged (expected a list of classes)")
         return classes
 
     def read_evaluation(self) -> dict[str, Any]:
-        return _read(self.evaluation_file, json.loads, (ValueError,)) if self.evaluation_file.exists() else {}
+        return _read(self.evaluation_file, json.loads) if self.evaluation_file.exists() else {}
 
     def trained_strategies(self) -> list[str]:
         """Strategies with a best checkpoint, in the notebook's order."""
@@ -178,7 +178,7 @@ class RunDir:
         write_csv_atomic(self.history_file, HISTORY_COLUMNS, rows)
 
     def read_metrics(self) -> dict[str, Any]:
-        metrics = _read(self.metrics_file, json.loads, (ValueError,)) if self.metrics_file.exists() else {}
+        metrics = _read(self.metrics_file, json.loads) if self.metrics_file.exists() else {}
         if not isinstance(metrics, dict):
             raise RunDirError(f"{self.metrics_file}: damaged (expected metrics per strategy)")
         return metrics
@@ -189,15 +189,14 @@ class RunDir:
         self.write_json(self.metrics_file, metrics)
 
 
-def _read(path: Path, parse, errors: tuple[type[Exception], ...]) -> Any:
-    """`parse` of a run file's text; a file that does not parse is a `RunDirError` naming it."""
+def _read(path: Path, parse: Callable[[str], Any]) -> Any:
+    """`parse` (JSON or YAML) of a run file's text; a file that does not parse is a `RunDirError` naming it."""
     try:
         return parse(path.read_text())
     except UnicodeDecodeError:
         raise RunDirError(f"{path}: damaged (not text)") from None
-    except errors as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RunDirError(f"{path}: damaged ({reason[:120]})") from None
+    except (ValueError, yaml.YAMLError) as error:
+        raise RunDirError(f"{path}: damaged ({short_reason(error, 120)})") from None
 
 
 def _parse_cell(column: str, text: str | None) -> str | int | float | None:

@@ -26,7 +26,7 @@ from ..data.datasets import PhotoDataModule
 from ..data.resolve import open_data
 from ..data.scan import drop_unreadable
 from ..data.sources import DataSourceError, DatasetIndex
-from ..files import cache_dir, runtimes_dir
+from ..files import cache_dir, runtimes_dir, short_reason
 from ..models.runtime import feature_runtime, module_runtime
 from ..models.split import split_at_first_trainable
 from .features import FeatureDataModule, FeatureDataset, FeatureStore, extract_features, store_dir
@@ -272,8 +272,7 @@ def load_checkpoint_classifier(path: str | Path, strategy: str = "frozen") -> tu
         model, _ = build_classifier(hparams["backbone"], len(hparams["classes"]), pretrained=False, dropout=hparams["dropout"])
         model.load_state_dict(classifier_state(checkpoint))
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        raise WeightsError(f"{checkpoint_path}: not a transferlab checkpoint ({reason})") from None
+        raise WeightsError(f"{checkpoint_path}: not a transferlab checkpoint ({short_reason(error)})") from None
     return model, hparams
 
 

@@ -1,0 +1,29 @@
+"""The machine a benchmark ran on: CPU model, core count and the vector/matrix extensions that change the figures."""
+
+import os
+import platform
+
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu() -> dict:
+    """CPU model, usable cores and which of `FLAGS` it has (Linux /proc/cpuinfo; the processor name elsewhere)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model": model, "cores": cores, "flags": [flag for flag in FLAGS if flag in flags]}
+
+
+def describe(info: dict) -> str:
+    return f"{info['model']}, {info['cores']} cores, {' '.join(info['flags']) or 'no AVX2'}"
