@@ -65,3 +65,13 @@ def image_tree(tmp_path: Path):
         return root
 
     return build
+
+
+@pytest.fixture(scope="module")
+def three_classes(tmp_path_factory) -> Path:
+    """`a/`, `b/`, `c/` with 10 synthetic PNGs each: enough for 48-pixel runs of a few seconds."""
+    root = tmp_path_factory.mktemp("three-classes")
+    for c, name in enumerate(("a", "b", "c")):
+        for i in range(10):
+            make_image(root / name / f"{i}.png", seed=100 * c + i)
+    return root

@@ -68,32 +68,21 @@ def _assert_same_run(out, reference):
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    from conftest import make_image
-
-    root = tmp_path_factory.mktemp("photos")
-    for c, name in enumerate(("a", "b", "c")):
-        for i in range(10):
-            make_image(root / name / f"{i}.png", seed=100 * c + i)
-    return root
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(photos, tmp_path_factory):
+def uninterrupted(three_classes, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "run"
-    train(_config(photos, out))
+    train(_config(three_classes, out))
     return _record(out)
 
 
 @pytest.mark.parametrize("hook, epoch", [("train_batch", 2), ("validation_batch", 2), ("train_batch", 4)])
-def test_killed_inside_an_epoch_resumes_to_the_uninterrupted_result(photos, uninterrupted, tmp_path, hook, epoch):
+def test_killed_inside_an_epoch_resumes_to_the_uninterrupted_result(three_classes, uninterrupted, tmp_path, hook, epoch):
     with pytest.raises(Crash):
-        train(_config(photos, tmp_path / "run"), callbacks=[CrashIn(hook, epoch)])
-    train(_config(photos, tmp_path / "run"))
+        train(_config(three_classes, tmp_path / "run"), callbacks=[CrashIn(hook, epoch)])
+    train(_config(three_classes, tmp_path / "run"))
     _assert_same_run(tmp_path / "run", uninterrupted)
 
 
-def test_killed_between_history_row_and_checkpoint(photos, uninterrupted, tmp_path, monkeypatch):
+def test_killed_between_history_row_and_checkpoint(three_classes, uninterrupted, tmp_path, monkeypatch):
     original = RunDir.append_history
 
     def append_then_die(self, row):
@@ -103,15 +92,15 @@ def test_killed_between_history_row_and_checkpoint(photos, uninterrupted, tmp_pa
 
     monkeypatch.setattr(RunDir, "append_history", append_then_die)
     with pytest.raises(Crash):
-        train(_config(photos, tmp_path / "run"))
+        train(_config(three_classes, tmp_path / "run"))
     assert [r["epoch"] for r in RunDir(tmp_path / "run").read_history()] == [1, 2, 3]
     monkeypatch.setattr(RunDir, "append_history", original)
-    train(_config(photos, tmp_path / "run"))
+    train(_config(three_classes, tmp_path / "run"))
     _assert_same_run(tmp_path / "run", uninterrupted)
 
 
 @pytest.mark.parametrize("epoch", [1, 2, 3, 4])
-def test_killed_between_last_and_best_checkpoint(photos, uninterrupted, tmp_path, monkeypatch, epoch):
+def test_killed_between_last_and_best_checkpoint(three_classes, uninterrupted, tmp_path, monkeypatch, epoch):
     """Whichever epoch improves, a kill before its best.ckpt is written loses nothing."""
     original = checkpoints.write_atomic
     calls = {"n": 0}
@@ -124,44 +113,44 @@ def test_killed_between_last_and_best_checkpoint(photos, uninterrupted, tmp_path
 
     monkeypatch.setattr(checkpoints, "write_atomic", die_before_best)
     try:
-        train(_config(photos, tmp_path / "run"))
+        train(_config(three_classes, tmp_path / "run"))
     except Crash:
         pass
     monkeypatch.setattr(checkpoints, "write_atomic", original)
     if calls["n"]:
-        train(_config(photos, tmp_path / "run"))
+        train(_config(three_classes, tmp_path / "run"))
     _assert_same_run(tmp_path / "run", uninterrupted)
 
 
-def test_finetune_killed_in_its_first_epoch_matches_an_uninterrupted_finetune(photos, tmp_path):
+def test_finetune_killed_in_its_first_epoch_matches_an_uninterrupted_finetune(three_classes, tmp_path):
     """The frozen stage is loaded, not retrained, on resume: finetune must still draw the same numbers."""
     settings = dict(strategy="finetune", epochs=2, frozen_epochs=2, lr=None)
-    train(_config(photos, tmp_path / "whole", **settings))
+    train(_config(three_classes, tmp_path / "whole", **settings))
     with pytest.raises(Crash):
-        train(_config(photos, tmp_path / "run", **settings), callbacks=[CrashIn("train_batch", 1)])
-    train(_config(photos, tmp_path / "run", **settings))
+        train(_config(three_classes, tmp_path / "run", **settings), callbacks=[CrashIn("train_batch", 1)])
+    train(_config(three_classes, tmp_path / "run", **settings))
     _assert_same_run(tmp_path / "run", _record(tmp_path / "whole"))
 
 
-def test_a_damaged_last_checkpoint_resumes_from_the_best_one(photos, uninterrupted, tmp_path, caplog):
+def test_a_damaged_last_checkpoint_resumes_from_the_best_one(three_classes, uninterrupted, tmp_path, caplog):
     with pytest.raises(Crash):
-        train(_config(photos, tmp_path / "run"), callbacks=[CrashIn("train_batch", 4)])
+        train(_config(three_classes, tmp_path / "run"), callbacks=[CrashIn("train_batch", 4)])
     run = RunDir(tmp_path / "run")
     run.last_checkpoint("frozen").write_bytes(b"\x00garbage" * 100)
-    train(_config(photos, tmp_path / "run"))
+    train(_config(three_classes, tmp_path / "run"))
     assert "last.ckpt: not a readable checkpoint" in caplog.text and "resuming from best.ckpt" in caplog.text
     _assert_same_run(tmp_path / "run", uninterrupted)
 
 
-def test_no_readable_checkpoint_is_one_line_naming_the_file_and_the_flag(photos, tmp_path):
+def test_no_readable_checkpoint_is_one_line_naming_the_file_and_the_flag(three_classes, tmp_path):
     with pytest.raises(Crash):
-        train(_config(photos, tmp_path / "run"), callbacks=[CrashIn("train_batch", 3)])
+        train(_config(three_classes, tmp_path / "run"), callbacks=[CrashIn("train_batch", 3)])
     run = RunDir(tmp_path / "run")
     for path in (run.last_checkpoint("frozen"), run.best_checkpoint("frozen")):
         path.write_bytes(b"not a checkpoint")
     with pytest.raises(RunDirError, match=r"last\.ckpt: not a readable checkpoint.*--overwrite"):
-        train(_config(photos, tmp_path / "run"))
-    again = train(_config(photos, tmp_path / "run", overwrite=True))
+        train(_config(three_classes, tmp_path / "run"))
+    again = train(_config(three_classes, tmp_path / "run", overwrite=True))
     assert [r["epoch"] for r in again.read_history()] == [1, 2, 3, 4]
 
 

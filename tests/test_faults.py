@@ -35,20 +35,9 @@ def _one_line(result, code: int, *fragments: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    from conftest import make_image
-
-    root = tmp_path_factory.mktemp("photos")
-    for c, name in enumerate(("a", "b", "c")):
-        for i in range(8):
-            make_image(root / name / f"{i}.png", seed=100 * c + i)
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained(photos, tmp_path_factory):
+def trained(three_classes, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "run"
-    train(TrainConfig(data=str(photos), out=str(out), epochs=2, batch_size=4, image_size=48, augment="none", runtime="torch"))
+    train(TrainConfig(data=str(three_classes), out=str(out), epochs=2, batch_size=4, image_size=48, augment="none", runtime="torch"))
     return out
 
 
@@ -68,29 +57,29 @@ class _CrashAtEpoch(L.Callback):
             raise RuntimeError("simulated crash")
 
 
-def _args(photos, out, *extra):
-    return ["train", str(photos), "--epochs", "3", "--batch-size", "4", "--image-size", "48", "--augment", "none",
+def _args(data, out, *extra):
+    return ["train", str(data), "--epochs", "3", "--batch-size", "4", "--image-size", "48", "--augment", "none",
             "--runtime", "torch", "--out", str(out), *extra]
 
 
 # -- tampered files: one line, exit 2 -------------------------------------------------------------------------------
 
-def test_a_truncated_history_is_one_line_in_report_and_resume(copy, photos):
+def test_a_truncated_history_is_one_line_in_report_and_resume(copy, three_classes):
     history = copy / "history.csv"
     history.write_text(history.read_text()[: -25])
     _one_line(runner.invoke(app, ["report", str(copy)]), 2, "history.csv: line 3 is damaged")
     (copy / "metrics.json").unlink()  # interrupted: the resume path reads the history too
-    _one_line(runner.invoke(app, _args(photos, copy, "--epochs", "2")), 2, "history.csv: line 3 is damaged")
+    _one_line(runner.invoke(app, _args(three_classes, copy, "--epochs", "2")), 2, "history.csv: line 3 is damaged")
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("content", [b"\x00\x01random" * 50, b"", pickle.dumps({"state_dict": 1})])
-def test_a_random_best_checkpoint_is_one_line_everywhere(copy, photos, tmp_path, content):
+def test_a_random_best_checkpoint_is_one_line_everywhere(copy, three_classes, tmp_path, content):
     (copy / "checkpoints" / "frozen" / "best.ckpt").write_bytes(content)
-    photo = next(photos.rglob("*.png"))
+    photo = next(three_classes.rglob("*.png"))
     for args in (["predict", str(copy), str(photo)], ["evaluate", str(copy)], ["export", str(copy), "--out", str(tmp_path / "m.onnx")],
                  ["serve", str(copy), "--port", "1"],
-                 _args(photos, tmp_path / "ft", "--strategy", "finetune", "--init", str(copy))):
+                 _args(three_classes, tmp_path / "ft", "--strategy", "finetune", "--init", str(copy))):
         _one_line(runner.invoke(app, args), 2, "best.ckpt: not a")
 
 
@@ -107,14 +96,14 @@ def test_a_pickled_program_in_a_checkpoint_is_refused_without_running(copy, tmp_
     assert not marker.exists()
 
 
-def test_a_random_last_checkpoint_resumes_from_best_or_says_overwrite(photos, tmp_path):
+def test_a_random_last_checkpoint_resumes_from_best_or_says_overwrite(three_classes, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(RuntimeError):
-        train(TrainConfig(data=str(photos), out=str(out), epochs=3, batch_size=4, image_size=48, augment="none", runtime="torch"),
+        train(TrainConfig(data=str(three_classes), out=str(out), epochs=3, batch_size=4, image_size=48, augment="none", runtime="torch"),
               callbacks=[_CrashAtEpoch(3)])
     run = RunDir(out)
     run.last_checkpoint("frozen").write_bytes(os.urandom(4096))
-    resumed = runner.invoke(app, _args(photos, out))
+    resumed = runner.invoke(app, _args(three_classes, out))
     assert resumed.exit_code == 0, resumed.output
     assert [r["epoch"] for r in run.read_history("frozen")] == [1, 2, 3]
 
@@ -172,26 +161,26 @@ def _rows(out, strategy):
 
 
 @pytest.mark.slow
-def test_a_second_process_on_a_running_directory_is_refused_and_a_stale_lock_taken_over(photos, tmp_path):
+def test_a_second_process_on_a_running_directory_is_refused_and_a_stale_lock_taken_over(three_classes, tmp_path):
     out = tmp_path / "run"
-    first = subprocess.Popen([*TLAB, *_args(photos, out, "--epochs", "5000")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen([*TLAB, *_args(three_classes, out, "--epochs", "5000")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         assert _wait_for(lambda: _rows(out, "frozen") >= 1), "the first run never finished an epoch"
-        second = runner.invoke(app, _args(photos, out, "--epochs", "5000"))
+        second = runner.invoke(app, _args(three_classes, out, "--epochs", "5000"))
         _one_line(second, 2, f"in use by process {first.pid}")
-        assert runner.invoke(app, _args(photos, out, "--epochs", "5000", "--overwrite")).exit_code == 2
+        assert runner.invoke(app, _args(three_classes, out, "--epochs", "5000", "--overwrite")).exit_code == 2
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     assert (out / ".lock").read_text().strip() == str(first.pid)  # a stale lock: its process is gone
-    resumed = runner.invoke(app, _args(photos, out, "--epochs", "3", "--overwrite"))
+    resumed = runner.invoke(app, _args(three_classes, out, "--epochs", "3", "--overwrite"))
     assert resumed.exit_code == 0, resumed.output
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_finetune_says_how_to_resume_and_the_same_command_does(photos, tmp_path):
+def test_ctrl_c_during_finetune_says_how_to_resume_and_the_same_command_does(three_classes, tmp_path):
     out = tmp_path / "run"
-    command = [*TLAB, *_args(photos, out, "--strategy", "finetune", "--frozen-epochs", "1", "--epochs", "12", "--batch-size", "2")]
+    command = [*TLAB, *_args(three_classes, out, "--strategy", "finetune", "--frozen-epochs", "1", "--epochs", "12", "--batch-size", "2")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert _wait_for(lambda: _rows(out, "finetune") >= 1), "finetune never finished an epoch"
     os.killpg(process.pid, signal.SIGINT)
@@ -204,7 +193,7 @@ def test_ctrl_c_during_finetune_says_how_to_resume_and_the_same_command_does(pho
     assert [r["epoch"] for r in RunDir(out).read_history("finetune")] == list(range(1, 13))
 
 
-def test_disk_full_while_writing_a_checkpoint_is_one_line_and_leaves_nothing_half_written(photos, tmp_path, monkeypatch):
+def test_disk_full_while_writing_a_checkpoint_is_one_line_and_leaves_nothing_half_written(three_classes, tmp_path, monkeypatch):
     """Injected ENOSPC at the write of the second epoch's last.ckpt: exit 1, the message names the file, no temp file
     is left, and the same command then finishes the run."""
     from transferlab import files
@@ -235,12 +224,12 @@ def test_disk_full_while_writing_a_checkpoint_is_one_line_and_leaves_nothing_hal
         return handle
 
     monkeypatch.setattr(files.os, "fdopen", fdopen)
-    result = runner.invoke(app, _args(photos, out))
+    result = runner.invoke(app, _args(three_classes, out))
     _one_line(result, 1, "disk full while writing", "last.ckpt", "free space and run the same command to resume")
     leftovers = [p.name for p in out.rglob("*") if p.name.endswith(".partial")]
     assert leftovers == []
     monkeypatch.setattr(files.os, "fdopen", real_fdopen)
-    again = runner.invoke(app, _args(photos, out))
+    again = runner.invoke(app, _args(three_classes, out))
     assert again.exit_code == 0, again.output
     assert [r["epoch"] for r in RunDir(out).read_history()] == [1, 2, 3]
 
@@ -255,12 +244,12 @@ def _tmpfs(path: Path, size: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_real_full_disk_then_more_space_and_the_same_command(photos, tmp_path):
+def test_a_real_full_disk_then_more_space_and_the_same_command(three_classes, tmp_path):
     disk = tmp_path / "disk"
     _tmpfs(disk, "20m")
     try:
         out = disk / "run"
-        command = [*TLAB, *_args(photos, out)]
+        command = [*TLAB, *_args(three_classes, out)]
         full = subprocess.run(command, capture_output=True, text=True, timeout=300)
         _one_line(full, 1, "disk full while writing", str(out), "free space and run the same command to resume")
         assert not [p for p in disk.rglob("*") if p.name.endswith(".partial")]
@@ -280,12 +269,12 @@ def test_a_real_full_disk_then_more_space_and_the_same_command(photos, tmp_path)
 
 
 @pytest.mark.slow
-def test_a_full_feature_cache_is_one_line_and_leaves_no_temp_files(photos, tmp_path):
+def test_a_full_feature_cache_is_one_line_and_leaves_no_temp_files(three_classes, tmp_path):
     cache = tmp_path / "cache"
     _tmpfs(cache, "400k")
     try:
         env = {**os.environ, "TLAB_DATA_DIR": str(cache)}
-        result = subprocess.run([*TLAB, "train", str(photos), "--epochs", "1", "--image-size", "48", "--views", "8",
+        result = subprocess.run([*TLAB, "train", str(three_classes), "--epochs", "1", "--image-size", "48", "--views", "8",
                                  "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300, env=env)
         _one_line(result, 1, "disk full while writing", str(cache))
         assert not [p for p in cache.rglob("*.partial")], "temp files were left in the cache"
@@ -301,10 +290,10 @@ def _manifest(tmp_path, rows):
     return path
 
 
-def test_a_manifest_repeating_a_photo_uses_it_once_and_one_conflicting_is_an_error(photos, tmp_path, caplog):
+def test_a_manifest_repeating_a_photo_uses_it_once_and_one_conflicting_is_an_error(three_classes, tmp_path, caplog):
     from transferlab.data.sources import DataSourceError, csv_source
 
-    files = sorted(photos.rglob("*.png"))
+    files = sorted(three_classes.rglob("*.png"))
     rows = [(f, f.parent.name) for f in files]
     index = csv_source(_manifest(tmp_path, rows + rows[:3]))
     assert len(index.train) + len(index.val) == len(files)
@@ -313,8 +302,8 @@ def test_a_manifest_repeating_a_photo_uses_it_once_and_one_conflicting_is_an_err
         csv_source(_manifest(tmp_path, rows + [(files[0], "c" if files[0].parent.name != "c" else "a")]))
 
 
-def test_many_missing_files_are_summarised_not_listed(photos, tmp_path):
-    files = sorted(photos.rglob("*.png"))
+def test_many_missing_files_are_summarised_not_listed(three_classes, tmp_path):
+    files = sorted(three_classes.rglob("*.png"))
     rows = [(f, f.parent.name) for f in files] + [(tmp_path / f"gone{i}.png", "a") for i in range(2000)]
     result = subprocess.run([*TLAB, *_args(_manifest(tmp_path, rows), tmp_path / "run", "--epochs", "1")],
                             capture_output=True, text=True, timeout=300)

@@ -8,7 +8,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -98,26 +98,37 @@ def write_csv_atomic(path: Path, columns: Sequence[str], rows: Iterable[Mapping[
 
 
 @contextmanager
-def exclusive_lock(path: Path, waiting_message: str = "") -> Iterator[None]:
-    """Hold an advisory lock on `path` (created if missing) inside the block: one process at a time on this
-    machine, e.g. the processes of a distributed run preparing the same cache. No-op where fcntl is missing."""
+def _flocked(path: Path, when_busy: Callable[[IO[str]], None]) -> Iterator[IO[str] | None]:
+    """`path` (created if missing) open and exclusively flock-ed inside the block. When another process holds it,
+    `when_busy(handle)` runs first (it may raise), then the lock is awaited. Yields None where fcntl is missing."""
     try:
         import fcntl
     except ImportError:
-        yield
+        yield None
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if waiting_message:
-                log.warning(waiting_message)
+            when_busy(handle)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield handle
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def exclusive_lock(path: Path, waiting_message: str = "") -> Iterator[None]:
+    """Hold an advisory lock on `path` inside the block, waiting for it: one process at a time on this machine,
+    e.g. the processes of a distributed run preparing the same cache."""
+    def say_so(handle: IO[str]) -> None:
+        if waiting_message:
+            log.warning(waiting_message)
+
+    with _flocked(path, say_so):
+        yield
 
 
 class LockHeld(RuntimeError):
@@ -137,13 +148,7 @@ same run directory's lock (compare → build_report) goes on."""
 @contextmanager
 def process_lock(path: Path) -> Iterator[None]:
     """This process's claim on `path` inside the block, its PID written there; another process gets `LockHeld`
-    at once. The OS drops the lock when its process ends, so a lock left by a killed process is taken over.
-    No-op where fcntl is missing."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
+    at once. The OS drops the lock when its process ends, so a lock left by a killed process is taken over."""
     key = path.resolve()
     if key in _held_locks:
         _held_locks[key] += 1
@@ -152,21 +157,20 @@ def process_lock(path: Path) -> Iterator[None]:
         finally:
             _held_locks[key] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            text = handle.read().strip()
-            raise LockHeld(path, int(text) if text.isdigit() else None) from None
+
+    def refuse(handle: IO[str]) -> None:
         handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        pid = handle.read().strip()
+        raise LockHeld(path, int(pid) if pid.isdigit() else None)
+
+    with _flocked(path, refuse) as handle:
+        if handle is not None:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
         _held_locks[key] = 1
         try:
             yield
         finally:
             del _held_locks[key]
-            fcntl.flock(handle, fcntl.LOCK_UN)
