@@ -168,7 +168,6 @@ def test_read_checkpoint_names_the_file(tmp_path, content, reason):
         read_checkpoint(path)
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_pickled_program_is_refused_without_running_it(tmp_path):
     import pickle
 

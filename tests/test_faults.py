@@ -72,7 +72,6 @@ def test_a_truncated_history_is_one_line_in_report_and_resume(copy, three_classe
     _one_line(runner.invoke(app, _args(three_classes, copy, "--epochs", "2")), 2, "history.csv: line 3 is damaged")
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("content", [b"\x00\x01random" * 50, b"", pickle.dumps({"state_dict": 1})])
 def test_a_random_best_checkpoint_is_one_line_everywhere(copy, three_classes, tmp_path, content):
     (copy / "checkpoints" / "frozen" / "best.ckpt").write_bytes(content)

@@ -12,6 +12,7 @@ import logging
 import pickle
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's contents, loaded as weights only (no code runs); a damaged or foreign file is a
     `WeightsError` naming it."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign file: the error says it
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such checkpoint") from None
     except pickle.UnpicklingError:
