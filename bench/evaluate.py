@@ -44,7 +44,7 @@ def main() -> None:
     from transferlab.data.resolve import open_data
     from transferlab.evaluate.evaluation import evaluate_models
     from transferlab.models.classifier import build_classifier, data_config
-    from transferlab.train.rundir import RunDir
+    from transferlab.rundir import RunDir
 
     index = open_data(str(args.data))
     samples = index.val[: args.photos]

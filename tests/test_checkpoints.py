@@ -8,8 +8,8 @@ import torch
 from transferlab.config import TrainConfig
 from transferlab.models.weights import WeightsError
 from transferlab.train import checkpoints
-from transferlab.train.checkpoints import METADATA_KEY, read_checkpoint
-from transferlab.train.rundir import RunDir, RunDirError
+from transferlab.models.checkpoints import METADATA_KEY, read_checkpoint
+from transferlab.rundir import RunDir, RunDirError
 from transferlab.train.runner import train
 
 

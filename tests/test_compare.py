@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from transferlab.cli import app
 from transferlab.config import CompareConfig
 from transferlab.train.experiment import compare
-from transferlab.train.rundir import RunDir
+from transferlab.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from transferlab.cli import app
 from transferlab.config import TrainConfig
-from transferlab.train.rundir import RunDir
+from transferlab.rundir import RunDir
 from transferlab.train.runner import train
 
 runner = CliRunner()
@@ -253,7 +253,7 @@ def test_a_real_full_disk_then_more_space_and_the_same_command(three_classes, tm
         _one_line(full, 1, "disk full while writing", str(out), "free space and run the same command to resume")
         assert not [p for p in disk.rglob("*") if p.name.endswith(".partial")]
         for checkpoint in out.rglob("*.ckpt"):
-            from transferlab.train.checkpoints import read_checkpoint
+            from transferlab.models.checkpoints import read_checkpoint
 
             read_checkpoint(checkpoint)  # whatever is there is whole
         subprocess.run(["mount", "-o", "remount,size=80m", str(disk)], check=True)

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 
 from transferlab.config import TrainConfig
-from transferlab.train.rundir import RunDirError
+from transferlab.rundir import RunDirError
 from transferlab.train.runner import train
 
 
@@ -80,7 +80,7 @@ def test_same_seed_same_history_and_config_yaml_reruns_it(image_tree, tmp_path):
     from typer.testing import CliRunner
 
     from transferlab.cli import app
-    from transferlab.train.rundir import RunDir
+    from transferlab.rundir import RunDir
 
     root = image_tree({"a": 8, "b": 8})
     runner = CliRunner()
@@ -101,7 +101,7 @@ def test_resume_flag_continues_a_run_with_its_own_settings(image_tree, tmp_path)
     from typer.testing import CliRunner
 
     from transferlab.cli import app
-    from transferlab.train.rundir import RunDir
+    from transferlab.rundir import RunDir
 
     root = image_tree({"a": 6, "b": 6})
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -121,7 +121,7 @@ def test_resume_flag_continues_a_run_with_its_own_settings(image_tree, tmp_path)
 def test_two_runs_at_once_into_different_directories_do_not_interfere(image_tree, tmp_path):
     """Both extract features into the same fresh cache at the same time; each gets a complete run directory,
     and with the same settings the same history."""
-    from transferlab.train.rundir import RunDir
+    from transferlab.rundir import RunDir
 
     root = image_tree({"a": 12, "b": 12})
     env = {**os.environ, "TLAB_DATA_DIR": str(tmp_path / "shared-cache")}

@@ -2,7 +2,7 @@ import csv
 
 from transferlab.files import write_atomic
 from transferlab.report.plots import history_figure, save_figure
-from transferlab.train.rundir import HISTORY_COLUMNS, RunDir
+from transferlab.rundir import HISTORY_COLUMNS, RunDir
 
 
 def _row(epoch: int, strategy: str = "frozen", loss: float = 1.0) -> dict:

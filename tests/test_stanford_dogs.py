@@ -13,7 +13,7 @@ from http_server import FileServer
 from transferlab.cli import app
 from transferlab.data import download, stanford_dogs
 from transferlab.data.download import DownloadError, fetch
-from transferlab.data.resolve import open_data
+from transferlab.data.resolve import DataSpec, open_data
 from transferlab.data.sources import DataSourceError
 
 
@@ -33,7 +33,7 @@ def _sha256(path):
 
 
 def test_download_extract_and_official_split(mirror, tmp_path):
-    index = open_data("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url)
+    index = open_data(DataSpec("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url))
     assert len(index.classes) == 10 and len(index.train) == 300 and len(index.val) == 100
     assert index.readable_names[2] == "beagle"
     cache = tmp_path / "cache" / "stanford-dogs"
@@ -47,7 +47,7 @@ def test_download_extract_and_official_split(mirror, tmp_path):
     assert _sha256(cache / "images.tar") == _sha256(mirror.root / "images.tar")
 
     requests = len(mirror.requests)
-    again = open_data("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url)
+    again = open_data(DataSpec("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url))
     assert again == index and len(mirror.requests) == requests, "a complete cache must not download again"
 
 
@@ -75,30 +75,30 @@ def test_checksum_mismatch_against_the_mirrors_sums_is_refused(mirror, tmp_path)
     data[5_000_000:5_000_010] = b"corrupted!"
     (mirror.root / "images.tar").write_bytes(bytes(data))
     with pytest.raises(DataSourceError, match="images.tar: checksum mismatch"):
-        open_data("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url)
+        open_data(DataSpec("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url))
     assert not (tmp_path / "cache" / "stanford-dogs" / "images.tar").exists()
     assert not (tmp_path / "cache" / "stanford-dogs" / "manifest.json").exists()
 
 
 def test_a_cache_corrupted_after_download_is_fetched_again(mirror, tmp_path):
-    open_data("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url)
+    open_data(DataSpec("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url))
     cached = tmp_path / "cache" / "stanford-dogs" / "images.tar"
     data = bytearray(cached.read_bytes())
     data[1000:1010] = b"0123456789"
     cached.write_bytes(bytes(data))
     requests = len(mirror.requests)
-    index = open_data("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url)
+    index = open_data(DataSpec("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url))
     assert len(index.train) == 300
     assert ("images.tar", None) in mirror.requests[requests:]
     assert _sha256(cached) == _sha256(mirror.root / "images.tar")
 
 
 def test_a_half_extracted_cache_is_not_taken_for_complete(mirror, tmp_path):
-    open_data("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url)
+    open_data(DataSpec("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url))
     folder = tmp_path / "cache" / "stanford-dogs"
     (folder / "manifest.json").unlink()  # as if killed between extraction and the manifest
     shutil.rmtree(folder / "extracted" / "Images" / "n02088364-beagle")
-    index = open_data("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url)
+    index = open_data(DataSpec("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url))
     assert index.counts("train")["n02088364-beagle"] == 30
 
 
@@ -106,7 +106,7 @@ def test_a_truncated_archive_is_reported_and_deleted(mirror, tmp_path):
     data = (mirror.root / "images.tar").read_bytes()
     (mirror.root / "images.tar").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataSourceError, match="does not read completely"):
-        open_data("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url)
+        open_data(DataSpec("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url))
     assert not (tmp_path / "cache" / "stanford-dogs" / "images.tar").exists()
 
 
@@ -124,7 +124,7 @@ def test_unsafe_archive_members_are_refused(stanford_mini, tmp_path, member):
             info.size = 4
             tar.addfile(info, io.BytesIO(b"evil"))
     with pytest.raises(DataSourceError, match="unsafe member refused"):
-        open_data("stanford-dogs", data_dir=tmp_path / "cache", source_url=str(folder))
+        open_data(DataSpec("stanford-dogs", data_dir=tmp_path / "cache", source_url=str(folder)))
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "cache" / "escape.txt").exists()
     assert [p.name for p in (tmp_path / "cache" / "stanford-dogs").iterdir() if "extracted" in p.name] == []
 
@@ -133,10 +133,10 @@ def test_local_folder_source_and_environment_variables(stanford_mini, tmp_path, 
     monkeypatch.setenv("TLAB_STANFORD_DOGS_URL", str(stanford_mini))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("TLAB_DATA_DIR", raising=False)
-    index = open_data("stanford-dogs", breeds="beagle,dingo")
+    index = open_data(DataSpec("stanford-dogs", breeds="beagle,dingo"))
     assert index.readable_names == ("beagle", "dingo") and len(index.train) == 60
     assert (tmp_path / "xdg" / "transferlab" / "stanford-dogs" / "manifest.json").is_file()
-    assert len(open_data("stanford-dogs", breeds=3).classes) == 3
+    assert len(open_data(DataSpec("stanford-dogs", breeds=3)).classes) == 3
 
 
 def test_offline_is_one_clear_message(tmp_path, monkeypatch):
@@ -156,7 +156,7 @@ def test_processes_preparing_the_same_cache_at_once_download_once(mirror, tmp_pa
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(3) as pool:
-        indexes = list(pool.map(lambda _: open_data("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url), range(3)))
+        indexes = list(pool.map(lambda _: open_data(DataSpec("stanford-dogs", data_dir=tmp_path / "cache", source_url=mirror.url)), range(3)))
     assert indexes[0] == indexes[1] == indexes[2] and len(indexes[0].train) == 300
     fetched = sorted(name for name, _ in mirror.requests if name.endswith(".tar"))
     assert fetched == ["images.tar", "lists.tar"], mirror.requests

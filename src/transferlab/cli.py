@@ -73,7 +73,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from .models.backbones import BackboneError
     from .models.weights import WeightsError
     from .train.distributed import DeviceError
-    from .train.rundir import RunDirError
+    from .rundir import RunDirError
 
     return (
         DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, AugmentConfigError,
@@ -334,15 +334,18 @@ def evaluate(
     mistakes and predictions.csv for every trained strategy of a run."""
     import json
 
+    from .data.resolve import DataSpec
     from .evaluate.evaluation import evaluate_run
     from .models.runtime import RUNTIMES
+    from .report.plots import save_evaluation_figures
+    from .rundir import RunDir
 
     if runtime not in ("auto", *RUNTIMES):
         _fail(f"--runtime: expected one of auto, {', '.join(RUNTIMES)} (got {runtime!r})")
     with _one_line_errors():
-        results, where = evaluate_run(
-            run_dir, data, batch_size, runtime, breeds=breeds, data_dir=str(data_dir) if data_dir else None, source_url=source_url
-        )
+        spec = DataSpec(data, breeds, data_dir=data_dir, source_url=source_url) if data else None
+        results, where = evaluate_run(run_dir, spec, batch_size, runtime)
+        save_evaluation_figures(where, [entry["name"] for entry in RunDir(run_dir).read_classes()])
     chosen = strategy or max(results, key=lambda name: results[name]["accuracy"])
     if chosen not in results:
         _fail(f"--strategy {chosen}: the run has {', '.join(results)}")
@@ -366,7 +369,7 @@ def evaluate(
 def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")]) -> None:
     """Rebuild report.html and report.md from the run directory alone."""
     from .report.html import build_report
-    from .train.rundir import RunDir
+    from .rundir import RunDir
 
     run = RunDir(run_dir)
     if not run.config_file.is_file() or not run.history_file.is_file():
@@ -436,7 +439,7 @@ def export(
     from .evaluate.evaluation import run_samples
     from .export import PARITY_TOLERANCE, check_parity, export_onnx
     from .inference import best_strategy
-    from .train.rundir import RunDir
+    from .rundir import RunDir
 
     if output_format != "onnx":
         _fail(f"--format: only onnx is supported, got {output_format!r}")
@@ -492,10 +495,10 @@ app.add_typer(data_app, name="data")
 
 
 def _open_index(data: str, val_fraction: float, seed: int, breeds, data_dir, source_url, exit_code: int = USAGE_ERROR):
-    from .data.resolve import open_data
+    from .data.resolve import DataSpec, open_data
 
     with _one_line_errors(exit_code):
-        return open_data(data, val_fraction=val_fraction, seed=seed, breeds=breeds, data_dir=data_dir, source_url=source_url)
+        return open_data(DataSpec(data, breeds, val_fraction, seed, data_dir, source_url))
 
 
 UNREADABLE_SHOWN = 20

@@ -5,10 +5,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .augment.pipeline import build_augment
+from .data.resolve import DataSpec
 from .models.backbones import DEFAULT_BACKBONE
-from .train.distributed import Accelerator, Precision
 from .train.strategies import StrategyName
 
+Accelerator = Literal["auto", "cpu", "gpu"]
+Precision = Literal["auto", "32", "16-mixed", "bf16-mixed"]
 RecipeName = Literal["seed", "quick"]
 DEFAULT_VIEWS = 2
 """Augmented views per training photo in the feature cache. bench/views.py (woof-bench, frozen, 10 epochs):
@@ -62,6 +64,10 @@ class RunSettings(BaseModel):
         if self.accelerator == "cpu" and self.precision == "16-mixed":
             raise ValueError("--precision 16-mixed needs a GPU; on CPU use bf16-mixed or 32")
         return self
+
+    @property
+    def data_spec(self) -> DataSpec:
+        return DataSpec(self.data, self.breeds, self.val_fraction, self.seed, self.data_dir, self.source_url)
 
     @property
     def unfreeze(self) -> dict[str, int | None]:

@@ -11,10 +11,11 @@ import torch
 from .data.sources import Sample
 from .data.names import readable_name
 from .inference import ONNX_METADATA_KEY, best_strategy, load
+from .models.checkpoints import find_checkpoint, load_checkpoint_classifier
 from .models.classifier import data_config
 from .files import write_atomic
 from .models.runtime import onnx_bytes, relative_error
-from .train.rundir import RunDir
+from .rundir import RunDir
 
 PARITY_TOLERANCE = 1e-4
 
@@ -35,8 +36,6 @@ class ParityReport:
 def export_onnx(source: str | Path, out: Path, strategy: str | None = None) -> Path:
     """Write the classifier of `source` (run directory or checkpoint) to `out` with its metadata."""
     import onnx
-
-    from .train.runner import find_checkpoint, load_checkpoint_classifier
 
     if Path(source).is_dir():
         strategy = strategy or best_strategy(RunDir(source))

@@ -21,10 +21,11 @@ from .data.datasets import normalize, resize_and_crop
 from .data.decode import UnreadableImageError, is_image_file, load_uint8, to_rgb
 from .data.names import readable_name
 from .files import runtimes_dir, short_reason
+from .models.checkpoints import find_checkpoint, load_checkpoint_classifier
 from .models.classifier import DataConfig, data_config
 from .models.runtime import module_runtime
 from .models.weights import WeightsError
-from .train.rundir import RunDir
+from .rundir import RunDir
 
 ONNX_METADATA_KEY = "transferlab"
 BATCH = 32
@@ -145,8 +146,6 @@ def best_strategy(run: RunDir) -> str:
 
 
 def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch") -> Predictor:
-    from .train.runner import find_checkpoint, load_checkpoint_classifier
-
     if path.is_dir():
         run = RunDir(path)
         if not run.config_file.is_file() and not (path / "checkpoints").is_dir():

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_bytes, open_checked
 from .inference import Predictor, load
-from .train.rundir import RunDir
+from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ..data.datasets import square_view  # noqa: E402
 from ..data.decode import is_image_file, load_uint8  # noqa: E402
-from ..data.resolve import open_data  # noqa: E402
+from ..data.resolve import DataSpec, open_data  # noqa: E402
 from .pipeline import Pipeline, seeded_generator  # noqa: E402
 
 LEVELS = (("weakest", 0.0), ("middle", 0.5), ("strongest", 1.0))
@@ -23,7 +23,7 @@ def gallery_image(source: str | Path, image_size: int = 224, seed: int = 0) -> t
     """A photo as a uint8 tensor, resized and centre-cropped: the file itself, or a seeded pick from DATA."""
     path = Path(source).expanduser()
     if not is_image_file(path):
-        index = open_data(source, seed=seed)
+        index = open_data(DataSpec(str(source), seed=seed))
         path = random.Random(seed).choice(index.train).path
     return square_view(image_size)(load_uint8(path)), path
 

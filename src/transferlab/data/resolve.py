@@ -1,5 +1,6 @@
 """DATA as the user writes it (a folder, a CSV manifest, or `stanford-dogs`) to a `DatasetIndex`."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .sources import DatasetIndex, DataSourceError, csv_source, folder_source, select_classes
@@ -7,26 +8,36 @@ from .stanford_dogs import NAME as STANFORD_DOGS
 from .stanford_dogs import stanford_dogs_source
 
 
-def open_data(
-    data: str | Path,
-    *,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    breeds: str | int | None = None,
-    data_dir: str | Path | None = None,
-    source_url: str | None = None,
-) -> DatasetIndex:
-    """Index DATA: `stanford-dogs` (fetched into the cache on first use), a `.csv` manifest, or a folder.
+@dataclass(frozen=True)
+class DataSpec:
+    """Which photos, and how to read them: travels as one value from the config to every reader of DATA."""
 
-    `breeds` keeps the first N classes or the named ones; `data_dir` and `source_url` apply to stanford-dogs.
-    """
-    if str(data) == STANFORD_DOGS:
-        index = stanford_dogs_source(data_dir, source_url)
-    elif str(data).lower().endswith(".csv"):
-        index = csv_source(data, val_fraction, seed)
+    source: str
+    """A folder, a CSV manifest, or `stanford-dogs`."""
+    breeds: str | int | None = None
+    """The first N classes, or the named ones ("beagle,Samoyed")."""
+    val_fraction: float = 0.2
+    """Share of each class held out when the source has no split of its own."""
+    seed: int = 0
+    """Seed of that split."""
+    data_dir: str | Path | None = None
+    """stanford-dogs: the cache folder."""
+    source_url: str | None = None
+    """stanford-dogs: a mirror URL or a local folder with the archives."""
+
+
+def open_data(data: str | Path | DataSpec) -> DatasetIndex:
+    """Index DATA (a `DataSpec`, or just its source with the default options): `stanford-dogs` (fetched into the
+    cache on first use), a `.csv` manifest, or a folder; then keep the spec's breeds."""
+    spec = data if isinstance(data, DataSpec) else DataSpec(str(data))
+    source = spec.source
+    if source == STANFORD_DOGS:
+        index = stanford_dogs_source(spec.data_dir, spec.source_url)
+    elif source.lower().endswith(".csv"):
+        index = csv_source(source, spec.val_fraction, spec.seed)
     else:
-        path = Path(data).expanduser()
-        if not path.exists() and str(data).replace("_", "-").lower() in {"stanford-dogs", "stanforddogs", "stanford"}:
-            raise DataSourceError(f"{data}: no such folder; did you mean {STANFORD_DOGS}?")
-        index = folder_source(path, val_fraction, seed)
-    return select_classes(index, breeds)
+        path = Path(source).expanduser()
+        if not path.exists() and source.replace("_", "-").lower() in {"stanford-dogs", "stanforddogs", "stanford"}:
+            raise DataSourceError(f"{source}: no such folder; did you mean {STANFORD_DOGS}?")
+        index = folder_source(path, spec.val_fraction, spec.seed)
+    return select_classes(index, spec.breeds)

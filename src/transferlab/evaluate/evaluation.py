@@ -4,16 +4,16 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..data.datasets import PhotoDataset
-from ..data.resolve import open_data
+from ..data.resolve import DataSpec, open_data
 from ..data.scan import readable
 from ..data.stanford_dogs import NAME as STANFORD_DOGS
 from ..data.sources import DataSourceError, DatasetIndex, Sample
 from ..files import runtimes_dir
+from ..models.checkpoints import load_checkpoint_classifier
 from ..models.classifier import Classifier, data_config
-from ..models.runtime import module_runtime
-from ..report.plots import confusion_figure, mistakes_figure, save_figure
-from ..train.rundir import RunDir
-from .metrics import Predictions, compute_metrics, confident_mistakes, predict, write_predictions
+from ..models.runtime import default_device, module_runtime
+from ..rundir import RunDir
+from .metrics import compute_metrics, predict, write_predictions
 
 SUMMARY_KEYS = ("accuracy", "top5_accuracy", "macro_f1", "n_images")
 
@@ -35,7 +35,7 @@ def evaluate_models(
     device: str = "cpu",
     export_dir: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Predict with every model on `samples`; write predictions.csv, evaluation.json and the figures into `out`.
+    """Predict with every model on `samples`; write predictions.csv and evaluation.json into `out`.
 
     Every photo is decoded once for all models; each model runs in the fastest runtime that matches PyTorch
     (`models.runtime`) when there are enough photos to pay for its export, in PyTorch on `device` otherwise.
@@ -48,28 +48,18 @@ def evaluate_models(
         strategy: module_runtime(model, shape, export_dir or runtimes_dir(), prefer, device=device).run for strategy, model in models.items()
     }
     predictions_of = predict(logits, PhotoDataset(samples, config), [s.path for s in samples], batch_size)
-    all_predictions: list[Predictions] = []
-    results = {}
-    for strategy, predictions in predictions_of.items():
-        all_predictions.append(predictions)
-        metrics = compute_metrics(predictions, names)
-        results[strategy] = metrics
-        save_figure(confusion_figure(metrics["confusion_matrix"], names, strategy), out.plot_file(f"confusion_{strategy}"))
-        save_figure(
-            mistakes_figure(predictions, confident_mistakes(predictions), names, strategy),
-            out.plot_file(f"mistakes_{strategy}"),
-        )
-    write_predictions(out.predictions_file, all_predictions, names)
+    results = {strategy: compute_metrics(predictions, names) for strategy, predictions in predictions_of.items()}
+    write_predictions(out.predictions_file, list(predictions_of.values()), names)
     out.write_json(out.evaluation_file, results)
     return results
 
 
-def evaluation_samples(data: str, classes: Sequence[str], **source_options: Any) -> list[Sample]:
+def evaluation_samples(data: DataSpec, classes: Sequence[str]) -> list[Sample]:
     """Photos of another labelled set, relabelled to a run's `classes`: its val split, or every photo if it has none."""
-    index: DatasetIndex = open_data(data, **source_options)
+    index: DatasetIndex = open_data(data)
     unknown = [name for name in index.classes if name not in classes]
     if unknown:
-        raise DataSourceError(f"{data}: class(es) the run was not trained on: {', '.join(unknown)}")
+        raise DataSourceError(f"{data.source}: class(es) the run was not trained on: {', '.join(unknown)}")
     samples = index.val if index.has_split else index.train + index.val
     label_of = {i: classes.index(name) for i, name in enumerate(index.classes)}
     return sorted((Sample(s.path, label_of[s.label]) for s in readable(samples)), key=lambda s: s.path)
@@ -79,11 +69,11 @@ def run_samples(run: RunDir) -> list[Sample]:
     """The validation photos a run was trained with, from its config.yaml alone."""
     header = run.read_config()
     config = header["config"]
-    options = {key: config.get(key) for key in ("breeds", "data_dir", "source_url")}
-    if config["data"] == STANFORD_DOGS and not options["data_dir"]:
-        options["data_dir"] = Path(header["data"]["root"]).parent.parent  # the cache the run used
-    index = open_data(config["data"], val_fraction=config["val_fraction"], seed=config["seed"], **options)
-    return readable(index.val)
+    data_dir = config.get("data_dir")
+    if config["data"] == STANFORD_DOGS and not data_dir:
+        data_dir = Path(header["data"]["root"]).parent.parent  # the cache the run used
+    spec = DataSpec(config["data"], config.get("breeds"), config["val_fraction"], config["seed"], data_dir, config.get("source_url"))
+    return readable(open_data(spec).val)
 
 
 def summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -96,21 +86,18 @@ def record_summary(run: RunDir, results: Mapping[str, Mapping[str, Any]]) -> Non
         run.update_metrics(strategy, {**run.read_metrics().get(strategy, {}), **values})
 
 
-def evaluation_dir(run: RunDir, data: str | None) -> RunDir:
+def evaluation_dir(run: RunDir, data: DataSpec | None) -> RunDir:
     """Where an evaluation is written: the run itself, or `evaluations/<name of DATA>/` inside it."""
     if data is None:
         return run
-    return RunDir(run.path / "evaluations" / Path(str(data).rstrip("/")).name.removesuffix(".csv"))
+    return RunDir(run.path / "evaluations" / Path(data.source.rstrip("/")).name.removesuffix(".csv"))
 
 
 def evaluate_run(
-    run_path: str | Path, data: str | None = None, batch_size: int = 64, runtime: str = "auto", **source_options: Any
+    run_path: str | Path, data: DataSpec | None = None, batch_size: int = 64, runtime: str = "auto"
 ) -> tuple[dict[str, dict[str, Any]], RunDir]:
     """Evaluate every trained strategy of a run on its validation photos, or on `data`, on a GPU when there is one;
     returns (metrics, where written)."""
-    from ..train.distributed import training_device
-    from ..train.runner import load_checkpoint_classifier
-
     run = RunDir(run_path)
     if not run.config_file.is_file():
         raise FileNotFoundError(f"{run_path}: not a run directory (no config.yaml)")
@@ -122,14 +109,14 @@ def evaluate_run(
     if data is None:
         samples = run_samples(run)
     else:
-        samples = evaluation_samples(data, classes, **source_options)
+        samples = evaluation_samples(data, classes)
     models, image_size = {}, None
     for strategy in strategies:
         models[strategy], hparams = load_checkpoint_classifier(run.path, strategy)
         image_size = hparams["image_size"]
     out = evaluation_dir(run, data)
     with run.claimed():
-        results = evaluate_models(out, models, samples, names, image_size, batch_size, runtime, training_device("auto"))
+        results = evaluate_models(out, models, samples, names, image_size, batch_size, runtime, default_device())
         if data is None:
             record_summary(run, results)
     return results, out

@@ -60,6 +60,11 @@ class FeatureRuntime:
     run: Callable[[np.ndarray], np.ndarray]
 
 
+def default_device() -> str:
+    """Where a model runs when nobody says: "cuda" when there is a GPU, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def default_threads() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))

@@ -13,8 +13,8 @@ from PIL import Image
 from ..evaluate.diagnose import Finding, diagnose
 from ..evaluate.metrics import compute_metrics, read_predictions
 from ..files import write_atomic
-from ..train.rundir import RunDir
-from .plots import compare_figure, history_figure, save_figure
+from ..rundir import RunDir
+from .plots import compare_figure, history_figure, save_evaluation_figures, save_figure
 
 TEMPLATES = Path(__file__).parent / "templates"
 ORDER = ("scratch", "frozen", "finetune")
@@ -70,6 +70,8 @@ def report_context(run: RunDir) -> dict[str, Any]:
 
     predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else {}
     evaluation = {s: compute_metrics(p, names) for s, p in predictions.items()}
+    if predictions:
+        save_evaluation_figures(run, names, predictions)
     n_val = next(iter(evaluation.values()))["n_images"] if evaluation else config["data"]["val"]
     findings: list[Finding] = diagnose(histories, predictions, n_val, seed=config["config"]["seed"])
     run.write_json(run.diagnosis_file, [finding.as_dict() for finding in findings])

@@ -4,7 +4,7 @@ import io
 import math
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -16,7 +16,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from ..data.datasets import square_view  # noqa: E402
 from ..data.decode import UnreadableImageError, load_uint8  # noqa: E402
 from ..data.sources import DatasetIndex  # noqa: E402
+from ..evaluate.metrics import Predictions, confident_mistakes, confusion_matrix, read_predictions  # noqa: E402
 from ..files import write_atomic  # noqa: E402
+from ..rundir import RunDir  # noqa: E402
 
 
 LITERAL_TEXT = matplotlib.rc_context({"text.parse_math": False})
@@ -138,6 +140,15 @@ def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str], s
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     figure.tight_layout()
     return figure
+
+
+def save_evaluation_figures(out: RunDir, names: Sequence[str], predictions: Mapping[str, Predictions] | None = None) -> None:
+    """plots/confusion_<strategy>.png and plots/mistakes_<strategy>.png from `predictions` (default: the
+    predictions.csv in `out`)."""
+    for strategy, predictions in (predictions or read_predictions(out.predictions_file)).items():
+        confusion = confusion_matrix(predictions.labels, predictions.predicted, len(names))
+        save_figure(confusion_figure(confusion, names, strategy), out.plot_file(f"confusion_{strategy}"))
+        save_figure(mistakes_figure(predictions, confident_mistakes(predictions), names, strategy), out.plot_file(f"mistakes_{strategy}"))
 
 
 @LITERAL_TEXT

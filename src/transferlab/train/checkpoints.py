@@ -9,10 +9,8 @@ earlier epoch — the same bytes as `best.ckpt`. A process killed between any tw
 
 import io
 import logging
-import pickle
 import random
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,44 +19,11 @@ import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from ..files import short_reason, write_atomic
-from ..models.weights import WeightsError
-from .rundir import RunDir, RunDirError
+from ..files import write_atomic
+from ..models.checkpoints import METADATA_KEY, WeightsError, checkpoint_epoch, read_checkpoint
+from ..rundir import RunDir, RunDirError
 
 log = logging.getLogger(__name__)
-
-METADATA_KEY = "transferlab"
-"""A checkpoint's own record: strategy, epoch (1-based, completed), best_epoch and best_val_acc."""
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's contents, loaded as weights only (no code runs); a damaged or foreign file is a
-    `WeightsError` naming it."""
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign file: the error says it
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no such checkpoint") from None
-    except pickle.UnpicklingError:
-        raise WeightsError(f"{path}: not a readable checkpoint (damaged, or holding more than weights)") from None
-    except Exception as error:  # torch raises RuntimeError, EOFError, ValueError... on a truncated or random file
-        raise WeightsError(f"{path}: not a readable checkpoint ({short_reason(error)})") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise WeightsError(f"{path}: not a transferlab checkpoint (no state_dict)")
-    return checkpoint
-
-
-def classifier_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The `Classifier` weights of a Lightning checkpoint (its module holds the classifier as `model`)."""
-    return {key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items()}
-
-
-def checkpoint_epoch(checkpoint: dict[str, Any]) -> int:
-    """Completed epochs recorded in a checkpoint (Lightning's `epoch` counts from 0 at the end of an epoch)."""
-    record = checkpoint.get(METADATA_KEY) or {}
-    return int(record.get("epoch", checkpoint.get("epoch", -1) + 1))
-
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint I/O through `files.write_atomic`: a temp file beside the checkpoint, flushed,

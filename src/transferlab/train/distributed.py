@@ -7,14 +7,13 @@ validation metrics are summed over all shards, so every validation photo is coun
 """
 
 import os
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from ..config import Accelerator, Precision
 from ..models.runtime import default_threads
 
-Accelerator = Literal["auto", "cpu", "gpu"]
-Precision = Literal["auto", "32", "16-mixed", "bf16-mixed"]
 
 RANK_VARIABLES = ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "SLURM_PROCID")
 """Set by Lightning's launcher (NODE_RANK, LOCAL_RANK), torchrun (RANK, GROUP_RANK, LOCAL_RANK) or SLURM."""
@@ -46,7 +45,7 @@ def uses_gpu(accelerator: Accelerator) -> bool:
 
 
 def training_device(accelerator: Accelerator) -> str:
-    """Where the model runs: "cuda" or "cpu"."""
+    """Where the model runs: "cuda" or "cpu" (`models.runtime.default_device` for `auto`)."""
     return "cuda" if uses_gpu(accelerator) else "cpu"
 
 

@@ -18,7 +18,7 @@ from ..report.html import build_report
 from ..report.plots import class_counts_figure, sample_grid_figure, save_figure
 from ..files import runtimes_dir
 from .distributed import is_rank_zero, training_device
-from .rundir import RunDir
+from ..rundir import RunDir
 from .runner import StageResult, claim_run, feature_datamodule, fit_stage, load_data, make_datamodule, open_run, write_run_header
 from .strategies import RECIPES, Strategy
 

@@ -26,7 +26,7 @@ from ..data.datasets import PhotoDataModule
 from ..data.resolve import open_data
 from ..data.scan import drop_unreadable
 from ..data.sources import DataSourceError, DatasetIndex
-from ..files import cache_dir, runtimes_dir, short_reason
+from ..files import cache_dir, runtimes_dir
 from ..models.runtime import feature_runtime, module_runtime
 from ..models.split import split_at_first_trainable
 from .features import FeatureDataModule, FeatureDataset, FeatureStore, extract_features, store_dir
@@ -38,9 +38,10 @@ from ..report.plots import history_figure, save_figure
 from .distributed import (
     check_devices, is_rank_zero, resolve_workers, threads_per_process, trainer_options, training_device, uses_gpu,
 )
-from .checkpoints import AtomicCheckpointIO, RunCheckpoints, classifier_state, read_checkpoint, resume_point
+from ..models.checkpoints import classifier_state, find_checkpoint, load_checkpoint_classifier, read_checkpoint
+from .checkpoints import AtomicCheckpointIO, RunCheckpoints, resume_point
 from .module import ClassifierModule, FrozenBatchNormEval
-from .rundir import RunDir, RunDirError
+from ..rundir import RunDir, RunDirError
 from .strategies import SEED_RECIPE, Strategy, apply_strategy
 
 log = logging.getLogger(__name__)
@@ -250,42 +251,9 @@ def attach_fast_runtime(module: ClassifierModule, model: Classifier, strategy: S
         module.use_fast_frozen_part(runtime, rest)
 
 
-def find_checkpoint(path: str | Path, strategy: str = "frozen") -> Path:
-    """A checkpoint file, or a run directory's best checkpoint of `strategy`."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        checkpoint = RunDir(path).best_checkpoint(strategy)
-        if not checkpoint.is_file():
-            raise WeightsError(f"{path}: no {strategy} checkpoint (expected {checkpoint})")
-        return checkpoint
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such run directory or checkpoint file")
-    return path
-
-
-def load_checkpoint_classifier(path: str | Path, strategy: str = "frozen") -> tuple[Classifier, dict[str, Any]]:
-    """Rebuild the `Classifier` saved in a checkpoint (or a run directory's best `strategy` checkpoint)."""
-    checkpoint_path = find_checkpoint(path, strategy)
-    checkpoint = read_checkpoint(checkpoint_path)
-    try:
-        hparams = checkpoint["hyper_parameters"]
-        model, _ = build_classifier(hparams["backbone"], len(hparams["classes"]), pretrained=False, dropout=hparams["dropout"])
-        model.load_state_dict(classifier_state(checkpoint))
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise WeightsError(f"{checkpoint_path}: not a transferlab checkpoint ({short_reason(error)})") from None
-    return model, hparams
-
-
 def load_data(settings: RunSettings) -> DatasetIndex:
     """The run's photos: DATA indexed, the chosen breeds kept, unreadable photos dropped (and listed)."""
-    index = open_data(
-        settings.data,
-        val_fraction=settings.val_fraction,
-        seed=settings.seed,
-        breeds=settings.breeds,
-        data_dir=settings.data_dir,
-        source_url=settings.source_url,
-    )
+    index = open_data(settings.data_spec)
     return drop_unreadable(index)
 
 

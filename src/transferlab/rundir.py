@@ -1,19 +1,26 @@
-"""The run directory: every file a run leaves behind, written atomically (temp file + rename)."""
+"""The run directory, the storage format every layer above shares: every file a run leaves behind, written
+atomically (temp file + flush + rename), and the lock that lets one process write it at a time."""
 
 import csv
 import json
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import yaml
 
-from ..data.sources import Skipped
-from ..files import LockHeld, process_lock, short_reason, write_atomic, write_csv_atomic
+from .files import LockHeld, process_lock, short_reason, write_atomic, write_csv_atomic
 
 HISTORY_COLUMNS = ("epoch", "strategy", "train_loss", "train_acc", "val_loss", "val_acc", "val_photos", "lr", "seconds")
 INTEGER_COLUMNS = {"epoch", "val_photos"}
+
+
+class SkippedFile(Protocol):
+    """A file left out of the data, and why (`data.sources.Skipped`)."""
+
+    path: Path
+    reason: str
 
 
 class RunDirError(ValueError):
@@ -118,7 +125,7 @@ class RunDir:
     def skipped_file(self) -> Path:
         return self.path / "skipped.csv"
 
-    def write_skipped(self, skipped: Sequence[Skipped]) -> None:
+    def write_skipped(self, skipped: Sequence[SkippedFile]) -> None:
         """skipped.csv: path and reason of every file left out of the data (header only when none)."""
         write_csv_atomic(self.skipped_file, ("path", "reason"), ({"path": str(s.path), "reason": s.reason} for s in skipped))
 
