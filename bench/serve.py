@@ -33,7 +33,7 @@ def free_port() -> int:
 
 def trained_run(work: Path) -> Path:
     from transferlab.config import TrainConfig
-    from transferlab.train.runner import train
+    from transferlab.experiment import train
 
     return train(TrainConfig(data=str(SHARED / "woof-mini"), out=str(work / "run"), strategy="frozen", epochs=3)).path
 

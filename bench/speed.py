@@ -133,7 +133,7 @@ class EpochTimer:
 
 def stage_frozen(args) -> dict:
     from transferlab.config import TrainConfig
-    from transferlab.train.runner import train
+    from transferlab.experiment import train
 
     os.environ["TLAB_DATA_DIR"] = tempfile.mkdtemp()  # a cold feature cache: photos -> trained head
     out = Path(args.work) / "frozen"
@@ -155,7 +155,7 @@ def stage_finetune(args, **unfreeze) -> dict:
     unfreeze = unfreeze or {"unfreeze_layers": 20}
     from transferlab.config import TrainConfig
     from transferlab.data.sources import folder_source
-    from transferlab.train.runner import train
+    from transferlab.experiment import train
 
     timer = EpochTimer().callback
     out = Path(args.work) / ("finetune" + "".join(f"_{k}{v}" for k, v in unfreeze.items()))

@@ -29,7 +29,7 @@ def main() -> None:
     os.environ.setdefault("TLAB_DATA_DIR", tempfile.mkdtemp(prefix="tlab-views-"))
 
     from transferlab.config import TrainConfig
-    from transferlab.train.runner import train
+    from transferlab.experiment import train
 
     work = Path(tempfile.mkdtemp(prefix="tlab-views-runs-"))
     rows = []

@@ -10,7 +10,7 @@ from transferlab.models.weights import WeightsError
 from transferlab.train import checkpoints
 from transferlab.models.checkpoints import METADATA_KEY, read_checkpoint
 from transferlab.rundir import RunDir, RunDirError
-from transferlab.train.runner import train
+from transferlab.experiment import train
 
 
 class Crash(RuntimeError):

@@ -51,7 +51,7 @@ def test_unknown_backbone(image_tree):
         (["--epochs", "three"], "--epochs"),
         (["--batch-size", "-4"], "--batch-size"),
         (["--val-fraction", "1.5"], "--val-fraction"),
-        (["--strategy", "magic"], "--strategy"),
+        (["--strategy", "magic"], "unknown strategy 'magic'; registered: scratch, frozen, finetune, gradual"),
         (["--augment", "wild"], "wild"),
     ],
 )
@@ -77,7 +77,8 @@ def test_the_installed_script_exits_2_without_traceback(tmp_path):
     [
         (["--epochs", "bogus=2"], "unknown strategy 'bogus'"),
         (["--epochs", "frozen=x"], "expected a number"),
-        (["--strategies", "finetune"], "keep frozen in --strategies"),
+        (["--strategies", "finetune"], "finetune continues from the frozen model: list frozen before it"),
+        (["--strategies", "frozen,bogus"], "unknown strategy 'bogus'; registered: scratch, frozen, finetune, gradual"),
         (["--recipe", "slow"], "--recipe"),
     ],
 )

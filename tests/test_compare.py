@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from transferlab.cli import app
 from transferlab.config import CompareConfig
-from transferlab.train.experiment import compare
+from transferlab.experiment import compare
 from transferlab.rundir import RunDir
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from transferlab.data import decode
 from transferlab.data.decode import UnreadableImageError, check_image, load_rgb, load_uint8
 from transferlab.data.scan import drop_unreadable, find_unreadable
 from transferlab.data.sources import DataSourceError, folder_source
-from transferlab.train.runner import train
+from transferlab.experiment import train
 
 
 def _truncated_jpeg(path):

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from transferlab.cli import app
 from transferlab.config import TrainConfig
 from transferlab.rundir import RunDir
-from transferlab.train.runner import train
+from transferlab.experiment import train
 
 runner = CliRunner()
 TLAB = [sys.executable, "-m", "transferlab"]

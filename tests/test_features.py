@@ -8,7 +8,7 @@ from transferlab.data.sources import folder_source
 from transferlab.models.classifier import build_classifier, data_config
 from transferlab.models.runtime import FeatureRuntime, feature_runtime, torch_runtime
 from transferlab.train.features import FeatureStore, extract_features
-from transferlab.train.runner import train
+from transferlab.experiment import train
 
 
 def _losses(run):
@@ -95,10 +95,10 @@ def test_no_autograd_graph_below_the_first_trainable_layer():
     import torch
 
     from transferlab.models.split import split_at_first_trainable
-    from transferlab.train.strategies import SEED_RECIPE, apply_strategy
+    from transferlab.train.strategies import Unfreeze, get_strategy
 
     model, _ = build_classifier("efficientnet_lite0", 3, True)
-    apply_strategy(model, SEED_RECIPE["finetune"], unfreeze_layers=20)
+    get_strategy("finetune").apply(model, Unfreeze(layers=20))
     split = split_at_first_trainable(model.backbone)
     assert 0 < split.cut and all(not p.requires_grad for p in split.trunk.parameters())
     assert any(p.requires_grad for p in split.tail[0].parameters())
@@ -119,10 +119,10 @@ def test_no_autograd_graph_below_the_first_trainable_layer():
 def test_runtimes_leave_every_module_in_its_own_mode(tmp_path):
     from transferlab.models.runtime import module_runtime
     from transferlab.models.split import split_at_first_trainable
-    from transferlab.train.strategies import SEED_RECIPE, apply_strategy
+    from transferlab.train.strategies import Unfreeze, get_strategy
 
     model, _ = build_classifier("efficientnet_lite0", 3, True)
-    apply_strategy(model, SEED_RECIPE["finetune"])
+    get_strategy("finetune").apply(model, Unfreeze())
     model.train()
     model.backbone.bn1.eval()
     before = [m.training for m in model.modules()]

@@ -10,7 +10,7 @@ from transferlab.models.freezing import (
     weight_layers,
 )
 from transferlab.models.weights import WeightsError, match_state_dict
-from transferlab.train.strategies import SEED_RECIPE, apply_strategy
+from transferlab.train.strategies import Unfreeze, get_strategy
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +98,14 @@ def _trainable(model: Classifier) -> set[str]:
 
 def test_frozen_trains_only_the_head():
     model, _ = build_classifier("efficientnet_lite0", num_classes=4, pretrained=False)
-    summary = apply_strategy(model, SEED_RECIPE["frozen"])
+    summary = get_strategy("frozen").apply(model, Unfreeze())
     assert _trainable(model) == {n for n, _ in model.named_parameters() if n.startswith("head.")}
     assert summary.frozen_batchnorms == sum(is_batchnorm(m) for m in model.backbone.modules())
 
 
 def test_finetune_unfreezes_last_20_weight_layers_not_batchnorm():
     model, _ = build_classifier("efficientnet_lite0", num_classes=4, pretrained=False)
-    summary = apply_strategy(model, SEED_RECIPE["finetune"], unfreeze_layers=20)
+    summary = get_strategy("finetune").apply(model, Unfreeze(layers=20))
     expected = {name for name, _ in weight_layers(model.backbone)[-20:]}
     assert set(summary.unfrozen) == expected and len(expected) == 20
     assert "conv_head" in expected
@@ -118,7 +118,7 @@ def test_finetune_unfreezes_last_20_weight_layers_not_batchnorm():
 
 def test_finetune_by_whole_blocks():
     model, _ = build_classifier("efficientnet_lite0", num_classes=4, pretrained=False)
-    apply_strategy(model, SEED_RECIPE["finetune"], unfreeze_blocks=2)
+    get_strategy("finetune").apply(model, Unfreeze(blocks=2))
     trainable = {n for n in _trainable(model) if n.startswith("backbone.")}
     convs = ("conv_pw", "conv_dw", "conv_pwl")
     last_two_blocks = {f"backbone.blocks.{b}.{c}.weight" for b in ("5.3", "6.0") for c in convs}
@@ -129,7 +129,7 @@ def test_finetune_by_whole_blocks():
 
 def test_scratch_trains_everything():
     model, _ = build_classifier("efficientnet_lite0", num_classes=4, pretrained=False)
-    summary = apply_strategy(model, SEED_RECIPE["scratch"])
+    summary = get_strategy("scratch").apply(model, Unfreeze())
     assert summary.trainable_params == summary.total_params
 
 
@@ -138,12 +138,10 @@ def test_finetune_default_is_the_notebooks_trainable_set():
     from transferlab.config import TrainConfig
 
     config = TrainConfig(data="x", out="y", strategy="finetune")
-    assert config.unfreeze == {"unfreeze_layers": 0, "unfreeze_blocks": 1}
     model, _ = build_classifier("efficientnet_lite0", 10, pretrained=False)
-    apply_strategy(model, SEED_RECIPE["finetune"], **config.unfreeze)
+    get_strategy("finetune").apply(model, Unfreeze(config.unfreeze_layers, config.unfreeze_blocks))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("head.", "backbone.blocks.6.", "backbone.conv_head")) for n in trainable)
     assert any(n.startswith("backbone.conv_head") for n in trainable) and any(n.startswith("backbone.blocks.6.") for n in trainable)
-    assert TrainConfig(data="x", out="y", unfreeze_layers=20).unfreeze == {"unfreeze_layers": 20, "unfreeze_blocks": None}
     with pytest.raises(ValueError, match="not both"):
         TrainConfig(data="x", out="y", unfreeze_layers=20, unfreeze_blocks=2)

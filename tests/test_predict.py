@@ -13,7 +13,7 @@ from transferlab.cli import app
 from transferlab.config import TrainConfig
 from transferlab.evaluate.evaluation import evaluate_run
 from transferlab.evaluate.metrics import read_predictions
-from transferlab.train.runner import train
+from transferlab.experiment import train
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

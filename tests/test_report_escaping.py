@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from transferlab.config import CompareConfig
-from transferlab.train.experiment import compare
+from transferlab.experiment import compare
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = ("<img src=x onerror=alert(1)>", "<script>alert(1)</script>", 'a | b $\\frac$ "q" & <b>bold</b>')

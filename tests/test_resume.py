@@ -11,7 +11,7 @@ import pytest
 
 from transferlab.config import TrainConfig
 from transferlab.rundir import RunDirError
-from transferlab.train.runner import train
+from transferlab.experiment import train
 
 
 class CrashAt(L.Callback):

@@ -15,7 +15,7 @@ from PIL import Image
 
 from transferlab.config import TrainConfig
 from transferlab.serve import create_app
-from transferlab.train.runner import train
+from transferlab.experiment import train
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")

@@ -21,7 +21,7 @@ from transferlab.models.classifier import build_classifier, data_config
 from transferlab.models.freezing import frozen_batchnorms, weight_layers
 from transferlab.models.weights import create_timm_model
 from transferlab.rundir import HISTORY_COLUMNS
-from transferlab.train.runner import train
+from transferlab.experiment import train
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,31 @@
-"""transferlab: a folder of photos to a trained, evaluated and explained image classifier."""
+"""transferlab: a folder of photos to a trained, evaluated and explained image classifier.
+
+    import transferlab as tl
+    exp = tl.Experiment("photos/")       # see transferlab.experiment
+    exp.fit("frozen", epochs=5)
+    clf = tl.load("runs/compare")        # a trained classifier: see transferlab.inference
+
+Importing transferlab is cheap and changes no global state; what a name needs is imported when it is first used.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "Experiment": ("transferlab.experiment", "Experiment"),
+    "load": ("transferlab.inference", "load"),
+    "train": ("transferlab.experiment", "train"),
+    "compare": ("transferlab.experiment", "compare"),
+}
 
-def load(source, strategy=None, runtime="torch"):
-    """A trained classifier from a run directory, checkpoint or exported .onnx; see `transferlab.inference.load`."""
-    from .inference import load as load_predictor
+__all__ = ["__version__", *_LAZY]
 
-    return load_predictor(source, strategy, runtime)
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
+    import importlib
+
+    module, attribute = _LAZY[name]
+    return getattr(importlib.import_module(module), attribute)

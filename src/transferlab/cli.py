@@ -1,17 +1,21 @@
 """The `tlab` command line: parses flags, calls the library, prints. No logic of its own."""
 
+import inspect
 import logging
 import sys
+import types
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterator, Literal, Optional, Sequence, Union, get_args, get_origin
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticUndefined
 from rich.console import Console
 
-from .config import DEFAULT_VIEWS, CompareConfig, RunSettings, TrainConfig
+from .config import CompareConfig, RunSettings, TrainConfig
 from .train.distributed import is_rank_zero
+from .train.strategies import get_strategy, strategy_names
 
 app = typer.Typer(
     help="transferlab: train, evaluate and explain an image classifier on a folder of photos, "
@@ -25,33 +29,71 @@ console = Console(stderr=True, soft_wrap=True)
 USAGE_ERROR = 2
 FOUND_ERRORS = 1
 
-DATA_HELP = (
-    "A folder of photos (DATA/train/<class>/* + DATA/val/<class>/*, or DATA/<class>/* split by --val-fraction), "
-    "a CSV manifest (path,label[,split]), or stanford-dogs (downloaded into the cache on first use)."
-)
-DataArgument = Annotated[str, typer.Argument(help=DATA_HELP)]
-BreedsOption = Annotated[Optional[str], typer.Option(help="Keep the first N classes (e.g. 10), or the named ones (e.g. beagle,Samoyed).")]
-DataDirOption = Annotated[Optional[Path], typer.Option(help="Cache folder for stanford-dogs (default $XDG_CACHE_HOME/transferlab or ~/.cache/transferlab).")]
-NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="frozen: run the backbone on every photo every epoch instead of training the head on cached features.")]
-ViewsOption = Annotated[int, typer.Option(min=0, max=64, help="frozen: augmented views per training photo in the feature cache (plus the clean one).")]
-BackboneOption = Annotated[str, typer.Option(help="efficientnet_lite0 (bundled ImageNet weights), efficientnet_b0 (the notebook's; needs --weights or the hub), or timm:<name>.")]
-WeightsOption = Annotated[Optional[Path], typer.Option(help="State dict file with pretrained weights for the backbone (.pth/.safetensors).")]
-BatchSizeOption = Annotated[int, typer.Option(help="Images per batch.")]
-ImageSizeOption = Annotated[Optional[int], typer.Option(help="Square input size in pixels (default: the backbone's, 224).")]
-AugmentOption = Annotated[str, typer.Option(help="Augmentation of training photos: none, seed-keras (the notebook's rotation, translation, flips, contrast), seed-all (all eight ops), or a YAML file listing ops.")]
-AugmentSetOption = Annotated[Optional[list[str]], typer.Option("--augment-set", help="Override one op setting, op.param=value (repeatable), e.g. rotation.factor=0.2.")]
-SeedOption = Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")]
-ValFractionOption = Annotated[float, typer.Option(help="Share of each class held out for validation when DATA has no train/val split.")]
-UnfreezeLayersOption = Annotated[Optional[int], typer.Option(help="finetune: unfreeze the backbone's last N weight layers instead of blocks (BatchNorm stays frozen).")]
-UnfreezeBlocksOption = Annotated[Optional[int], typer.Option(help="finetune: unfreeze the last K timm blocks (default 1: the last block and the head conv, the notebook's trainable set).")]
-WorkersOption = Annotated[Optional[int], typer.Option(help="DataLoader worker processes (0: decode in the training process; default 0 on CPU, the cores per device on GPUs).")]
-AcceleratorOption = Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or gpu.")]
-DevicesOption = Annotated[int, typer.Option(help="Training processes per machine (GPUs, or CPU processes); more than one trains with DDP, batch size per process.")]
-NumNodesOption = Annotated[int, typer.Option(help="Machines (with torchrun or SLURM, or NODE_RANK/MASTER_ADDR set on each).")]
-PrecisionOption = Annotated[str, typer.Option(help="auto (bf16-mixed on a GPU that supports it, else 32), 32, 16-mixed (GPU), bf16-mixed.")]
-OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in the run directory (an interrupted one is resumed without it).")]
-RuntimeOption = Annotated[str, typer.Option(help="Runtime of what needs no gradient (cached features, the frozen trunk, evaluating 500+ photos): auto (the fastest installed that matches PyTorch), openvino, onnxruntime, torch.")]
-SourceUrlOption = Annotated[Optional[str], typer.Option(help="Mirror URL or local folder holding images.tar and lists.tar (default $TLAB_STANFORD_DOGS_URL, else the official site).")]
+STRATEGIES_HELP = "; ".join(f"{name}: {get_strategy(name).summary}" for name in strategy_names()) + "."
+
+
+def _cli_type(annotation: Any) -> Any:
+    """The type typer parses a config field as: the field's own for plain values, `str` for choices and unions with
+    text (pydantic validates), an optional repeatable list for lists and mappings ("name=value")."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return str
+    if origin in (list, dict):
+        return Optional[list[str]]
+    if origin in (Union, types.UnionType):
+        plain = [arg for arg in args if arg is not type(None)]
+        if len(plain) == 1 and type(None) in args:
+            return Optional[_cli_type(plain[0])]
+        return str
+    return annotation
+
+
+def _field_option(model: type[BaseModel], name: str, *declarations: str, **overrides: Any) -> Any:
+    """`Annotated[type, typer.Option]` for one config field, with its help from the field's description."""
+    field = model.model_fields[name]
+    help_text = overrides.pop("help", field.description)
+    return Annotated[_cli_type(field.annotation), typer.Option(*declarations, help=help_text, **overrides)]
+
+
+def _field_default(model: type[BaseModel], name: str) -> Any:
+    field = model.model_fields[name]
+    return None if field.default is PydanticUndefined or field.default_factory is not None else field.default
+
+
+def _config_command(
+    model: type[RunSettings], run: Callable[[typer.Context, dict[str, Any]], None], first: Sequence[inspect.Parameter] = (),
+    spelled: dict[str, inspect.Parameter | None] | None = None,
+) -> Callable[..., None]:
+    """A typer command whose options are `model`'s fields, each typed, defaulted and explained by the field itself;
+    `first` come before them, `spelled` replaces a field's generic option (None: no option). It calls
+    `run(ctx, parameters)`."""
+    spelled = spelled or {}
+
+    def command(ctx: typer.Context, **parameters: Any) -> None:
+        run(ctx, parameters)
+
+    parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context), *first]
+    for name in model.model_fields:
+        if name in spelled:
+            if spelled[name] is not None:
+                parameters.append(spelled[name])
+            continue
+        parameters.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=_field_option(model, name), default=_field_default(model, name),
+        ))
+    command.__signature__ = inspect.Signature(parameters)
+    return command
+
+
+def _option(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+DataArgument = Annotated[str, typer.Argument(metavar="DATA", help=RunSettings.model_fields["data"].description)]
+BreedsOption = _field_option(RunSettings, "breeds")
+DataDirOption = _field_option(RunSettings, "data_dir")
+SourceUrlOption = _field_option(RunSettings, "source_url")
+RuntimeOption = _field_option(RunSettings, "runtime")
 
 
 INTERRUPTED = 130
@@ -73,11 +115,12 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from .models.backbones import BackboneError
     from .models.weights import WeightsError
     from .train.distributed import DeviceError
+    from .train.strategies import StrategyError
     from .rundir import RunDirError
 
     return (
         DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, AugmentConfigError,
-        MisconfigurationException, FileNotFoundError,
+        StrategyError, MisconfigurationException, FileNotFoundError,
     )
 
 
@@ -126,10 +169,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show li
         logging.getLogger(name).propagate = False
 
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="A config.yaml (a run directory's, or your own): its settings, with the flags given on the command line taking precedence.")]
-
-
-def _merge_config(ctx: typer.Context, config_file: Path | None, values: dict, renamed: dict[str, str]) -> dict:
+def _merge_config(ctx: typer.Context, config_file: Path | None, values: dict) -> dict:
     """`values` (config field -> flag value) over a config file's settings: only flags typed on the command line win."""
     if config_file is None:
         return values
@@ -142,16 +182,14 @@ def _merge_config(ctx: typer.Context, config_file: Path | None, values: dict, re
     saved = saved.get("config", saved) if isinstance(saved, dict) else None
     if not isinstance(saved, dict):
         _fail(f"--config {config_file}: expected a mapping of settings (a run's config.yaml or your own)")
-    given = {field for field in values if _typed(ctx, renamed.get(field, field))}
+    given = {field for field in values if _typed(ctx, field)}
     return {**saved, **{field: values[field] for field in given}}
 
 
 def _flag_values(parameters: dict[str, Any], model: type[RunSettings]) -> dict[str, Any]:
-    """A command's parameters, named as `model`'s fields, as field values: paths as text, an unset list empty,
-    --no-cache as cache."""
+    """A command's parameters that are `model`'s fields, as field values: paths as text, an unset list empty."""
     values = {name: str(value) if isinstance(value, Path) else value for name, value in parameters.items() if name in model.model_fields}
     values["augment_set"] = values["augment_set"] or []
-    values["cache"] = not parameters["no_cache"]
     return values
 
 
@@ -173,55 +211,19 @@ def _typed(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
-@app.command()
-def train(
-    ctx: typer.Context,
-    data: Annotated[Optional[str], typer.Argument(help=DATA_HELP, show_default=False)] = None,
-    config_file: ConfigOption = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this directory, with its own settings (the same as running its command again).")] = None,
-    strategy: Annotated[str, typer.Option(help="scratch (random init, all trains), frozen (pretrained backbone frozen, new head trains) or finetune (frozen stage, then the backbone's last layers train at a low LR).")] = "frozen",
-    backbone: BackboneOption = "efficientnet_lite0",
-    weights: WeightsOption = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs of the strategy (default: seed recipe, scratch 40, frozen 25, finetune 4).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: seed recipe, scratch 1e-3, frozen 1e-2, finetune 1e-5).")] = None,
-    batch_size: BatchSizeOption = 64,
-    image_size: ImageSizeOption = None,
-    augment: AugmentOption = "seed-keras",
-    augment_set: AugmentSetOption = None,
-    seed: SeedOption = 42,
-    val_fraction: ValFractionOption = 0.2,
-    dropout: Annotated[float, typer.Option(help="Dropout rate of the head.")] = 0.2,
-    init: Annotated[Optional[Path], typer.Option(help="finetune only: a frozen run directory or checkpoint to start from (default: run the frozen stage first).")] = None,
-    frozen_epochs: Annotated[Optional[int], typer.Option(help="finetune only: epochs of the frozen stage when --init is not given (default 25).")] = None,
-    unfreeze_layers: UnfreezeLayersOption = None,
-    unfreeze_blocks: UnfreezeBlocksOption = None,
-    early_stop: Annotated[Optional[int], typer.Option(help="Stop when val_loss has not improved for this many epochs.")] = None,
-    workers: WorkersOption = None,
-    accelerator: AcceleratorOption = "auto",
-    devices: DevicesOption = 1,
-    num_nodes: NumNodesOption = 1,
-    precision: PrecisionOption = "auto",
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<strategy>).")] = None,
-    breeds: BreedsOption = None,
-    data_dir: DataDirOption = None,
-    source_url: SourceUrlOption = None,
-    no_cache: NoCacheOption = False,
-    views: ViewsOption = DEFAULT_VIEWS,
-    runtime: RuntimeOption = "auto",
-    overwrite: OverwriteOption = False,
-) -> None:
-    """Train a classifier with one strategy; writes history, checkpoints, metrics and plots to the run directory."""
-    from .train.runner import train as run_training
+def _train(ctx: typer.Context, parameters: dict[str, Any]) -> None:
+    from .experiment import train as run_training
 
-    values = _flag_values(locals(), TrainConfig)
-    values["out"] = str(out or Path("runs") / strategy)
+    values = _flag_values(parameters, TrainConfig)
+    values["out"] = str(parameters["out"] or Path("runs") / parameters["strategy"])
+    config_file, resume = parameters["config_file"], parameters["resume"]
     if resume is not None:
         if config_file is not None:
             _fail("give --resume RUN or --config FILE, not both")
         config_file = resume / "config.yaml"
         if not config_file.is_file():
             _fail(f"--resume {resume}: no run there (no config.yaml)")
-    values = _merge_config(ctx, config_file, values, {"cache": "no_cache"})
+    values = _merge_config(ctx, config_file, values)
     if resume is not None:
         values["out"] = str(resume)
     if not values.get("data"):
@@ -229,13 +231,31 @@ def train(
     run = _configure_and_run(TrainConfig, values, run_training)
     if run is None:
         return
-    for name, values in run.read_metrics().items():
+    for name, metrics in run.read_metrics().items():
         console.print(
-            f"{name}: val_acc {values['val_acc']:.3f} (best {values['best_val_acc']:.3f} at epoch "
-            f"{values['best_epoch']}), val_loss {values['val_loss']:.3f}, {values['epochs']} epochs, "
-            f"{values['seconds']:.0f} s" + (f" + {values['feature_seconds']:.0f} s to cache features" if values.get("feature_seconds") else "")
+            f"{name}: val_acc {metrics['val_acc']:.3f} (best {metrics['best_val_acc']:.3f} at epoch "
+            f"{metrics['best_epoch']}), val_loss {metrics['val_loss']:.3f}, {metrics['epochs']} epochs, "
+            f"{metrics['seconds']:.0f} s" + (f" + {metrics['feature_seconds']:.0f} s to cache features" if metrics.get("feature_seconds") else ""),
+            highlight=False,
         )
     console.print(f"run directory: {run.path}")
+
+
+train = app.command("train", help="Train a classifier with one strategy; writes history, checkpoints, metrics and plots to the run directory.")(
+    _config_command(
+        TrainConfig, _train,
+        first=[
+            _option("data", Annotated[Optional[str], typer.Argument(metavar="DATA", help=RunSettings.model_fields["data"].description, show_default=False)]),
+            _option("config_file", Annotated[Optional[Path], typer.Option("--config", help="A config.yaml (a run directory's, or your own): its settings, with the flags given on the command line taking precedence.")]),
+            _option("resume", Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this directory, with its own settings (the same as running its command again).")]),
+        ],
+        spelled={
+            "data": None,
+            "out": _option("out", Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<strategy>).")]),
+            "strategy": _option("strategy", Annotated[str, typer.Option(help=STRATEGIES_HELP)], "frozen"),
+        },
+    )
+)
 
 
 def _per_strategy(values: list[str] | None, flag: str, cast) -> dict[str, float]:
@@ -247,57 +267,54 @@ def _per_strategy(values: list[str] | None, flag: str, cast) -> dict[str, float]
             parsed = cast(number)
         except ValueError:
             _fail(f"{flag}: expected a number or strategy=number, got {value!r}")
-        for strategy in [name] if name else ["scratch", "frozen", "finetune"]:
-            if strategy not in ("scratch", "frozen", "finetune"):
-                _fail(f"{flag}: unknown strategy {strategy!r} in {value!r} (scratch, frozen, finetune)")
+        for strategy in [name] if name else strategy_names():
+            if strategy not in strategy_names():
+                _fail(f"{flag}: unknown strategy {strategy!r} in {value!r} ({', '.join(strategy_names())})")
             result[strategy] = parsed
     return result
 
 
-@app.command()
-def compare(
-    data: DataArgument,
-    recipe: Annotated[str, typer.Option(help="seed: the notebook's epochs and learning rates (scratch 40, frozen 25, finetune 4); quick: 3, 3, 2 epochs for a CPU.")] = "quick",
-    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/compare"),
-    epochs: Annotated[Optional[list[str]], typer.Option(help="Epochs for every strategy (N) or one (frozen=N); repeatable; overrides the recipe.")] = None,
-    lr: Annotated[Optional[list[str]], typer.Option(help="Learning rate for every strategy or one (finetune=1e-4); repeatable.")] = None,
-    strategies: Annotated[str, typer.Option(help="Comma-separated strategies to run (finetune needs frozen).")] = "scratch,frozen,finetune",
-    backbone: BackboneOption = "efficientnet_lite0",
-    weights: WeightsOption = None,
-    batch_size: BatchSizeOption = 64,
-    image_size: ImageSizeOption = None,
-    augment: AugmentOption = "seed-keras",
-    augment_set: AugmentSetOption = None,
-    seed: SeedOption = 42,
-    val_fraction: ValFractionOption = 0.2,
-    unfreeze_layers: UnfreezeLayersOption = None,
-    unfreeze_blocks: UnfreezeBlocksOption = None,
-    workers: WorkersOption = None,
-    accelerator: AcceleratorOption = "auto",
-    devices: DevicesOption = 1,
-    num_nodes: NumNodesOption = 1,
-    precision: PrecisionOption = "auto",
-    breeds: BreedsOption = None,
-    data_dir: DataDirOption = None,
-    source_url: SourceUrlOption = None,
-    no_cache: NoCacheOption = False,
-    views: ViewsOption = DEFAULT_VIEWS,
-    runtime: RuntimeOption = "auto",
-    overwrite: OverwriteOption = False,
-) -> None:
-    """The notebook's experiment: scratch, frozen and finetune (from the frozen model) on one split, evaluated,
-    diagnosed and reported (report.html, report.md) in one run directory."""
-    from .train.experiment import compare as run_compare
+def _compare(ctx: typer.Context, parameters: dict[str, Any]) -> None:
+    from .experiment import compare as run_compare
 
-    values = _flag_values(locals(), CompareConfig)
-    values["epochs"] = _per_strategy(epochs, "--epochs", int)
-    values["lr"] = _per_strategy(lr, "--lr", float)
-    values["strategies"] = [name.strip() for name in strategies.split(",") if name.strip()]
+    values = _flag_values(parameters, CompareConfig)
+    values["epochs"] = _per_strategy(parameters["epochs"], "--epochs", int)
+    values["lr"] = _per_strategy(parameters["lr"], "--lr", float)
+    values["strategies"] = [name.strip() for name in parameters["strategies"].split(",") if name.strip()]
     run = _configure_and_run(CompareConfig, values, run_compare)
     if run is None:
         return
     _print_summary(run)
     console.print(f"report: {run.report_file}")
+
+
+compare = app.command("compare", help=(
+    "The notebook's experiment: several strategies (scratch, frozen and finetune from the frozen model by default) "
+    "on one split, evaluated, diagnosed and reported (report.html, report.md) in one run directory."
+))(
+    _config_command(
+        CompareConfig, _compare,
+        first=[_option("data", DataArgument, ...)],
+        spelled={
+            "data": None,
+            "out": _option("out", Annotated[Path, typer.Option(help="Run directory.")], Path("runs/compare")),
+            "strategies": _option("strategies", Annotated[str, typer.Option(help=(
+                CompareConfig.model_fields["strategies"].description + " Registered: " + ", ".join(strategy_names()) + "."
+            ))], "scratch,frozen,finetune"),
+        },
+    )
+)
+
+
+@app.command()
+def strategies() -> None:
+    """The registered training strategies: what each trains, what it continues from, its recipes' defaults."""
+    out = Console(soft_wrap=True)
+    for name in strategy_names():
+        strategy = get_strategy(name)
+        recipes = ", ".join(f"{recipe} {d.epochs} epochs at lr {d.lr:g}" for recipe, d in strategy.recipes.items())
+        continues = f"; continues from {strategy.starts_from}" if strategy.starts_from else ""
+        out.print(f"{name}: {strategy.summary}{continues} ({recipes})", highlight=False)
 
 
 def _print_summary(run) -> None:
@@ -322,7 +339,7 @@ def _print_summary(run) -> None:
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory (from tlab train or tlab compare).")],
     data: Annotated[Optional[str], typer.Option(help="Evaluate on another labelled set with the same classes (its val split, or every photo when it has none).")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="The strategy whose metrics are printed (default: the most accurate).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="The strategy whose metrics are printed in full (default: the one the run recommends).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON (top-1 under 'accuracy').")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     runtime: RuntimeOption = "auto",
@@ -330,23 +347,24 @@ def evaluate(
     data_dir: DataDirOption = None,
     source_url: SourceUrlOption = None,
 ) -> None:
-    """Accuracy, top-5, macro-F1, per-class accuracy, confusion matrix, most-confused breeds, the most confident
+    """Accuracy, top-5, macro-F1, per-class accuracy, confusion matrix, most-confused classes, the most confident
     mistakes and predictions.csv for every trained strategy of a run."""
     import json
 
     from .data.resolve import DataSpec
-    from .evaluate.evaluation import evaluate_run
+    from .evaluate.evaluation import evaluation_dir
+    from .experiment import Experiment
+    from .inference import best_strategy
     from .models.runtime import RUNTIMES
-    from .report.plots import save_evaluation_figures
-    from .rundir import RunDir
 
     if runtime not in ("auto", *RUNTIMES):
         _fail(f"--runtime: expected one of auto, {', '.join(RUNTIMES)} (got {runtime!r})")
     with _one_line_errors():
         spec = DataSpec(data, breeds, data_dir=data_dir, source_url=source_url) if data else None
-        results, where = evaluate_run(run_dir, spec, batch_size, runtime)
-        save_evaluation_figures(where, [entry["name"] for entry in RunDir(run_dir).read_classes()])
-    chosen = strategy or max(results, key=lambda name: results[name]["accuracy"])
+        experiment = Experiment.open(run_dir, batch_size=batch_size, runtime=runtime)
+        results = experiment.evaluate(spec)
+        where = evaluation_dir(experiment.run, spec)
+        chosen = strategy or best_strategy(experiment.run)
     if chosen not in results:
         _fail(f"--strategy {chosen}: the run has {', '.join(results)}")
     if as_json:
@@ -383,7 +401,7 @@ def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run di
 def predict(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory, a .ckpt checkpoint, or a model exported with tlab export (.onnx).")],
     paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Photos, folders (searched recursively) or glob patterns.")],
-    strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the most accurate).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the one the run recommends: the most accurate, unless a cheaper one is not significantly worse).")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=1000, help="Answers per photo.")] = 5,
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
 ) -> None:
@@ -432,7 +450,7 @@ def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory or a .ckpt checkpoint.")],
     output_format: Annotated[str, typer.Option("--format", help="onnx (the only format for now).")] = "onnx",
     out: Annotated[Optional[Path], typer.Option(help="File to write (default RUN/model_<strategy>.onnx).")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the most accurate).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the one the run recommends: the most accurate, unless a cheaper one is not significantly worse).")] = None,
     photos: Annotated[int, typer.Option(min=1, max=1000, help="Validation photos for the parity check.")] = 32,
 ) -> None:
     """Export the whole classifier (preprocessing and class names in its metadata), then check it against PyTorch on real photos."""
@@ -470,7 +488,7 @@ def serve(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory, a .ckpt checkpoint, or an exported .onnx model.")],
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only; 0.0.0.0: every network this machine is on).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
-    strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the most accurate).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the one the run recommends: the most accurate, unless a cheaper one is not significantly worse).")] = None,
     max_mb: Annotated[float, typer.Option(min=0.01, max=1024, help="Largest upload accepted, per file, in MB.")] = 10.0,
     max_megapixels: Annotated[float, typer.Option(min=1, max=10_000, help="Pixels one request may make the server decode, in millions (JPEGs count at the reduced scale they decode at).")] = 100.0,
     token: Annotated[Optional[str], typer.Option(help="Require this token (Authorization: Bearer <token>; the page asks for it) on every endpoint but the page and /health. Default: $TLAB_SERVE_TOKEN.")] = None,

@@ -7,7 +7,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .augment.pipeline import build_augment
 from .data.resolve import DataSpec
 from .models.backbones import DEFAULT_BACKBONE
-from .train.strategies import StrategyName
 
 Accelerator = Literal["auto", "cpu", "gpu"]
 Precision = Literal["auto", "32", "16-mixed", "bf16-mixed"]
@@ -19,42 +18,49 @@ while extraction time grows with K + 1."""
 
 
 class RunSettings(BaseModel):
-    """What every run shares: data, model, augmentation, batches, seed."""
+    """What every run shares: data, model, augmentation, batches, seed. Each field's description is its help in
+    the CLI too (`tlab train --help`): this is the one place a setting, its default and its range are written."""
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(description="a folder of photos (DATA/train/<class>, DATA/val/<class>, or DATA/<class>), a CSV manifest, or stanford-dogs")
-    breeds: str | None = Field(None, description="the first N classes, or a comma-separated list of them")
-    data_dir: str | None = Field(None, description="cache folder for downloaded datasets")
-    source_url: str | None = Field(None, description="mirror URL or local folder holding the Stanford Dogs archives")
-    out: str = Field(description="run directory")
-    backbone: str = DEFAULT_BACKBONE
-    weights: str | None = Field(None, description="state dict file with pretrained backbone weights")
-    batch_size: int = Field(64, ge=2, le=4096)
-    image_size: int | None = Field(None, ge=32, le=1024)
-    augment: str | list[dict[str, Any]] = Field(
-        "seed-keras", description="preset (none, seed-keras, seed-all), a YAML file of ops, or a list of ops"
-    )
-    augment_set: list[str] = Field(default_factory=list, description="op.param=value overrides")
-    seed: int = Field(42, ge=0, le=2**32 - 1)
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    unfreeze_layers: int | None = Field(None, ge=0, le=10_000, description="finetune: the backbone's last N weight layers")
-    unfreeze_blocks: int | None = Field(
-        None, ge=0, le=1_000, description="finetune: the last K timm blocks (default 1 when neither is set)"
-    )
-    early_stop: int | None = Field(None, ge=1, le=10_000, description="patience in epochs on val_loss")
-    workers: int | None = Field(None, ge=0, le=64, description="DataLoader workers (default: 0 on CPU, the cores per device on GPUs)")
-    overwrite: bool = Field(False, description="replace a finished run in the run directory")
-    cache: bool = Field(True, description="frozen strategy: train the head on cached backbone features")
-    views: int = Field(DEFAULT_VIEWS, ge=0, le=64, description="augmented views per training photo in the feature cache")
-    runtime: Literal["auto", "openvino", "onnxruntime", "torch"] = Field(
-        "auto", description="backbone runtime for feature extraction"
-    )
-    accelerator: Accelerator = Field("auto", description="auto (a GPU when there is one), cpu or gpu")
-    devices: int = Field(1, ge=1, le=1024, description="processes per node (GPUs, or CPU processes)")
-    num_nodes: int = Field(1, ge=1, le=1024, description="machines")
-    precision: Precision = Field("auto", description="auto (bf16-mixed on a GPU that has it, else 32), 32, 16-mixed, bf16-mixed")
+    data: str = Field(description=(
+        "A folder of photos (DATA/train/<class>/* + DATA/val/<class>/*, or DATA/<class>/* split by --val-fraction), "
+        "a CSV manifest (path,label[,split]), or stanford-dogs (downloaded into the cache on first use)."
+    ))
+    breeds: str | None = Field(None, description="Keep the first N classes (e.g. 10), or the named ones (e.g. beagle,Samoyed).")
+    data_dir: str | None = Field(None, description="Cache folder for stanford-dogs (default $XDG_CACHE_HOME/transferlab or ~/.cache/transferlab).")
+    source_url: str | None = Field(None, description="Mirror URL or local folder holding images.tar and lists.tar (default $TLAB_STANFORD_DOGS_URL, else the official site).")
+    out: str = Field(description="Run directory.")
+    backbone: str = Field(DEFAULT_BACKBONE, description="efficientnet_lite0 (bundled ImageNet weights), efficientnet_b0 (the notebook's; needs --weights or the hub), or timm:<name>.")
+    weights: str | None = Field(None, description="State dict file with pretrained weights for the backbone (.pth/.safetensors).")
+    batch_size: int = Field(64, ge=2, le=4096, description="Images per batch (per process when --devices > 1).")
+    image_size: int | None = Field(None, ge=32, le=1024, description="Square input size in pixels (default: the backbone's, 224).")
+    augment: str | list[dict[str, Any]] = Field("seed-keras", description=(
+        "Augmentation of training photos: none, seed-keras (the notebook's rotation, translation, flips, contrast), "
+        "seed-all (all eight ops), or a YAML file listing ops."
+    ))
+    augment_set: list[str] = Field(default_factory=list, description="Override one op setting, op.param=value (repeatable), e.g. rotation.factor=0.2.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for the split, initialisation, shuffling and augmentation.")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of each class held out for validation when DATA has no train/val split.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout rate of the head.")
+    unfreeze_layers: int | None = Field(None, ge=0, le=10_000, description="finetune: unfreeze the backbone's last N weight layers instead of blocks (BatchNorm stays frozen).")
+    unfreeze_blocks: int | None = Field(None, ge=0, le=1_000, description=(
+        "finetune: unfreeze the last K timm blocks (default 1: the last block and the head conv, the notebook's "
+        "trainable set); gradual: K stages, one more each epoch (default 3)."
+    ))
+    early_stop: int | None = Field(None, ge=1, le=10_000, description="Stop when val_loss has not improved for this many epochs.")
+    workers: int | None = Field(None, ge=0, le=64, description="DataLoader worker processes (0: decode in the training process; default 0 on CPU, the cores per device on GPUs).")
+    overwrite: bool = Field(False, description="Replace a finished run in the run directory (an interrupted one is resumed without it).")
+    cache: bool = Field(True, description="frozen: train the head on cached backbone features (--no-cache: run the backbone on every photo every epoch).")
+    views: int = Field(DEFAULT_VIEWS, ge=0, le=64, description="frozen: augmented views per training photo in the feature cache (plus the clean one).")
+    runtime: Literal["auto", "openvino", "onnxruntime", "torch"] = Field("auto", description=(
+        "Runtime of what needs no gradient (cached features, the frozen trunk, evaluating 500+ photos): auto (the "
+        "fastest installed that matches PyTorch), openvino, onnxruntime, torch."
+    ))
+    accelerator: Accelerator = Field("auto", description="auto (a GPU when there is one), cpu or gpu.")
+    devices: int = Field(1, ge=1, le=1024, description="Training processes per machine (GPUs, or CPU processes); more than one trains with DDP.")
+    num_nodes: int = Field(1, ge=1, le=1024, description="Machines (with torchrun or SLURM, or NODE_RANK/MASTER_ADDR set on each).")
+    precision: Precision = Field("auto", description="auto (bf16-mixed on a GPU that supports it, else 32), 32, 16-mixed (GPU), bf16-mixed.")
 
     @model_validator(mode="after")
     def _augment_builds(self) -> "RunSettings":
@@ -69,37 +75,32 @@ class RunSettings(BaseModel):
     def data_spec(self) -> DataSpec:
         return DataSpec(self.data, self.breeds, self.val_fraction, self.seed, self.data_dir, self.source_url)
 
-    @property
-    def unfreeze(self) -> dict[str, int | None]:
-        """What finetune unfreezes: N weight layers, or K blocks — by default the notebook's set, the last block
-        and the head conv (its last 20 Keras layers are block7a and top_conv: 1.1 M parameters in B0)."""
-        if self.unfreeze_layers is not None:
-            return {"unfreeze_layers": self.unfreeze_layers, "unfreeze_blocks": None}
-        return {"unfreeze_layers": 0, "unfreeze_blocks": 1 if self.unfreeze_blocks is None else self.unfreeze_blocks}
 
 
 class TrainConfig(RunSettings):
-    """One `tlab train` run. Unset epochs/lr come from the seed recipe (DESIGN.md) for the strategy."""
+    """One `tlab train` run: a strategy, and the ones it continues (their recipe defaults: the seed recipe)."""
 
-    strategy: StrategyName = "frozen"
-    epochs: int | None = Field(None, ge=1, le=10_000)
-    lr: float | None = Field(None, gt=0, le=10)
-    init: str | None = Field(None, description="frozen run directory or checkpoint that finetune starts from")
-    frozen_epochs: int | None = Field(None, ge=1, le=10_000, description="epochs of finetune's frozen stage")
+    strategy: str = Field("frozen", description="The strategy to train (see `tlab strategies`); one that continues another trains that one first.")
+    epochs: int | None = Field(None, ge=1, le=10_000, description="Epochs of the strategy (default: the seed recipe's, e.g. frozen 25, finetune 4).")
+    lr: float | None = Field(None, gt=0, le=10, description="Base learning rate (default: the seed recipe's, e.g. frozen 1e-2, finetune 1e-5).")
+    init: str | None = Field(None, description="A run directory or checkpoint that a continuing strategy (finetune, gradual) starts from, instead of training frozen first.")
+    frozen_epochs: int | None = Field(None, ge=1, le=10_000, description="Epochs of the frozen stage a continuing strategy trains first (default 25).")
 
 
 class CompareConfig(RunSettings):
-    """One `tlab compare` run: scratch, frozen and finetune (from the frozen model) on one split."""
+    """One `tlab compare` run: several strategies on one split (by default the notebook's scratch, frozen and
+    finetune from the frozen model), evaluated and reported."""
 
-    recipe: RecipeName = "quick"
-    epochs: dict[StrategyName, int] = Field(default_factory=dict, description="epochs per strategy, over the recipe's")
-    lr: dict[StrategyName, float] = Field(default_factory=dict, description="learning rate per strategy, over the recipe's")
-    strategies: list[StrategyName] = Field(default_factory=lambda: ["scratch", "frozen", "finetune"])
+    recipe: RecipeName = Field("quick", description="seed: the notebook's epochs and learning rates (scratch 40, frozen 25, finetune 4); quick: a few epochs each, for a CPU.")
+    epochs: dict[str, int] = Field(default_factory=dict, description="Epochs for every strategy (N) or one (frozen=N); repeatable; overrides the recipe.")
+    lr: dict[str, float] = Field(default_factory=dict, description="Learning rate for every strategy or one (finetune=1e-4); repeatable.")
+    strategies: list[str] = Field(
+        default_factory=lambda: ["scratch", "frozen", "finetune"],
+        description="Comma-separated strategies to train, in order; one that continues another (finetune, gradual: from frozen) comes after it.",
+    )
 
     @model_validator(mode="after")
-    def _finetune_needs_frozen(self) -> "CompareConfig":
-        if "finetune" in self.strategies and "frozen" not in self.strategies:
-            raise ValueError("finetune continues from the frozen model: keep frozen in --strategies")
+    def _numbers_in_range(self) -> "CompareConfig":
         if any(not 1 <= n <= 10_000 for n in self.epochs.values()):
             raise ValueError("epochs must be between 1 and 10000")
         if any(not 0 < lr <= 10 for lr in self.lr.values()):

@@ -132,17 +132,22 @@ def expand_paths(patterns: Sequence[str]) -> list[Path]:
 
 
 def best_strategy(run: RunDir) -> str:
-    """The run's most accurate strategy: by evaluation accuracy when recorded, else best validation accuracy."""
+    """The strategy the run recommends, by the report's rule (`evaluate.diagnose.choose`): the most accurate on the
+    evaluated photos unless a cheaper one is not significantly worse; without an evaluation, the best validation
+    accuracy (the cheaper on a tie). Predict, serve and export use it."""
+    from .evaluate.diagnose import choose
+    from .evaluate.metrics import read_predictions
+    from .train.strategies import get_strategy, strategy_names
+
     trained = run.trained_strategies()
     if not trained:
         raise WeightsError(f"{run.path}: no checkpoints (checkpoints/<strategy>/best.ckpt); train a strategy first")
     metrics = run.read_metrics()
-
-    def score(strategy: str) -> float:
-        values = metrics.get(strategy, {})
-        return values.get("accuracy", values.get("best_val_acc", 0.0))
-
-    return max(trained, key=score)
+    accuracy = {s: metrics.get(s, {}).get("accuracy", metrics.get(s, {}).get("best_val_acc", 0.0)) for s in trained}
+    predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else None
+    costs = {s: get_strategy(s).cost for s in trained if s in strategy_names()}
+    seed = run.read_config()["config"]["seed"] if run.config_file.is_file() else 0
+    return choose(accuracy, costs, predictions, seed)[0]
 
 
 def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch") -> Predictor:

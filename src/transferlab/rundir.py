@@ -118,8 +118,11 @@ class RunDir:
         return _read(self.evaluation_file, json.loads) if self.evaluation_file.exists() else {}
 
     def trained_strategies(self) -> list[str]:
-        """Strategies with a best checkpoint, in the notebook's order."""
-        return [s for s in ("scratch", "frozen", "finetune") if self.best_checkpoint(s).is_file()]
+        """Strategies with a best checkpoint, in the order they were trained (their first row in history.csv)."""
+        folder = self.path / "checkpoints"
+        found = {entry.name for entry in folder.iterdir() if (entry / "best.ckpt").is_file()} if folder.is_dir() else set()
+        trained_order = list(dict.fromkeys(row["strategy"] for row in self.read_history()))
+        return [s for s in trained_order if s in found] + sorted(found - set(trained_order))
 
     @property
     def skipped_file(self) -> Path:
@@ -170,6 +173,15 @@ class RunDir:
             except (TypeError, ValueError):
                 raise RunDirError(f"{self.history_file}: line {line} is damaged ({','.join(map(str, row.values()))[:80]!r})") from None
         return [row for row in parsed if strategy is None or row["strategy"] == strategy]
+
+    def forget_stage(self, strategy: str) -> None:
+        """Remove a strategy's checkpoints, history rows, metrics and curves (it is trained again)."""
+        shutil.rmtree(self.checkpoint_dir(strategy), ignore_errors=True)
+        self.truncate_history(strategy, 0)
+        metrics = self.read_metrics()
+        if metrics.pop(strategy, None) is not None:
+            self.write_json(self.metrics_file, metrics)
+        self.plot_file(f"history_{strategy}").unlink(missing_ok=True)
 
     def truncate_history(self, strategy: str, epochs: int) -> None:
         """Keep the strategy's rows of its first `epochs` epochs (an interrupted stage trains the rest again)."""

@@ -4,17 +4,13 @@ import random
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ..data.datasets import square_view  # noqa: E402
-from ..data.decode import is_image_file, load_uint8  # noqa: E402
-from ..data.resolve import DataSpec, open_data  # noqa: E402
-from .pipeline import Pipeline, seeded_generator  # noqa: E402
+from ..data.datasets import square_view
+from ..data.decode import is_image_file, load_uint8
+from ..data.resolve import DataSpec, open_data
+from .pipeline import Pipeline, seeded_generator
 
 LEVELS = (("weakest", 0.0), ("middle", 0.5), ("strongest", 1.0))
 
@@ -37,7 +33,8 @@ def _show(ax, image: torch.Tensor, title: str) -> None:
 def gallery_figure(image: torch.Tensor, pipeline: Pipeline, n: int = 9, seed: int = 0, columns: int = 4) -> Figure:
     """The original and `n` augmented copies, each captioned with the ops and parameters it got."""
     rows = -(-(n + 1) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False)
+    figure = Figure(figsize=(3 * columns, 3.3 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     flat = list(axes.flat)
     _show(flat[0], image, "original")
     for i in range(n):
@@ -52,7 +49,8 @@ def gallery_figure(image: torch.Tensor, pipeline: Pipeline, n: int = 9, seed: in
 def per_op_figure(image: torch.Tensor, pipeline: Pipeline) -> Figure:
     """One row per op: the original, then the op at its weakest, middle and strongest setting."""
     rows = max(1, len(pipeline.ops))
-    figure, axes = plt.subplots(rows, 1 + len(LEVELS), figsize=(12, 3.2 * rows), squeeze=False)
+    figure = Figure(figsize=(12, 3.2 * rows))
+    axes = figure.subplots(rows, 1 + len(LEVELS), squeeze=False)
     for row, op in zip(axes, pipeline.ops):
         _show(row[0], image, f"{op.name}: original")
         for ax, (label, level) in zip(row[1:], LEVELS):

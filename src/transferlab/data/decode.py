@@ -6,7 +6,6 @@ is applied either way, and every mode becomes RGB with transparency composed ove
 """
 
 import io
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -25,7 +24,6 @@ MAX_PIXELS = 89_478_485
 """Refuse larger images (Pillow's decompression-bomb threshold: a 0.25 GiB RGB image)."""
 
 Image.MAX_IMAGE_PIXELS = None  # our own check below names the file and the limit
-warnings.filterwarnings("ignore", message=r"The image decoding and encoding capabilities of TorchVision are deprecated")
 
 
 class UnreadableImageError(ValueError):

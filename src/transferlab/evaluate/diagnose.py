@@ -24,7 +24,8 @@ NOISY_SPREAD = 0.03
 """Scatter of validation accuracy around its trend above 3 points is called noisy."""
 GAP_POINTS = 0.05
 """Training accuracy above validation by more than this is reported as a gap."""
-STRATEGY_COST = {"frozen": 0, "finetune": 1, "scratch": 2}
+NOTEBOOK_COSTS = {"frozen": 0, "finetune": 1, "scratch": 2}
+"""Relative cost per epoch of the notebook's strategies; the registry (`train.strategies`) has every strategy's."""
 
 
 @dataclass(frozen=True)
@@ -180,45 +181,60 @@ def noise_finding(strategy: str, rows: Sequence[Mapping[str, float]], n_val: int
     )
 
 
-def finetune_finding(frozen: Predictions, finetune: Predictions, seed: int = 0) -> Finding:
-    """Frozen vs fine-tuned on the same photos: the difference, its bootstrap CI and McNemar's p."""
-    if frozen.paths != finetune.paths:
-        raise ValueError("frozen and finetune predictions are on different photos")
-    result = compare_paired(frozen.correct, finetune.correct, seed)
+def finetune_finding(base: Predictions, tuned: Predictions, seed: int = 0) -> Finding:
+    """A model vs the one it continued from (finetune or gradual vs frozen) on the same photos: the difference,
+    its bootstrap CI and McNemar's p."""
+    if base.paths != tuned.paths:
+        raise ValueError(f"{base.strategy} and {tuned.strategy} predictions are on different photos")
+    result = compare_paired(base.correct, tuned.correct, seed)
+    what = "Fine-tuning" if tuned.strategy == "finetune" else f"{tuned.strategy.capitalize()} (from {base.strategy})"
     numbers = (
         f"validation accuracy {_pct(result.accuracy_a)} → {_pct(result.accuracy_b)} "
         f"({100 * result.difference:+.1f} points, 95% bootstrap CI {100 * result.ci_low:+.1f} to {100 * result.ci_high:+.1f}); "
-        f"of the photos where they differ, fine-tuning fixed {result.only_b_right} and broke {result.only_a_right} "
+        f"of the photos where they differ, {tuned.strategy} fixed {result.only_b_right} and broke {result.only_a_right} "
         f"(McNemar p = {result.p_value:.3g})"
     )
     if result.significant and result.difference > 0:
-        return Finding("finetune", "finetune", "helped", f"Fine-tuning helped: {numbers}.")
+        return Finding(tuned.strategy, "finetune", "helped", f"{what} helped: {numbers}.")
     if result.significant and result.difference < 0:
-        return Finding("finetune", "finetune", "hurt", f"Fine-tuning hurt: {numbers}. Try a lower learning rate or fewer unfrozen layers.")
+        return Finding(tuned.strategy, "finetune", "hurt", f"{what} hurt: {numbers}. Try a lower learning rate or fewer unfrozen layers.")
     return Finding(
-        "finetune", "finetune", "no-difference",
-        f"Fine-tuning made no significant difference: {numbers}. On this many photos a difference this size can be chance.",
+        tuned.strategy, "finetune", "no-difference",
+        f"{what} made no significant difference: {numbers}. On this many photos a difference this size can be chance.",
     )
 
 
-def choice_finding(
-    predictions: Mapping[str, Predictions], seconds_per_epoch: Mapping[str, float], seed: int = 0
-) -> Finding:
-    """The most accurate strategy, unless a cheaper one is not significantly worse."""
-    accuracy = {name: float(p.correct.mean()) for name, p in predictions.items()}
-    best = max(accuracy, key=lambda name: (accuracy[name], -STRATEGY_COST.get(name, 9)))
-    choice, reason = best, "it has the highest validation accuracy"
-    for cheaper in sorted(accuracy, key=lambda name: STRATEGY_COST.get(name, 9)):
-        if STRATEGY_COST.get(cheaper, 9) >= STRATEGY_COST.get(best, 9):
+def choose(
+    accuracy: Mapping[str, float], costs: Mapping[str, int], predictions: Mapping[str, Predictions] | None = None, seed: int = 0
+) -> tuple[str, str]:
+    """The strategy to use, and why: the most accurate (the cheaper on a tie), unless a cheaper one is not
+    significantly worse on the same photos (paired `predictions`; without them, accuracy alone decides).
+
+    The one rule for "the best strategy": the report's advice, and the model predict, serve and export use."""
+    cost = {name: costs.get(name, max(costs.values(), default=0) + 1) for name in accuracy}
+    best = max(accuracy, key=lambda name: (accuracy[name], -cost[name]))
+    if not predictions or any(name not in predictions for name in accuracy):
+        return best, "it has the highest validation accuracy"
+    for cheaper in sorted(accuracy, key=lambda name: cost[name]):
+        if cost[cheaper] >= cost[best]:
             break
         result = compare_paired(predictions[cheaper].correct, predictions[best].correct, seed)
         if not result.significant:
-            choice = cheaper
             reason = (
                 f"it is cheaper and {best} is not significantly better "
                 f"({100 * result.difference:+.1f} points, McNemar p = {result.p_value:.3g})"
             )
-            break
+            return cheaper, reason
+    return best, "it has the highest validation accuracy"
+
+
+def choice_finding(
+    predictions: Mapping[str, Predictions], seconds_per_epoch: Mapping[str, float], seed: int = 0,
+    costs: Mapping[str, int] = NOTEBOOK_COSTS,
+) -> Finding:
+    """`choose` as a finding, with every strategy's accuracy and time per epoch."""
+    accuracy = {name: float(p.correct.mean()) for name, p in predictions.items()}
+    choice, reason = choose(accuracy, costs, predictions, seed)
     table = ", ".join(
         f"{name} {_pct(accuracy[name])}" + (f" ({seconds_per_epoch[name]:.0f} s/epoch)" if name in seconds_per_epoch else "")
         for name in sorted(accuracy, key=lambda name: -accuracy[name])
@@ -231,8 +247,11 @@ def diagnose(
     predictions: Mapping[str, Predictions] | None = None,
     n_val: int | None = None,
     seed: int = 0,
+    costs: Mapping[str, int] = NOTEBOOK_COSTS,
+    continues: Mapping[str, str] = {"finetune": "frozen"},
 ) -> list[Finding]:
-    """Every finding for a run: per strategy in the order given, then fine-tuning and the choice."""
+    """Every finding for a run: per strategy in the order given, then each continuing strategy against the one it
+    continued (`continues`: name → base), then the choice (`costs`: relative cost per epoch)."""
     findings: list[Finding] = []
     for strategy, rows in histories.items():
         if not rows:
@@ -243,11 +262,12 @@ def diagnose(
         if noise:
             findings.append(noise)
     predictions = predictions or {}
-    if "frozen" in predictions and "finetune" in predictions:
-        findings.append(finetune_finding(predictions["frozen"], predictions["finetune"], seed))
+    for tuned, base in continues.items():
+        if tuned in predictions and base in predictions:
+            findings.append(finetune_finding(predictions[base], predictions[tuned], seed))
     if len(predictions) >= 2:
         seconds = {
             name: float(np.mean([row["seconds"] for row in rows])) for name, rows in histories.items() if rows
         }
-        findings.append(choice_finding(predictions, seconds, seed))
+        findings.append(choice_finding(predictions, seconds, seed, costs))
     return findings

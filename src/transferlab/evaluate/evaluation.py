@@ -94,29 +94,44 @@ def evaluation_dir(run: RunDir, data: DataSpec | None) -> RunDir:
 
 
 def evaluate_run(
-    run_path: str | Path, data: DataSpec | None = None, batch_size: int = 64, runtime: str = "auto"
+    run_path: str | Path,
+    data: DataSpec | None = None,
+    batch_size: int = 64,
+    runtime: str = "auto",
+    *,
+    strategies: Sequence[str] | None = None,
+    models: Mapping[str, tuple[Classifier, int]] | None = None,
+    samples: Sequence[Sample] | None = None,
+    device: str | None = None,
+    export_dir: Path | None = None,
 ) -> tuple[dict[str, dict[str, Any]], RunDir]:
-    """Evaluate every trained strategy of a run on its validation photos, or on `data`, on a GPU when there is one;
-    returns (metrics, where written)."""
+    """Evaluate the trained strategies of a run (`strategies`, default all) on its validation photos, or on `data`,
+    on a GPU when there is one; returns (metrics, where written). `models` (name → model and input size) and
+    `samples` given by a caller that holds them are used instead of reading checkpoints and the data again."""
     run = RunDir(run_path)
     if not run.config_file.is_file():
         raise FileNotFoundError(f"{run_path}: not a run directory (no config.yaml)")
-    strategies = run.trained_strategies()
+    strategies = list(strategies or run.trained_strategies())
     if not strategies:
-        raise FileNotFoundError(f"{run_path}: no trained strategy (no checkpoints/<strategy>/best.ckpt)")
+        raise FileNotFoundError(f"{run_path}: no trained strategy (no checkpoints/<strategy>/best.ckpt); train one first")
     classes = [entry["folder"] for entry in run.read_classes()]
     names = [entry["name"] for entry in run.read_classes()]
-    if data is None:
-        samples = run_samples(run)
-    else:
+    if data is not None:
         samples = evaluation_samples(data, classes)
-    models, image_size = {}, None
+    elif samples is None:
+        samples = run_samples(run)
+    models = dict(models or {})
     for strategy in strategies:
-        models[strategy], hparams = load_checkpoint_classifier(run.path, strategy)
-        image_size = hparams["image_size"]
+        if strategy not in models:
+            model, hparams = load_checkpoint_classifier(run.path, strategy)
+            models[strategy] = (model, hparams["image_size"])
+    image_size = next(iter(models.values()))[1]
     out = evaluation_dir(run, data)
     with run.claimed():
-        results = evaluate_models(out, models, samples, names, image_size, batch_size, runtime, default_device())
+        results = evaluate_models(
+            out, {name: models[name][0] for name in strategies}, samples, names, image_size, batch_size, runtime,
+            device or default_device(), export_dir,
+        )
         if data is None:
             record_summary(run, results)
     return results, out

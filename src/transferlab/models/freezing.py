@@ -41,26 +41,32 @@ def unfreeze_last_weight_layers(module: nn.Module, count: int) -> list[str]:
     return [name for name, _ in chosen]
 
 
-def block_groups(backbone: nn.Module) -> list[list[str]]:
-    """Parameter names of the backbone's blocks, stem first, from timm's fine-grained `group_matcher`."""
+def block_groups(backbone: nn.Module, coarse: bool = False) -> list[list[str]]:
+    """Parameter names of the backbone's blocks (`coarse`: its stages), stem first, from timm's `group_matcher`."""
     if not hasattr(backbone, "group_matcher"):
         raise ValueError(f"{type(backbone).__name__} has no group_matcher; use --unfreeze-layers instead of blocks")
-    groups = timm.models.group_parameters(backbone, backbone.group_matcher(coarse=False))
+    groups = timm.models.group_parameters(backbone, backbone.group_matcher(coarse=coarse))
     return [groups[key] for key in sorted(groups)]
 
 
-def unfreeze_last_blocks(backbone: nn.Module, count: int) -> list[str]:
-    """Unfreeze whole blocks, from the last one back (never the stem); their BatchNorm stays frozen."""
-    groups = block_groups(backbone)
-    if not 0 <= count < len(groups):
-        raise ValueError(f"unfreeze_blocks must be between 0 and {len(groups) - 1} for this backbone, got {count}")
-    names = {name for group in (groups[-count:] if count else []) for name in group}
-    frozen_norm_params = {
+def batchnorm_parameter_names(module: nn.Module) -> set[str]:
+    """Names of BatchNorm weights and biases: they stay frozen when the layers around them unfreeze."""
+    return {
         f"{module_name}.{param_name}" if module_name else param_name
-        for module_name, module in backbone.named_modules()
-        if is_batchnorm(module)
-        for param_name, _ in module.named_parameters(recurse=False)
+        for module_name, child in module.named_modules()
+        if is_batchnorm(child)
+        for param_name, _ in child.named_parameters(recurse=False)
     }
+
+
+def unfreeze_last_blocks(backbone: nn.Module, count: int, coarse: bool = False) -> list[str]:
+    """Unfreeze whole blocks (`coarse`: stages), from the last one back (never the stem); BatchNorm stays frozen."""
+    groups = block_groups(backbone, coarse)
+    what = "stages" if coarse else "unfreeze_blocks"
+    if not 0 <= count < len(groups):
+        raise ValueError(f"{what} must be between 0 and {len(groups) - 1} for this backbone, got {count}")
+    names = {name for group in (groups[-count:] if count else []) for name in group}
+    frozen_norm_params = batchnorm_parameter_names(backbone)
     unfrozen = []
     for name, parameter in backbone.named_parameters():
         if name in names and name not in frozen_norm_params:

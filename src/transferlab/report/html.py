@@ -11,13 +11,13 @@ import jinja2
 from PIL import Image
 
 from ..evaluate.diagnose import Finding, diagnose
+from ..train.strategies import get_strategy, order, strategy_names
 from ..evaluate.metrics import compute_metrics, read_predictions
 from ..files import write_atomic
 from ..rundir import RunDir
 from .plots import compare_figure, history_figure, save_evaluation_figures, save_figure
 
 TEMPLATES = Path(__file__).parent / "templates"
-ORDER = ("scratch", "frozen", "finetune")
 
 
 PHOTO_FIGURES = ("samples", "augment", "mistakes_")
@@ -58,11 +58,29 @@ def _metrics_rows(run: RunDir, histories: dict[str, list[dict[str, Any]]]) -> li
     return rows
 
 
+def run_histories(run: RunDir) -> dict[str, list[dict[str, Any]]]:
+    """history.csv per strategy, in the registry's order (the notebook's three first)."""
+    rows = run.read_history()
+    return {name: [row for row in rows if row["strategy"] == name] for name in order({row["strategy"] for row in rows})}
+
+
+def run_findings(run: RunDir, histories: dict[str, list[dict[str, Any]]] | None = None, predictions: dict | None = None) -> list[Finding]:
+    """The diagnosis of a run from its files: its curves, and its predictions.csv when it was evaluated."""
+    histories = run_histories(run) if histories is None else histories
+    if predictions is None:
+        predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else {}
+    n_val = len(next(iter(predictions.values())).paths) if predictions else run.read_config()["data"]["val"]
+    known = [name for name in histories if name in strategy_names()]
+    costs = {name: get_strategy(name).cost for name in known}
+    continues = {name: get_strategy(name).starts_from for name in known if get_strategy(name).starts_from}
+    return diagnose(histories, predictions, n_val, seed=run.read_config()["config"]["seed"], costs=costs, continues=continues)
+
+
 def report_context(run: RunDir) -> dict[str, Any]:
     """Everything the templates show, from the run directory's files; (re)draws the curves and writes diagnosis.json."""
     config = run.read_config()
     names = [entry["name"] for entry in run.read_classes()]
-    histories = {s: run.read_history(s) for s in ORDER if run.read_history(s)}
+    histories = run_histories(run)
     for strategy, rows in histories.items():
         save_figure(history_figure(rows, strategy), run.plot_file(f"history_{strategy}"))
     if len(histories) > 1:
@@ -70,10 +88,9 @@ def report_context(run: RunDir) -> dict[str, Any]:
 
     predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else {}
     evaluation = {s: compute_metrics(p, names) for s, p in predictions.items()}
-    if predictions:
-        save_evaluation_figures(run, names, predictions)
-    n_val = next(iter(evaluation.values()))["n_images"] if evaluation else config["data"]["val"]
-    findings: list[Finding] = diagnose(histories, predictions, n_val, seed=config["config"]["seed"])
+    if predictions and not all(run.plot_file(f"confusion_{name}").is_file() for name in predictions):
+        save_evaluation_figures(run, names, predictions)  # evaluation draws them; a run evaluated elsewhere may lack them
+    findings = run_findings(run, histories, predictions)
     run.write_json(run.diagnosis_file, [finding.as_dict() for finding in findings])
 
     def image(name: str) -> dict[str, str | None]:

@@ -7,18 +7,15 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ..data.datasets import square_view  # noqa: E402
-from ..data.decode import UnreadableImageError, load_uint8  # noqa: E402
-from ..data.sources import DatasetIndex  # noqa: E402
-from ..evaluate.metrics import Predictions, confident_mistakes, confusion_matrix, read_predictions  # noqa: E402
-from ..files import write_atomic  # noqa: E402
-from ..rundir import RunDir  # noqa: E402
+from ..data.datasets import square_view
+from ..data.decode import UnreadableImageError, load_uint8
+from ..data.sources import DatasetIndex
+from ..evaluate.metrics import Predictions, confident_mistakes, confusion_matrix, read_predictions
+from ..files import write_atomic
+from ..rundir import RunDir
 
 
 LITERAL_TEXT = matplotlib.rc_context({"text.parse_math": False})
@@ -30,7 +27,8 @@ def sample_grid_figure(index: DatasetIndex, n: int = 9, seed: int = 0, image_siz
     """The notebook's grid: `n` seeded random training photos, each titled with its readable breed name."""
     columns = math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    figure = Figure(figsize=(3 * columns, 3.2 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     to_square = square_view(image_size)
     candidates = random.Random(seed).sample(list(index.train), len(index.train))
     shown = 0
@@ -58,7 +56,8 @@ def class_counts_figure(index: DatasetIndex) -> Figure:
     names = index.readable_names
     train = list(index.counts("train").values())
     val = list(index.counts("val").values())
-    figure, ax = plt.subplots(figsize=(8, max(2.5, 0.22 * len(names) + 1.2)))
+    figure = Figure(figsize=(8, max(2.5, 0.22 * len(names) + 1.2)))
+    ax = figure.subplots()
     positions = range(len(names))
     ax.barh(positions, train, label="train")
     ax.barh(positions, val, left=train, label="validation")
@@ -75,7 +74,8 @@ def class_counts_figure(index: DatasetIndex) -> Figure:
 def history_figure(rows: Sequence[dict[str, Any]], strategy: str) -> Figure:
     """Two panels as in the notebook: accuracy and loss per epoch, train vs validation."""
     epochs = [row["epoch"] for row in rows]
-    figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure = Figure(figsize=(11, 4.2))
+    acc_ax, loss_ax = figure.subplots(1, 2)
     for ax, metric, label in ((acc_ax, "acc", "accuracy"), (loss_ax, "loss", "loss")):
         ax.plot(epochs, [row[f"train_{metric}"] for row in rows], marker="o", label="train")
         ax.plot(epochs, [row[f"val_{metric}"] for row in rows], marker="o", label="validation")
@@ -92,17 +92,17 @@ def history_figure(rows: Sequence[dict[str, Any]], strategy: str) -> Figure:
 
 
 def save_figure(figure: Figure, path: Path) -> None:
-    """Write `figure` as a PNG, atomically, and release it."""
+    """Write `figure` as a PNG, atomically."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
     write_atomic(path, buffer.getvalue())
 
 
 def compare_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Figure:
     """The strategies overlaid: validation accuracy and loss per epoch (training dashed)."""
-    figure, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for (strategy, rows), colour in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+    figure = Figure(figsize=(11, 4.2))
+    acc_ax, loss_ax = figure.subplots(1, 2)
+    for (strategy, rows), colour in zip(histories.items(), matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]):
         epochs = [row["epoch"] for row in rows]
         for ax, metric in ((acc_ax, "acc"), (loss_ax, "loss")):
             ax.plot(epochs, [row[f"val_{metric}"] for row in rows], marker="o", color=colour, label=f"{strategy} validation")
@@ -123,7 +123,8 @@ def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str], s
     counts = np.asarray(confusion)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = min(4 + 0.35 * len(names), 30)
-    figure, ax = plt.subplots(figsize=(size, size * 0.9))
+    figure = Figure(figsize=(size, size * 0.9))
+    ax = figure.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ticks = range(len(names))
     fontsize = 8 if len(names) <= 30 else 5
@@ -156,7 +157,8 @@ def mistakes_figure(predictions: Any, indices: Sequence[int], names: Sequence[st
     """The most confident mistakes: each photo titled with its true breed and the wrong answer's probability."""
     columns = 4
     rows = max(1, math.ceil(len(indices) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.4 * rows), squeeze=False)
+    figure = Figure(figsize=(3 * columns, 3.4 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     to_square = square_view(image_size)
     for ax, i in zip(axes.flat, indices):
         try:

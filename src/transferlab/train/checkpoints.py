@@ -126,10 +126,11 @@ class RunCheckpoints(L.Callback):
         _set_rng_state(state_dict["rng"])
 
 
-def resume_point(run: RunDir, strategy: str, edit_history: bool = True) -> Path | None:
+def resume_point(run: RunDir, strategy: str, lr: float, epochs: int, edit_history: bool = True) -> Path | None:
     """The checkpoint an interrupted stage continues from — last.ckpt, or best.ckpt when last.ckpt is unreadable —
     with history.csv cut back to its epoch and best.ckpt matching its best so far (by the one process that writes
-    the run directory, `edit_history`); None (and no rows of the stage) when it starts from epoch 1."""
+    the run directory, `edit_history`); None (and nothing left of the stage) when it starts from epoch 1, as it
+    does when the interrupted stage ran with another learning rate or epoch count."""
     last, best = run.last_checkpoint(strategy), run.best_checkpoint(strategy)
     problems = []
     for candidate in (last, best):
@@ -140,6 +141,13 @@ def resume_point(run: RunDir, strategy: str, edit_history: bool = True) -> Path 
         except WeightsError as error:
             problems.append(str(error))
             continue
+        hparams = checkpoint.get("hyper_parameters") or {}
+        if (hparams.get("lr"), hparams.get("epochs", epochs)) != (lr, epochs):
+            log.warning("%s: the interrupted stage ran with other settings (lr %s, %s epochs); starting it over",
+                        strategy, hparams.get("lr"), hparams.get("epochs"))
+            if edit_history:
+                run.forget_stage(strategy)
+            return None
         epoch = checkpoint_epoch(checkpoint)
         if problems:
             log.warning("%s; resuming from %s (epoch %d)", problems[0], candidate.name, epoch)

@@ -73,13 +73,16 @@ def threads_per_process(devices: int) -> int:
     return max(1, default_threads() // devices)
 
 
-def trainer_options(accelerator: Accelerator, devices: int, num_nodes: int, precision: Precision) -> dict[str, Any]:
-    """Keyword arguments of `L.Trainer` for where and how the run trains. Samplers shard themselves."""
+def trainer_options(
+    accelerator: Accelerator, devices: int, num_nodes: int, precision: Precision, unused_parameters: bool = False
+) -> dict[str, Any]:
+    """Keyword arguments of `L.Trainer` for where and how the run trains. Samplers shard themselves.
+    `unused_parameters`: some trainable parameters get no gradient in some epochs (a stage that unfreezes as it goes)."""
     distributed = devices * num_nodes > 1
     if distributed:
         from lightning.pytorch.strategies import DDPStrategy
 
-        strategy: Any = DDPStrategy(find_unused_parameters=False)
+        strategy: Any = DDPStrategy(find_unused_parameters=unused_parameters)
     else:
         strategy = "auto"
     return {

@@ -1,7 +1,7 @@
 """The LightningModule, and the callback that keeps frozen BatchNorm frozen."""
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 class ClassifierModule(L.LightningModule):
     """Trains a `Classifier` with cross-entropy and Adam over the parameters that require grad.
 
-    The strategy (which parameters train, BatchNorm policy) is applied to `model` before training;
-    this module only optimises what it is given.
+    The strategy (which parameters train, BatchNorm policy) is applied to `model` before training; this module
+    optimises what it is given, in the strategy's parameter groups (`param_groups(model, lr)`), with its per-step
+    schedule (`schedule(optimizer, total_steps)`, or None for a constant rate).
     """
 
     def __init__(
@@ -31,11 +32,16 @@ class ClassifierModule(L.LightningModule):
         classes: list[str],
         dropout: float,
         image_size: int,
+        epochs: int | None = None,
+        param_groups: Callable[[nn.Module, float], list[dict]] | None = None,
+        schedule: Callable[[torch.optim.Optimizer, int], Any] | None = None,
     ):
         super().__init__()
         self.model = model
         self.lr = lr
         self.strategy = strategy
+        self.param_groups = param_groups
+        self.schedule = schedule
         self.fast_frozen: tuple[FeatureRuntime, Callable[[torch.Tensor], torch.Tensor]] | None = None
         self.epoch_metrics = nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in ("train", "val") for name in ("loss", "acc")}
@@ -43,7 +49,7 @@ class ClassifierModule(L.LightningModule):
         )
         """Epoch means weighted by photos, summed over every process's shard: exact over the whole set (Lightning's
         own `sync_dist` mean truncates the photo count to an integer mean over processes)."""
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "param_groups", "schedule"])
 
     def use_fast_frozen_part(self, runtime: FeatureRuntime, rest: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Photos go through `runtime` (the frozen part of the model in OpenVINO or ONNX Runtime), then `rest`
@@ -86,11 +92,17 @@ class ClassifierModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        total = sum(p.numel() for p in self.model.parameters())
-        log.info("%s: %d trainable of %d parameters", self.strategy, sum(p.numel() for p in trainable), total)
-        return torch.optim.Adam(trainable, lr=self.lr)
+    def configure_optimizers(self) -> Any:
+        groups = self.param_groups(self.model, self.lr) if self.param_groups else [
+            {"params": [p for p in self.model.parameters() if p.requires_grad], "lr": self.lr}
+        ]
+        trainable = sum(p.numel() for group in groups for p in group["params"])
+        log.info("%s: %d trainable of %d parameters", self.strategy, trainable, sum(p.numel() for p in self.model.parameters()))
+        optimizer = torch.optim.Adam(groups, lr=self.lr)
+        scheduler = self.schedule(optimizer, int(self.trainer.estimated_stepping_batches)) if self.schedule else None
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class FrozenBatchNormEval(L.Callback):

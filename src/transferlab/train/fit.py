@@ -1,4 +1,5 @@
-"""`train(config)`: data -> model -> strategy -> Lightning Trainer -> run directory. Usable from a notebook."""
+"""One strategy's stage: model → Lightning Trainer → the run directory's history, checkpoints and metrics; and
+what a stage needs (data, run directory). `transferlab.experiment` orchestrates stages."""
 
 import functools
 import logging
@@ -8,8 +9,7 @@ import subprocess
 import threading
 import time
 import warnings
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,53 +21,44 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from .. import __version__
 from ..augment.pipeline import build_augment, resolve_ops
-from ..config import RunSettings, TrainConfig
+from ..config import RunSettings
 from ..data.datasets import PhotoDataModule
 from ..data.resolve import open_data
 from ..data.scan import drop_unreadable
 from ..data.sources import DataSourceError, DatasetIndex
 from ..files import cache_dir, runtimes_dir
+from ..models.checkpoints import classifier_state, read_checkpoint
+from ..models.classifier import Classifier, data_config
+from ..models.freezing import FreezeSummary
 from ..models.runtime import feature_runtime, module_runtime
 from ..models.split import split_at_first_trainable
-from .features import FeatureDataModule, FeatureDataset, FeatureStore, extract_features, store_dir
-from ..models.backbones import resolve_backbone
-from ..models.classifier import Classifier, build_classifier, data_config
-from ..models.freezing import FreezeSummary
-from ..models.weights import WeightsError, WeightsInfo
+from ..models.weights import WeightsInfo
 from ..report.plots import history_figure, save_figure
-from .distributed import (
-    check_devices, is_rank_zero, resolve_workers, threads_per_process, trainer_options, training_device, uses_gpu,
-)
-from ..models.checkpoints import classifier_state, find_checkpoint, load_checkpoint_classifier, read_checkpoint
-from .checkpoints import AtomicCheckpointIO, RunCheckpoints, resume_point
-from .module import ClassifierModule, FrozenBatchNormEval
 from ..rundir import RunDir, RunDirError
-from .strategies import SEED_RECIPE, Strategy, apply_strategy
+from .checkpoints import AtomicCheckpointIO, RunCheckpoints, resume_point
+from .distributed import is_rank_zero, resolve_workers, threads_per_process, trainer_options, training_device, uses_gpu
+from .features import FeatureDataModule, FeatureDataset, FeatureStore, extract_features, store_dir
+from .module import ClassifierModule, FrozenBatchNormEval
+from .strategies import Stage, Unfreeze
 
 log = logging.getLogger(__name__)
 
-warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
-warnings.filterwarnings("ignore", message=r".*does not have many workers")  # sized on purpose: distributed.resolve_workers
+QUIET_WARNINGS = (
+    r".*LeafSpec.*is deprecated",
+    r".*does not have many workers",  # sized on purpose: distributed.resolve_workers
+)
+"""Warnings Lightning and torch print during a fit that say nothing to a user of transferlab (filtered there only)."""
 
 
 @dataclass
 class StageResult:
-    """One trained strategy: its model (best checkpoint loaded), final metrics and freeze summary."""
+    """One trained strategy: its stage, its model (best checkpoint loaded), final metrics and freeze summary."""
 
-    strategy: Strategy
+    stage: Stage
     model: Classifier
     metrics: dict[str, Any]
     freeze: FreezeSummary
-
-
-def resolve_strategy(config: TrainConfig, name: str) -> Strategy:
-    """The seed recipe's strategy, with the config's epochs and lr where set (for the strategy asked for)."""
-    strategy = SEED_RECIPE[name]
-    if name == config.strategy:
-        return replace(strategy, epochs=config.epochs or strategy.epochs, lr=config.lr or strategy.lr)
-    if name == "frozen" and config.frozen_epochs:
-        return replace(strategy, epochs=config.frozen_epochs)
-    return strategy
+    image_size: int
 
 
 def versions() -> dict[str, str]:
@@ -135,47 +126,54 @@ def fit_stage(
     run: RunDir,
     datamodule: PhotoDataModule | FeatureDataModule,
     model: Classifier,
-    strategy: Strategy,
-    config: RunSettings,
-    classes: tuple[str, ...],
+    stage: Stage,
+    settings: RunSettings,
+    classes: Sequence[str],
     extra_callbacks: Sequence[L.Callback] = (),
+    keep_finished: bool = True,
 ) -> StageResult:
-    """Train `model` with `strategy`, record history, checkpoints, metrics and plot; load the best weights back.
+    """Train `model` as `stage` says; record history, checkpoints, metrics and plot; load the best weights back.
 
-    A stage whose metrics are already written is not trained again (its best weights are loaded); one with a
-    `last.ckpt` continues from it: same epochs, optimiser state and best-so-far. With `overwrite` rank 0 has
-    emptied the run directory, and the other processes of a distributed run must not read what was there.
+    A stage whose metrics are written is loaded from its best checkpoint with `keep_finished`, else trained again
+    (its earlier results replaced). One that was interrupted continues from its checkpoint (same epochs, optimiser
+    state, best so far and random numbers), unless it ran with another learning rate or epoch count: then it
+    starts over. With `overwrite` rank 0 has emptied the run directory; the other processes must not read it.
     """
-    freeze = apply_strategy(model, strategy, **config.unfreeze)
-    resuming = not config.overwrite
-    if resuming and strategy.name in run.read_metrics() and run.best_checkpoint(strategy.name).is_file():
-        log.info("%s: already trained in %s; loading its best checkpoint", strategy.name, run.path)
-        model.load_state_dict(classifier_state(read_checkpoint(run.best_checkpoint(strategy.name))))
-        return StageResult(strategy, model, run.read_metrics()[strategy.name], freeze)
-    log.info(
-        "%s: %d of %d parameters train, %d BatchNorm frozen",
-        strategy.name, freeze.trainable_params, freeze.total_params, freeze.frozen_batchnorms,
-    )
-    L.seed_everything(config.seed, workers=True, verbose=False)  # each stage draws the same numbers, resumed or not
+    name, strategy = stage.name, stage.strategy
+    unfreeze = Unfreeze(settings.unfreeze_layers, settings.unfreeze_blocks)
+    freeze = strategy.apply(model, unfreeze)
+    finished = not settings.overwrite and name in run.read_metrics() and run.best_checkpoint(name).is_file()
+    if finished and keep_finished:
+        log.info("%s: already trained in %s; loading its best checkpoint", name, run.path)
+        model.load_state_dict(classifier_state(read_checkpoint(run.best_checkpoint(name))))
+        return StageResult(stage, model, run.read_metrics()[name], freeze, datamodule.config.image_size)
+    if finished and is_rank_zero():
+        log.warning("%s: training it again; its earlier results in %s are replaced", name, run.path)
+        run.forget_stage(name)
+    log.info("%s: %d of %d parameters train, %d BatchNorm frozen", name, freeze.trainable_params, freeze.total_params, freeze.frozen_batchnorms)
+    L.seed_everything(settings.seed, workers=True, verbose=False)  # each stage draws the same numbers, resumed or not
     module = ClassifierModule(
         model,
-        lr=strategy.lr,
-        strategy=strategy.name,
-        backbone=config.backbone,
+        lr=stage.lr,
+        epochs=stage.epochs,
+        strategy=name,
+        backbone=settings.backbone,
         classes=list(classes),
-        dropout=config.dropout,
+        dropout=settings.dropout,
         image_size=datamodule.config.image_size,
+        param_groups=strategy.param_groups,
+        schedule=strategy.schedule,
     )
-    if fast_runtime_applies(config) and strategy.trains in ("head", "head+last") and isinstance(datamodule, PhotoDataModule):
-        attach_fast_runtime(module, model, strategy, config, datamodule.config.image_size)
-    callbacks: list[L.Callback] = [RunCheckpoints(run, strategy.name), *extra_callbacks]
+    if fast_runtime_applies(settings) and strategy.trains != "all" and isinstance(datamodule, PhotoDataModule):
+        attach_fast_runtime(module, model, stage, settings, datamodule.config.image_size)
+    callbacks: list[L.Callback] = [RunCheckpoints(run, name), *strategy.callbacks(model, unfreeze), *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
-    if config.early_stop:
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=config.early_stop, mode="min"))
+    if settings.early_stop:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=settings.early_stop, mode="min"))
     trainer = L.Trainer(
-        max_epochs=strategy.epochs,
-        **trainer_options(config.accelerator, config.devices, config.num_nodes, config.precision),
+        max_epochs=stage.epochs,
+        **trainer_options(settings.accelerator, settings.devices, settings.num_nodes, settings.precision, strategy.unfreezes_during_training),
         logger=False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
@@ -185,22 +183,22 @@ def fit_stage(
         default_root_dir=run.path,
     )
     model.train()  # a previous stage may have left frozen BatchNorm in eval; FrozenBatchNormEval sets it per epoch
-    if uses_gpu(config.accelerator):
+    if uses_gpu(settings.accelerator):
         torch.set_float32_matmul_precision("high")  # TF32 tensor cores for what runs in float32
-    resume = resume_point(run, strategy.name, edit_history=is_rank_zero()) if resuming else None
+    resume = resume_point(run, name, stage.lr, stage.epochs, edit_history=is_rank_zero()) if not settings.overwrite else None
     if resume:
-        log.warning("%s: resuming from %s", strategy.name, resume)
+        log.warning("%s: resuming from %s", name, resume)
     fit_interruptibly(trainer, module, datamodule, resume)
 
-    model.load_state_dict(classifier_state(read_checkpoint(run.best_checkpoint(strategy.name))))
+    model.load_state_dict(classifier_state(read_checkpoint(run.best_checkpoint(name))))
     model.cpu()
-    metrics = stage_metrics(run, strategy.name)
+    metrics = stage_metrics(run, name)
     if hasattr(datamodule, "extraction_seconds"):
         metrics["feature_seconds"] = datamodule.extraction_seconds
     if is_rank_zero():
-        run.update_metrics(strategy.name, metrics)
-        save_figure(history_figure(run.read_history(strategy.name), strategy.name), run.plot_file(f"history_{strategy.name}"))
-    return StageResult(strategy, model, metrics, freeze)
+        run.update_metrics(name, metrics)
+        save_figure(history_figure(run.read_history(name), name), run.plot_file(f"history_{name}"))
+    return StageResult(stage, model, metrics, freeze, datamodule.config.image_size)
 
 
 class _SeesInterrupt(L.Callback):
@@ -218,7 +216,10 @@ def fit_interruptibly(trainer: L.Trainer, module: L.LightningModule, datamodule:
     watch = _SeesInterrupt()
     trainer.callbacks.append(watch)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        with warnings.catch_warnings():
+            for message in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except SystemExit:
         if not watch.interrupted:
             raise
@@ -232,12 +233,12 @@ def fast_runtime_applies(settings: RunSettings) -> bool:
     return settings.runtime != "torch" and not uses_gpu(settings.accelerator)
 
 
-def attach_fast_runtime(module: ClassifierModule, model: Classifier, strategy: Strategy, settings: RunSettings, image_size: int) -> None:
-    """The frozen part of the model runs in the fast runtime: the whole backbone for `frozen` on photos
-    (--no-cache), the trunk before the first trainable layer for `finetune`. PyTorch trains the rest."""
+def attach_fast_runtime(module: ClassifierModule, model: Classifier, stage: Stage, settings: RunSettings, image_size: int) -> None:
+    """The frozen part of the model runs in the fast runtime: the whole backbone when only the head trains (frozen
+    on photos, --no-cache), else the trunk before the first layer that trains in the stage. PyTorch trains the rest."""
     export_dir = runtimes_dir(settings.data_dir)
     threads = threads_per_process(settings.devices)
-    if strategy.trains == "head":
+    if stage.strategy.trains == "head":
         runtime = feature_runtime(model.backbone, image_size, export_dir, settings.runtime, threads)
         rest, what = model.head.forward_pooled, "backbone"
     else:
@@ -247,7 +248,7 @@ def attach_fast_runtime(module: ClassifierModule, model: Classifier, strategy: S
         runtime = module_runtime(split.trunk, (3, image_size, image_size), export_dir, settings.runtime, threads)
         rest, what = (lambda trunk_output: model.head(split.tail(trunk_output))), f"trunk ({split.trunk_layers} modules)"
     if runtime.name != "torch":
-        log.info("%s: the frozen %s runs in %s", strategy.name, what, runtime.name)
+        log.info("%s: the frozen %s runs in %s", stage.name, what, runtime.name)
         module.use_fast_frozen_part(runtime, rest)
 
 
@@ -261,11 +262,12 @@ IGNORED_ON_RESUME = {"out", "overwrite", "workers", "runtime", "accelerator", "d
 """Settings that may differ when an interrupted run is resumed."""
 
 
-def open_run(settings: RunSettings, index: DatasetIndex, strategies: Sequence[str]) -> RunDir:
+def prepare_run(settings: RunSettings, index: DatasetIndex, refuse_finished: Sequence[str] | None = None) -> RunDir:
     """The run directory, created (or emptied with `overwrite`), with skipped.csv listing what `index` left out.
 
-    A finished run is refused without `overwrite`; an interrupted one with the same settings is resumed.
-    In a distributed run only rank 0 checks and writes; the others use what it prepared.
+    A directory holding a run with other settings is refused without `overwrite`; so is a finished one when the
+    stages of `refuse_finished` are all done there (the CLI: rerunning a finished command needs --overwrite). An
+    interrupted run with the same settings goes on. In a distributed run only rank 0 checks and writes.
     """
     run = RunDir(settings.out)
     check_shares(settings, index)
@@ -274,28 +276,22 @@ def open_run(settings: RunSettings, index: DatasetIndex, strategies: Sequence[st
     if run.config_file.is_file():
         if settings.overwrite:
             run.clear()
-        elif run.finished(strategies):
+        elif refuse_finished is not None and run.finished(refuse_finished):
             raise RunDirError(f"{run.path}: a finished run is there; pass --overwrite to replace it, or choose another --out")
         else:
-            saved = run.read_config().get("config", {})
+            saved = run.read_config()["config"]
             current = settings.model_dump()
             changed = sorted(k for k in current if k not in IGNORED_ON_RESUME and saved.get(k) != current[k])
             if changed:
                 raise RunDirError(
-                    f"{run.path}: holds an interrupted run with other settings ({', '.join(changed)}); "
-                    "run the same command to resume it, or pass --overwrite, or choose another --out"
+                    f"{run.path}: holds a run with other settings ({', '.join(changed)}); run the same command to "
+                    "resume it, or pass --overwrite (overwrite=True), or choose another --out"
                 )
-            log.warning("%s: resuming an interrupted run", run.path)
+            if refuse_finished is not None:
+                log.warning("%s: resuming an interrupted run", run.path)
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_skipped(index.skipped)
     return run
-
-
-def claim_run(settings: RunSettings) -> AbstractContextManager:
-    """Rank 0 holds the run directory from the start to the end of the run: a second process is refused, naming the
-    first one's PID. The other processes of a distributed run write nothing there. Devices are checked first."""
-    check_devices(settings.accelerator, settings.devices)
-    return RunDir(settings.out).claimed() if is_rank_zero() else nullcontext()
 
 
 def check_shares(settings: RunSettings, index: DatasetIndex) -> None:
@@ -346,39 +342,3 @@ def feature_datamodule(settings: RunSettings, index: DatasetIndex, model: Classi
     )
     datamodule.extraction_seconds = round(time.perf_counter() - started, 3)
     return datamodule
-
-
-def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
-    """Train `config.strategy` on `config.data` into the run directory `config.out`; return it.
-
-    `callbacks` are extra Lightning callbacks added to every stage's Trainer.
-    """
-    with claim_run(config):
-        L.seed_everything(config.seed, workers=True, verbose=False)
-        spec = resolve_backbone(config.backbone)
-        index = load_data(config)
-        first = "frozen" if config.strategy == "finetune" else config.strategy
-        stages = [config.strategy] if config.init or config.strategy != "finetune" else ["frozen", "finetune"]
-        run = open_run(config, index, stages)
-        if config.strategy == "finetune" and config.init:
-            model, hparams = load_checkpoint_classifier(config.init)
-            if list(hparams["classes"]) != list(index.classes):
-                raise WeightsError(f"{config.init}: trained on other classes than {config.data}")
-            weights = WeightsInfo("checkpoint", str(find_checkpoint(config.init)))
-            image_size = config.image_size or hparams["image_size"]
-        else:
-            model, weights = build_classifier(
-                spec, len(index.classes), SEED_RECIPE[first].pretrained, config.weights, config.dropout
-            )
-            image_size = config.image_size
-        if is_rank_zero():
-            write_run_header(run, config, index, weights)
-        if first == "frozen" and not config.init and config.cache:
-            frozen_data = feature_datamodule(config, index, model, image_size)
-        else:
-            frozen_data = make_datamodule(config, index, model, image_size)
-        if config.strategy == "finetune" and not config.init:
-            model = fit_stage(run, frozen_data, model, resolve_strategy(config, "frozen"), config, index.classes, callbacks).model
-        datamodule = frozen_data if config.strategy == "frozen" else make_datamodule(config, index, model, image_size)
-        fit_stage(run, datamodule, model, resolve_strategy(config, config.strategy), config, index.classes, callbacks)
-        return run

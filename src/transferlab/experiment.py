@@ -1,0 +1,335 @@
+"""`Experiment`: the one orchestrator — data → strategies' stages → evaluation → diagnosis → report — that the
+CLI's `train` and `compare` and a notebook all go through. The run directory is its durable record.
+
+    import transferlab as tl
+    exp = tl.Experiment("photos/", augment="seed-keras")   # out= optional: runs/<data>-<time>
+    exp.show_batch()                 # the data grid (a matplotlib Figure)
+    exp.fit("frozen", epochs=5)
+    exp.fit("finetune", epochs=3)    # continues from the frozen model
+    exp.history                      # history.csv as a pandas DataFrame
+    exp.plot()                       # the notebook's accuracy and loss curves
+    exp.evaluate(); exp.diagnose(); exp.report()
+    exp.predict(["dog.jpg"]); exp.export("dogs.onnx")
+
+Fitting a strategy again replaces its results, in memory and in the run directory, and says so.
+"""
+
+import copy
+import datetime
+import logging
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import lightning as L
+import torch
+
+from .augment.gallery import gallery_figure, gallery_image
+from .augment.pipeline import build_augment
+from .config import CompareConfig, RunSettings, TrainConfig
+from .data.sources import DatasetIndex
+from .evaluate.diagnose import Finding
+from .evaluate.evaluation import evaluate_run
+from .files import runtimes_dir
+from .models.backbones import resolve_backbone
+from .models.checkpoints import find_checkpoint, load_checkpoint_classifier
+from .models.classifier import Classifier, build_classifier
+from .models.weights import RANDOM_INIT, WeightsError, WeightsInfo
+from .report.html import build_report, run_findings
+from .report.plots import class_counts_figure, compare_figure, history_figure, sample_grid_figure, save_evaluation_figures, save_figure
+from .rundir import RunDir, RunDirError
+from .train.distributed import check_devices, is_rank_zero, training_device
+from .train.fit import StageResult, feature_datamodule, fit_stage, load_data, make_datamodule, prepare_run, write_run_header
+from .train.strategies import StrategyError, get_strategy, lineage, order, plan
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
+
+    from .data.resolve import DataSpec
+    from .inference import PhotoPrediction
+
+log = logging.getLogger(__name__)
+
+
+def default_out(data: str) -> str:
+    """runs/<name of DATA>-<date and time>: a new run directory for each new `Experiment` in a notebook."""
+    name = Path(str(data).rstrip("/")).name.removesuffix(".csv") or "data"
+    return str(Path("runs") / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+
+
+class Experiment:
+    """One run: its settings, data, trained models and the run directory they are recorded in.
+
+    `data` is a folder, a CSV manifest or `stanford-dogs` (then `settings` are `RunSettings` fields: backbone,
+    augment, batch_size, seed...), or a whole `RunSettings` (a CLI command's config). `recipe` gives each
+    strategy's default epochs and learning rate (`seed`: the notebook's; `quick`: a few epochs each).
+    """
+
+    def __init__(self, data: "str | Path | RunSettings", out: str | Path | None = None, *, recipe: str = "seed", **settings: Any):
+        if isinstance(data, RunSettings):
+            self.settings = data
+        else:
+            self.settings = RunSettings(data=str(data), out=str(out or default_out(str(data))), **settings)
+        self.recipe = recipe
+        self.results: dict[str, StageResult] = {}
+        self._index: DatasetIndex | None = None
+        self._run: RunDir | None = None
+        self._pretrained: tuple[Classifier, WeightsInfo] | None = None
+        self._photo_data: dict[int | None, Any] = {}
+        self._feature_data = None
+
+    @classmethod
+    def open(cls, run: str | Path, **overrides: Any) -> "Experiment":
+        """The experiment recorded in a run directory, from its config.yaml (with `overrides`, e.g. batch_size):
+        its models load from checkpoints."""
+        if not RunDir(run).config_file.is_file():
+            raise RunDirError(f"{run}: not a run directory (no config.yaml)")
+        config = RunDir(run).read_config()["config"]
+        settings = RunSettings(**{key: value for key, value in config.items() if key in RunSettings.model_fields})
+        experiment = cls(settings.model_copy(update={**overrides, "out": str(run), "overwrite": False}))
+        experiment._run = RunDir(run)
+        return experiment
+
+    # -- what it holds -------------------------------------------------------------------------------------------
+
+    @property
+    def index(self) -> DatasetIndex:
+        """The photos: DATA indexed, breeds kept, unreadable files dropped (read once)."""
+        if self._index is None:
+            self._index = load_data(self.settings)
+        return self._index
+
+    @property
+    def run(self) -> RunDir:
+        """The run directory, prepared on first use (see `prepare_run`)."""
+        if self._run is None:
+            self._run = self._prepare()
+        return self._run
+
+    @property
+    def strategies(self) -> list[str]:
+        """The strategies trained in the run directory, in the registry's order."""
+        return order(self.run.trained_strategies())
+
+    @property
+    def classes(self) -> list[str]:
+        return [entry["name"] for entry in self.run.read_classes()]
+
+    @property
+    def history(self) -> "pandas.DataFrame":
+        """history.csv: one row per epoch and strategy."""
+        import pandas
+
+        return pandas.DataFrame(self.run.read_history())
+
+    def model(self, strategy: str) -> Classifier:
+        """A trained strategy's best model: in memory after `fit`, else from its checkpoint."""
+        return self._trained(strategy)[0]
+
+    # -- training ------------------------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        strategy: str,
+        epochs: int | None = None,
+        lr: float | None = None,
+        *,
+        init: str | Path | None = None,
+        callbacks: Sequence[L.Callback] = (),
+        keep_finished: bool = False,
+    ) -> StageResult:
+        """Train one strategy and record it. A strategy that continues another (finetune, gradual: from frozen)
+        starts from that one's model — trained first, with its defaults, when it is not there yet — or from
+        `init` (a run directory or checkpoint). With `keep_finished` a stage already finished in the run directory
+        is loaded instead of trained again (the CLI's resume); an interrupted one always continues."""
+        stage = plan(strategy, self.recipe, epochs, lr)
+        with self._claimed():
+            image_size = self.settings.image_size
+            if init is not None:
+                model, hparams = load_checkpoint_classifier(init)
+                if list(hparams["classes"]) != list(self.index.classes):
+                    raise WeightsError(f"{init}: trained on other classes than {self.settings.data}")
+                image_size = image_size or hparams["image_size"]
+            elif stage.strategy.starts_from is not None:
+                base = stage.strategy.starts_from
+                if base not in self.results:
+                    log.info("%s continues from %s: training %s first", strategy, base, base)
+                    self.fit(base, callbacks=callbacks, keep_finished=keep_finished)
+                model = copy.deepcopy(self.results[base].model)
+                image_size = self.results[base].image_size
+            else:
+                model = self._new_model(stage.strategy.pretrained)
+            self._write_header(init)
+            if stage.strategy.feature_cache and self.settings.cache and init is None:
+                data = self._features()
+            else:
+                data = self._photos(model, image_size)
+            result = fit_stage(self.run, data, model, stage, self.settings, self.index.classes, callbacks, keep_finished)
+        self.results[strategy] = result
+        return result
+
+    # -- evaluation, diagnosis, report ---------------------------------------------------------------------------
+
+    def evaluate(self, data: "DataSpec | None" = None) -> dict[str, dict[str, Any]]:
+        """Every trained strategy's best model on the validation photos (or on another labelled set, `data`):
+        predictions.csv, evaluation.json and the confusion and mistakes figures; returns the metrics."""
+        with self._claimed():
+            results, out = evaluate_run(
+                self.run.path, data, self.settings.batch_size, self.settings.runtime,
+                strategies=self.strategies,
+                models={name: (result.model, result.image_size) for name, result in self.results.items()},
+                samples=list(self.index.val) if self._index is not None else None,
+                device=training_device(self.settings.accelerator),
+                export_dir=runtimes_dir(self.settings.data_dir),
+            )
+            save_evaluation_figures(out, self.classes)
+        return results
+
+    def diagnose(self) -> list[Finding]:
+        """The curves and (after `evaluate`) the paired predictions read as a teacher would; see `evaluate.diagnose`."""
+        return run_findings(self.run)
+
+    def report(self) -> tuple[Path, Path]:
+        """report.html (self-contained) and report.md, with the data figures; returns their paths."""
+        with self._claimed():
+            self._write_data_figures()
+            return build_report(self.run)
+
+    # -- figures -------------------------------------------------------------------------------------------------
+
+    def show_batch(self, n: int = 9) -> "Figure":
+        """The notebook's grid of random training photos titled with their class."""
+        return sample_grid_figure(self.index, n, self.settings.seed)
+
+    def show_augmentations(self, n: int = 7) -> "Figure":
+        """One training photo and `n` augmented copies, each captioned with the ops it got."""
+        photo, _ = gallery_image(self.index.train[0].path)
+        return gallery_figure(photo, build_augment(self.settings.augment, self.settings.augment_set), n, self.settings.seed)
+
+    def plot(self, strategy: str | None = None) -> "Figure":
+        """Accuracy and loss per epoch: one strategy's (the notebook's plot_hist), or every strategy's overlaid."""
+        if strategy is not None:
+            return history_figure(self.run.read_history(strategy), strategy)
+        histories = {name: self.run.read_history(name) for name in self.strategies}
+        return compare_figure(histories)
+
+    # -- using the models ----------------------------------------------------------------------------------------
+
+    def predict(self, items: Any, top_k: int = 5, strategy: str | None = None) -> list["PhotoPrediction"]:
+        """Top-k classes of photos (paths or PIL images) by the recommended strategy's model, or `strategy`'s."""
+        from .inference import load
+
+        return load(self.run.path, strategy, runtime="auto").predict(items, top_k)
+
+    def export(self, path: str | Path, strategy: str | None = None) -> Path:
+        """The recommended (or `strategy`'s) classifier as ONNX, preprocessing and classes in its metadata."""
+        from .export import export_onnx
+        from .inference import best_strategy
+
+        return export_onnx(self.run.path, Path(path), strategy or best_strategy(self.run))
+
+    # -- inside --------------------------------------------------------------------------------------------------
+
+    def _claimed(self) -> AbstractContextManager:
+        """Rank 0 alone writes the run directory, and no other process meanwhile."""
+        check_devices(self.settings.accelerator, self.settings.devices)
+        return RunDir(self.settings.out).claimed() if is_rank_zero() else nullcontext()
+
+    def _prepare(self, refuse_finished: Sequence[str] | None = None) -> RunDir:
+        return prepare_run(self.settings, self.index, refuse_finished)
+
+    def _write_header(self, init: str | Path | None) -> None:
+        """config.yaml and classes.json: the settings, versions, data counts and where the weights came from."""
+        if not is_rank_zero():
+            return
+        if init is not None:
+            weights = WeightsInfo("checkpoint", str(find_checkpoint(init)))
+        else:
+            weights = self._pretrained[1] if self._pretrained is not None else RANDOM_INIT
+        write_run_header(self.run, self.settings, self.index, weights)
+
+    def _trained(self, strategy: str) -> tuple[Classifier, int]:
+        """A trained strategy's best model and its input size: in memory after `fit`, else from its checkpoint."""
+        if strategy in self.results:
+            return self.results[strategy].model, self.results[strategy].image_size
+        model, hparams = load_checkpoint_classifier(self.run.path, strategy)
+        return model, hparams["image_size"]
+
+    def _pretrained_model(self) -> tuple[Classifier, WeightsInfo]:
+        """The backbone with its pretrained weights and a new head (seeded), built once: features and data
+        settings come from it, and `frozen` trains a copy."""
+        if self._pretrained is None:
+            torch.manual_seed(self.settings.seed)
+            spec = resolve_backbone(self.settings.backbone)
+            self._pretrained = build_classifier(spec, len(self.index.classes), True, self.settings.weights, self.settings.dropout)
+        return self._pretrained
+
+    def _new_model(self, pretrained: bool) -> Classifier:
+        if pretrained:
+            return copy.deepcopy(self._pretrained_model()[0])
+        torch.manual_seed(self.settings.seed)
+        return build_classifier(resolve_backbone(self.settings.backbone), len(self.index.classes), False, dropout=self.settings.dropout)[0]
+
+    def _photos(self, model: Classifier, image_size: int | None):
+        """Photos decoded, augmented and batched for `model`'s backbone (one datamodule per input size)."""
+        if image_size not in self._photo_data:
+            self._photo_data[image_size] = make_datamodule(self.settings, self.index, model, image_size)
+        return self._photo_data[image_size]
+
+    def _features(self):
+        if self._feature_data is None:
+            self._feature_data = feature_datamodule(self.settings, self.index, self._pretrained_model()[0], self.settings.image_size)
+        return self._feature_data
+
+    def _write_data_figures(self) -> None:
+        """plots/samples.png, plots/class_counts.png and plots/augment.png, when not there yet."""
+        run = self.run
+        if not run.plot_file("samples").is_file():
+            save_figure(self.show_batch(), run.plot_file("samples"))
+        if not run.plot_file("class_counts").is_file():
+            save_figure(class_counts_figure(self.index), run.plot_file("class_counts"))
+        pipeline = build_augment(self.settings.augment, self.settings.augment_set)
+        if pipeline is not None and pipeline.ops and not run.plot_file("augment").is_file():
+            save_figure(self.show_augmentations(), run.plot_file("augment"))
+
+
+def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
+    """`tlab train`: one strategy (and the strategies it continues, unless `init`) into `config.out`.
+
+    A finished run is refused without `overwrite`; an interrupted one with the same settings is resumed, its
+    finished stages loaded, not trained again."""
+    stages = [config.strategy] if config.init else lineage(config.strategy)
+    experiment = Experiment(config)
+    with experiment._claimed():
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        experiment._run = experiment._prepare(refuse_finished=stages)
+        for name in stages:
+            last = name == config.strategy
+            epochs = config.epochs if last else (config.frozen_epochs if name == "frozen" else None)
+            experiment.fit(name, epochs, config.lr if last else None, init=config.init if last else None,
+                           callbacks=callbacks, keep_finished=True)
+    return experiment.run
+
+
+def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
+    """`tlab compare`: the strategies of `config` on one split, in order (a continuing one after the one it
+    continues), then evaluation, diagnosis and report.html / report.md."""
+    for name in config.strategies:
+        base = get_strategy(name).starts_from
+        if base is not None and base not in config.strategies[: config.strategies.index(name)]:
+            raise StrategyError(f"{name} continues from the {base} model: list {base} before it in --strategies")
+    experiment = Experiment(config, recipe=config.recipe)
+    with experiment._claimed():
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        experiment._run = experiment._prepare(refuse_finished=config.strategies)
+        for name in config.strategies:
+            experiment.fit(name, config.epochs.get(name), config.lr.get(name), callbacks=callbacks, keep_finished=True)
+        if not is_rank_zero():
+            return experiment.run  # the other processes of a distributed run only train
+        experiment.evaluate()
+        experiment.report()
+    return experiment.run
+
+
+__all__ = ["Experiment", "train", "compare"]
