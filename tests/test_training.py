@@ -156,3 +156,19 @@ def test_finetune_without_init_runs_the_frozen_stage_first(image_tree, tmp_path)
     assert set(run.read_metrics()) == {"frozen", "finetune"}
     assert run.plot_file("history_frozen").is_file() and run.plot_file("history_finetune").is_file()
     assert run.best_checkpoint("frozen").is_file() and run.best_checkpoint("finetune").is_file()
+
+
+@pytest.mark.parametrize("kind, produced", [("csv", "logs/frozen/version_0/metrics.csv"), ("tensorboard", "logs/frozen/version_0"), ("mlflow", "mlruns")])
+def test_loggers_receive_the_curves_and_history_csv_stays(image_tree, tmp_path, kind, produced):
+    pytest.importorskip({"csv": "lightning", "tensorboard": "tensorboard", "mlflow": "mlflow"}[kind], reason=f"the {kind} extra is not installed")
+    root = image_tree({"a": 6, "b": 6})
+    run = train(TrainConfig(data=str(root), out=str(tmp_path / "run"), epochs=2, batch_size=4, image_size=48, augment="none", logger=kind))
+    assert (run.path / produced).exists()
+    assert [row["epoch"] for row in run.read_history()] == [1, 2]
+    if kind == "csv":
+        import csv
+
+        rows = list(csv.DictReader(open(run.path / produced)))
+        assert {"val_acc", "train_loss"} <= set(rows[0]) and sum(1 for r in rows if r.get("val_acc")) == 2
+    if kind == "tensorboard":
+        assert list((run.path / produced).glob("events.out.tfevents.*"))

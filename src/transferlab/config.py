@@ -61,6 +61,10 @@ class RunSettings(BaseModel):
     devices: int = Field(1, ge=1, le=1024, description="Training processes per machine (GPUs, or CPU processes); more than one trains with DDP.")
     num_nodes: int = Field(1, ge=1, le=1024, description="Machines (with torchrun or SLURM, or NODE_RANK/MASTER_ADDR set on each).")
     precision: Precision = Field("auto", description="auto (bf16-mixed on a GPU that supports it, else 32), 32, 16-mixed (GPU), bf16-mixed.")
+    logger: Literal["none", "csv", "tensorboard", "mlflow"] = Field("none", description=(
+        "Also send the curves to: csv (RUN/logs/), tensorboard (RUN/logs/; the tensorboard extra) or mlflow "
+        "(RUN/mlruns/, a local store, or $MLFLOW_TRACKING_URI; the mlflow extra). history.csv is written either way."
+    ))
 
     @model_validator(mode="after")
     def _augment_builds(self) -> "RunSettings":

@@ -3,6 +3,7 @@ what a stage needs (data, run directory). `transferlab.experiment` orchestrates 
 
 import functools
 import logging
+import os
 import platform
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import lightning as L
 import timm
 import torch
 import torchvision
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping
 
 from .. import __version__
@@ -174,7 +176,8 @@ def fit_stage(
     trainer = L.Trainer(
         max_epochs=stage.epochs,
         **trainer_options(settings.accelerator, settings.devices, settings.num_nodes, settings.precision, strategy.unfreezes_during_training),
-        logger=False,
+        logger=experiment_logger(settings.logger, run, name),
+        log_every_n_steps=1,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
@@ -228,6 +231,28 @@ def fit_interruptibly(trainer: L.Trainer, module: L.LightningModule, datamodule:
         raise KeyboardInterrupt from None
 
 
+LOGGER_EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+
+
+def experiment_logger(kind: str, run: RunDir, strategy: str) -> Any:
+    """Lightning's logger for `kind` (one run per strategy), writing under the run directory; False for none."""
+    if kind == "none":
+        return False
+    from lightning.pytorch import loggers
+
+    try:
+        if kind == "csv":
+            return loggers.CSVLogger(run.path / "logs", name=strategy)
+        if kind == "tensorboard":
+            return loggers.TensorBoardLogger(run.path / "logs", name=strategy, default_hp_metric=False)
+        if "MLFLOW_TRACKING_URI" in os.environ:  # the user's own tracking server
+            return loggers.MLFlowLogger(experiment_name=run.path.name, run_name=strategy, tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 prefers a database; a local store needs no server
+        return loggers.MLFlowLogger(experiment_name=run.path.name, run_name=strategy, tracking_uri=(run.path / "mlruns").resolve().as_uri())
+    except ModuleNotFoundError:
+        raise MisconfigurationException(f"--logger {kind} needs the {kind} extra: pip install 'transferlab[{LOGGER_EXTRAS[kind]}]'") from None
+
+
 def fast_runtime_applies(settings: RunSettings) -> bool:
     """The frozen part runs in OpenVINO / ONNX Runtime on the CPU; on GPUs PyTorch runs all of the model."""
     return settings.runtime != "torch" and not uses_gpu(settings.accelerator)
@@ -258,7 +283,7 @@ def load_data(settings: RunSettings) -> DatasetIndex:
     return drop_unreadable(index)
 
 
-IGNORED_ON_RESUME = {"out", "overwrite", "workers", "runtime", "accelerator", "devices", "num_nodes", "precision"}
+IGNORED_ON_RESUME = {"out", "overwrite", "workers", "runtime", "accelerator", "devices", "num_nodes", "precision", "logger"}
 """Settings that may differ when an interrupted run is resumed."""
 
 
