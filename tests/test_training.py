@@ -20,7 +20,7 @@ from transferlab.models.backbones import resolve_backbone
 from transferlab.models.classifier import build_classifier, data_config
 from transferlab.models.freezing import frozen_batchnorms, weight_layers
 from transferlab.models.weights import create_timm_model
-from transferlab.rundir import HISTORY_COLUMNS
+from transferlab.rundir import HISTORY_COLUMNS, RunDir
 from transferlab.experiment import train
 
 pytestmark = pytest.mark.slow
@@ -160,15 +160,21 @@ def test_finetune_without_init_runs_the_frozen_stage_first(image_tree, tmp_path)
 
 @pytest.mark.parametrize("kind, produced", [("csv", "logs/frozen/version_0/metrics.csv"), ("tensorboard", "logs/frozen/version_0"), ("mlflow", "mlruns")])
 def test_loggers_receive_the_curves_and_history_csv_stays(image_tree, tmp_path, kind, produced):
+    """Through the CLI, each in its own process (MLflow once crashed a long-lived pytest process late in the suite,
+    exit 139, never in a fresh one; a training is one process in use)."""
     pytest.importorskip({"csv": "lightning", "tensorboard": "tensorboard", "mlflow": "mlflow"}[kind], reason=f"the {kind} extra is not installed")
     root = image_tree({"a": 6, "b": 6})
-    run = train(TrainConfig(data=str(root), out=str(tmp_path / "run"), epochs=2, batch_size=4, image_size=48, augment="none", logger=kind))
-    assert (run.path / produced).exists()
-    assert [row["epoch"] for row in run.read_history()] == [1, 2]
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "transferlab", "train", str(root), "--epochs", "2", "--batch-size", "4", "--image-size", "48",
+         "--augment", "none", "--logger", kind, "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / produced).exists()
+    assert [row["epoch"] for row in RunDir(out).read_history()] == [1, 2]
     if kind == "csv":
-        import csv
-
-        rows = list(csv.DictReader(open(run.path / produced)))
+        rows = list(csv.DictReader(open(out / produced)))
         assert {"val_acc", "train_loss"} <= set(rows[0]) and sum(1 for r in rows if r.get("val_acc")) == 2
     if kind == "tensorboard":
-        assert list((run.path / produced).glob("events.out.tfevents.*"))
+        assert list((out / produced).glob("events.out.tfevents.*"))

@@ -454,25 +454,16 @@ def export(
     photos: Annotated[int, typer.Option(min=1, max=1000, help="Validation photos for the parity check.")] = 32,
 ) -> None:
     """Export the whole classifier (preprocessing and class names in its metadata), then check it against PyTorch on real photos."""
-    from .evaluate.evaluation import run_samples
-    from .export import PARITY_TOLERANCE, check_parity, export_onnx
-    from .inference import best_strategy
-    from .rundir import RunDir
+    from .export import PARITY_TOLERANCE, export_and_check
 
     if output_format != "onnx":
         _fail(f"--format: only onnx is supported, got {output_format!r}")
     with _one_line_errors():
-        if run_dir.is_dir():
-            strategy = strategy or best_strategy(RunDir(run_dir))
-        target = out or (run_dir if run_dir.is_dir() else run_dir.parent) / f"model_{strategy or 'checkpoint'}.onnx"
-        written = export_onnx(run_dir, target, strategy)
+        written, report = export_and_check(run_dir, out, strategy, photos)
     console.print(f"exported {written} ({written.stat().st_size / 1e6:.1f} MB)")
-    if not run_dir.is_dir() or not RunDir(run_dir).config_file.is_file():
+    if report is None:
         console.print("parity check skipped: it needs the run directory's validation photos")
         return
-    with _one_line_errors():
-        samples = run_samples(RunDir(run_dir))[:photos]
-        report = check_parity(run_dir, written, samples, strategy)
     console.print(
         f"parity on {report.photos} validation photos: max relative logit difference "
         f"{report.max_relative_logit_difference:.1e} (limit {PARITY_TOLERANCE:.0e}), same top-1 on "

@@ -222,12 +222,18 @@ class Experiment:
 
         return load(self.run.path, strategy, runtime="auto").predict(items, top_k)
 
-    def export(self, path: str | Path, strategy: str | None = None) -> Path:
-        """The recommended (or `strategy`'s) classifier as ONNX, preprocessing and classes in its metadata."""
-        from .export import export_onnx
-        from .inference import best_strategy
+    def export(self, path: str | Path, strategy: str | None = None, photos: int = 32) -> Path:
+        """The recommended (or `strategy`'s) classifier as ONNX, preprocessing and classes in its metadata; checked
+        against PyTorch on `photos` validation photos (a `ValueError` when the two disagree)."""
+        from .export import PARITY_TOLERANCE, export_and_check
 
-        return export_onnx(self.run.path, Path(path), strategy or best_strategy(self.run))
+        written, parity = export_and_check(self.run.path, Path(path), strategy, photos)
+        if parity is not None and not parity.passed:
+            raise ValueError(
+                f"{written}: differs from PyTorch by {parity.max_relative_logit_difference:.1e} (limit {PARITY_TOLERANCE:.0e}), "
+                f"same top-1 on {parity.same_top1}/{parity.photos} photos"
+            )
+        return written
 
     # -- inside --------------------------------------------------------------------------------------------------
 

@@ -72,3 +72,22 @@ def check_parity(source: str | Path, exported: Path, samples: Sequence[Sample], 
         max_relative_logit_difference=relative_error(got, expected),
         same_top1=int((expected.argmax(axis=1) == got.argmax(axis=1)).sum()),
     )
+
+
+def export_and_check(
+    source: str | Path, out: Path | None = None, strategy: str | None = None, photos: int = 32
+) -> tuple[Path, ParityReport | None]:
+    """`tlab export`: the classifier of a run directory (the strategy it recommends, or `strategy`) or checkpoint,
+    written to `out` (default RUN/model_<strategy>.onnx), then checked against PyTorch on up to `photos` of the
+    run's validation photos (None when `source` is no run directory: there are no photos to check on)."""
+    from .evaluate.evaluation import run_samples
+
+    source = Path(source)
+    run = RunDir(source) if source.is_dir() else None
+    if run is not None:
+        strategy = strategy or best_strategy(run)
+    target = out or (source if run is not None else source.parent) / f"model_{strategy or 'checkpoint'}.onnx"
+    written = export_onnx(source, target, strategy)
+    if run is None or not run.config_file.is_file():
+        return written, None
+    return written, check_parity(source, written, run_samples(run)[:photos], strategy)
