@@ -570,7 +570,7 @@ def data_show(
     source_url: SourceUrlOption = None,
     val_fraction: Annotated[float, typer.Option(help="Share of each class held out when DATA has no split.")] = 0.2,
 ) -> None:
-    """A grid of random training photos titled with their breed, and a bar chart of images per class."""
+    """A grid of random training photos titled with their class, and a bar chart of images per class."""
     from .report.plots import class_counts_figure, sample_grid_figure, save_figure
 
     index = _open_index(data, val_fraction, seed, breeds, data_dir, source_url)

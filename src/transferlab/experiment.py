@@ -27,6 +27,7 @@ import torch
 from .augment.gallery import gallery_figure, gallery_image
 from .augment.pipeline import build_augment
 from .config import CompareConfig, RunSettings, TrainConfig
+from .data.names import class_noun
 from .data.sources import DatasetIndex
 from .evaluate.diagnose import Finding
 from .evaluate.evaluation import evaluate_run
@@ -183,7 +184,7 @@ class Experiment:
                 device=training_device(self.settings.accelerator),
                 export_dir=runtimes_dir(self.settings.data_dir),
             )
-            save_evaluation_figures(out, self.classes)
+            save_evaluation_figures(out, self.classes, noun=class_noun([entry["folder"] for entry in self.run.read_classes()]))
         return results
 
     def diagnose(self) -> list[Finding]:

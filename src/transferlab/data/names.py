@@ -15,3 +15,16 @@ def wordnet_id(folder_name: str) -> str | None:
     """The WordNet id a folder name starts with (`n02099601`), or None."""
     match = _WORDNET_PREFIX.match(folder_name)
     return match.group(0)[:-1] if match else None
+
+
+DOG_WORDNET_IDS = range(2085620, 2113979)
+"""The WordNet ids of ImageNet's (and Stanford Dogs') 120 dog breeds, n02085620 (Chihuahua) to n02113978."""
+
+
+def class_noun(folders: "list[str] | tuple[str, ...]") -> str:
+    """What the classes are called in words shown to people: "breed" when every class is a dog breed's WordNet id
+    (Stanford Dogs, Imagewoof), else "class"."""
+    ids = [wordnet_id(folder) for folder in folders]
+    if ids and all(i is not None and int(i[1:]) in DOG_WORDNET_IDS for i in ids):
+        return "breed"
+    return "class"

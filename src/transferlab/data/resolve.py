@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from .sample import NAME as SAMPLE
+from .sample import sample_dir
 from .sources import DatasetIndex, DataSourceError, csv_source, folder_source, select_classes
 from .stanford_dogs import NAME as STANFORD_DOGS
 from .stanford_dogs import stanford_dogs_source
@@ -13,7 +15,7 @@ class DataSpec:
     """Which photos, and how to read them: travels as one value from the config to every reader of DATA."""
 
     source: str
-    """A folder, a CSV manifest, or `stanford-dogs`."""
+    """A folder, a CSV manifest, `stanford-dogs`, or `sample` (the clothing photos shipped in the package)."""
     breeds: str | int | None = None
     """The first N classes, or the named ones ("beagle,Samoyed")."""
     val_fraction: float = 0.2
@@ -26,13 +28,25 @@ class DataSpec:
     """stanford-dogs: a mirror URL or a local folder with the archives."""
 
 
+def data_title(source: str) -> str:
+    """DATA as a title names it: "Stanford Dogs", "the clothing sample", or the folder's or manifest's name."""
+    if source == STANFORD_DOGS:
+        return "Stanford Dogs"
+    if source == SAMPLE:
+        return "the clothing sample"
+    return Path(source.rstrip("/")).name.removesuffix(".csv") or source
+
+
 def open_data(data: str | Path | DataSpec) -> DatasetIndex:
     """Index DATA (a `DataSpec`, or just its source with the default options): `stanford-dogs` (fetched into the
-    cache on first use), a `.csv` manifest, or a folder; then keep the spec's breeds."""
+    cache on first use), `sample` (shipped in the package), a `.csv` manifest, or a folder; then keep the spec's
+    breeds."""
     spec = data if isinstance(data, DataSpec) else DataSpec(str(data))
     source = spec.source
     if source == STANFORD_DOGS:
         index = stanford_dogs_source(spec.data_dir, spec.source_url)
+    elif source == SAMPLE:
+        index = folder_source(sample_dir(), spec.val_fraction, spec.seed)
     elif source.lower().endswith(".csv"):
         index = csv_source(source, spec.val_fraction, spec.seed)
     else:

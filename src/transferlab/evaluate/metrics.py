@@ -115,7 +115,7 @@ def macro_f1(confusion: np.ndarray) -> float:
 
 
 def most_confused(confusion: np.ndarray, names: Sequence[str], k: int = 5) -> list[dict[str, Any]]:
-    """The `k` largest off-diagonal cells: which breed was taken for which, how often."""
+    """The `k` largest off-diagonal cells: which class was taken for which, how often."""
     off = confusion.copy()
     np.fill_diagonal(off, 0)
     order = np.argsort(off, axis=None)[::-1][:k]

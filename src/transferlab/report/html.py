@@ -10,6 +10,8 @@ from typing import Any
 import jinja2
 from PIL import Image
 
+from ..data.names import class_noun
+from ..data.resolve import data_title
 from ..evaluate.diagnose import Finding, diagnose
 from ..train.strategies import get_strategy, order, strategy_names
 from ..evaluate.metrics import compute_metrics, read_predictions
@@ -80,6 +82,7 @@ def report_context(run: RunDir) -> dict[str, Any]:
     """Everything the templates show, from the run directory's files; (re)draws the curves and writes diagnosis.json."""
     config = run.read_config()
     names = [entry["name"] for entry in run.read_classes()]
+    folders = [entry["folder"] for entry in run.read_classes()]
     histories = run_histories(run)
     for strategy, rows in histories.items():
         save_figure(history_figure(rows, strategy), run.plot_file(f"history_{strategy}"))
@@ -89,7 +92,7 @@ def report_context(run: RunDir) -> dict[str, Any]:
     predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else {}
     evaluation = {s: compute_metrics(p, names) for s, p in predictions.items()}
     if predictions and not all(run.plot_file(f"confusion_{name}").is_file() for name in predictions):
-        save_evaluation_figures(run, names, predictions)  # evaluation draws them; a run evaluated elsewhere may lack them
+        save_evaluation_figures(run, names, predictions, class_noun(folders))  # evaluation draws them; a run evaluated elsewhere may lack them
     findings = run_findings(run, histories, predictions)
     run.write_json(run.diagnosis_file, [finding.as_dict() for finding in findings])
 
@@ -97,8 +100,13 @@ def report_context(run: RunDir) -> dict[str, Any]:
         path = run.plot_file(name)
         return {"file": path.relative_to(run.path).as_posix(), "uri": _data_uri(path)} if path.is_file() else None
 
+    settings = config["config"]
+    cached_views = "frozen" in histories and settings.get("cache", True) and config.get("augment_ops")
     return {
-        "title": f"transferlab: {Path(config['config']['data']).name or config['config']['data']}",
+        "title": f"transferlab: {data_title(settings['data'])}",
+        "noun": class_noun(folders),
+        "frozen_views": settings.get("views") if cached_views else None,
+        "photo_strategies": [name for name in histories if name != "frozen" or not settings.get("cache", True)],
         "run": str(run.path),
         "created": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "config": config["config"],

@@ -24,7 +24,7 @@ LITERAL_TEXT = matplotlib.rc_context({"text.parse_math": False})
 
 @LITERAL_TEXT
 def sample_grid_figure(index: DatasetIndex, n: int = 9, seed: int = 0, image_size: int = 224) -> Figure:
-    """The notebook's grid: `n` seeded random training photos, each titled with its readable breed name."""
+    """The notebook's grid: `n` seeded random training photos, each titled with its readable class name."""
     columns = math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
     figure = Figure(figsize=(3 * columns, 3.2 * rows))
@@ -118,7 +118,7 @@ def compare_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Figure:
 
 
 @LITERAL_TEXT
-def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str], strategy: str) -> Figure:
+def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str], strategy: str, noun: str = "class") -> Figure:
     """Row-normalised confusion matrix with readable names; counts written in cells when there are few classes."""
     counts = np.asarray(confusion)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -131,30 +131,32 @@ def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str], s
     ax.set_xticks(list(ticks), names, rotation=90, fontsize=fontsize)
     ax.set_yticks(list(ticks), names, fontsize=fontsize)
     ax.set_xlabel("predicted")
-    ax.set_ylabel("true breed")
+    ax.set_ylabel(f"true {noun}")
     if len(names) <= 20:
         for (row, column), count in np.ndenumerate(counts):
             if count:
                 colour = "white" if rates[row, column] > 0.5 else "black"
                 ax.text(column, row, str(count), ha="center", va="center", fontsize=7, color=colour)
-    ax.set_title(f"{strategy}: confusion matrix (share of each true breed; counts in cells)")
+    ax.set_title(f"{strategy}: confusion matrix (share of each true {noun}; counts in cells)")
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     figure.tight_layout()
     return figure
 
 
-def save_evaluation_figures(out: RunDir, names: Sequence[str], predictions: Mapping[str, Predictions] | None = None) -> None:
+def save_evaluation_figures(
+    out: RunDir, names: Sequence[str], predictions: Mapping[str, Predictions] | None = None, noun: str = "class"
+) -> None:
     """plots/confusion_<strategy>.png and plots/mistakes_<strategy>.png from `predictions` (default: the
-    predictions.csv in `out`)."""
+    predictions.csv in `out`); `noun` is what the classes are called ("class", "breed")."""
     for strategy, predictions in (predictions or read_predictions(out.predictions_file)).items():
         confusion = confusion_matrix(predictions.labels, predictions.predicted, len(names))
-        save_figure(confusion_figure(confusion, names, strategy), out.plot_file(f"confusion_{strategy}"))
+        save_figure(confusion_figure(confusion, names, strategy, noun), out.plot_file(f"confusion_{strategy}"))
         save_figure(mistakes_figure(predictions, confident_mistakes(predictions), names, strategy), out.plot_file(f"mistakes_{strategy}"))
 
 
 @LITERAL_TEXT
 def mistakes_figure(predictions: Any, indices: Sequence[int], names: Sequence[str], strategy: str, image_size: int = 160) -> Figure:
-    """The most confident mistakes: each photo titled with its true breed and the wrong answer's probability."""
+    """The most confident mistakes: each photo titled with its true class and the wrong answer's probability."""
     columns = 4
     rows = max(1, math.ceil(len(indices) / columns))
     figure = Figure(figsize=(3 * columns, 3.4 * rows))
