@@ -156,3 +156,23 @@ def test_every_registered_strategy_says_what_it_needs():
         strategy = get_strategy(name)
         assert strategy.summary and strategy.recipes["seed"].epochs >= 1 and strategy.recipes["quick"].epochs >= 1
         assert strategy.starts_from is None or strategy.starts_from in strategy_names()
+
+
+def test_the_frozen_model_is_evaluated_on_its_cached_features_with_the_same_answers(three_classes, tmp_path, monkeypatch):
+    """The head on the cached validation features gives what the whole model gives on the decoded photos."""
+    from transferlab.evaluate import evaluation
+    from transferlab.evaluate.metrics import read_predictions
+
+    experiment = tl.Experiment(three_classes, out=tmp_path / "run", image_size=48, batch_size=4, augment="none", runtime="torch")
+    experiment.fit("frozen", epochs=2)
+    decoded, photos = [], evaluation.PhotoDataset
+    monkeypatch.setattr(evaluation, "PhotoDataset", lambda *args: decoded.append(args) or photos(*args))
+    fast = experiment.evaluate()
+    assert decoded == [], "no photo is decoded for a frozen model evaluated on its cached features"
+    fast_predictions = read_predictions(experiment.run.predictions_file)["frozen"]
+    monkeypatch.undo()
+    slow, _ = evaluation.evaluate_run(experiment.run.path, runtime="torch")
+    slow_predictions = read_predictions(experiment.run.predictions_file)["frozen"]
+    assert fast["frozen"]["accuracy"] == slow["frozen"]["accuracy"]
+    assert (fast_predictions.predicted == slow_predictions.predicted).all()
+    np.testing.assert_allclose(fast_predictions.probability, slow_predictions.probability, rtol=1e-4, atol=1e-5)

@@ -35,6 +35,7 @@ from .files import runtimes_dir
 from .models.backbones import resolve_backbone
 from .models.checkpoints import find_checkpoint, load_checkpoint_classifier
 from .models.classifier import Classifier, build_classifier
+from .models.runtime import eval_mode
 from .models.weights import RANDOM_INIT, WeightsError, WeightsInfo
 from .report.html import build_report, run_findings
 from .report.plots import class_counts_figure, compare_figure, history_figure, sample_grid_figure, save_evaluation_figures, save_figure
@@ -44,6 +45,7 @@ from .train.fit import StageResult, feature_datamodule, fit_stage, load_data, ma
 from .train.strategies import StrategyError, get_strategy, lineage, order, plan
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas
     from matplotlib.figure import Figure
 
@@ -183,9 +185,23 @@ class Experiment:
                 samples=list(self.index.val) if self._index is not None else None,
                 device=training_device(self.settings.accelerator),
                 export_dir=runtimes_dir(self.settings.data_dir),
+                known_logits=self._logits_from_cached_features() if data is None else None,
             )
             save_evaluation_figures(out, self.classes, noun=class_noun([entry["folder"] for entry in self.run.read_classes()]))
         return results
+
+    def _logits_from_cached_features(self) -> dict[str, "np.ndarray"]:
+        """Logits on the validation photos of each model whose backbone is the cached one (frozen): its head on
+        the cached features, with no photo decoded and no backbone run again."""
+        if self._feature_data is None:
+            return {}
+        features = self._feature_data.val_set.features[:, 0]
+        logits = {}
+        for name, result in self.results.items():
+            if result.stage.strategy.feature_cache:
+                with eval_mode(result.model), torch.inference_mode():
+                    logits[name] = result.model.head.forward_pooled(features).float().numpy()
+        return logits
 
     def diagnose(self) -> list[Finding]:
         """The curves and (after `evaluate`) the paired predictions read as a teacher would; see `evaluate.diagnose`."""

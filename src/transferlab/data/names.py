@@ -17,8 +17,9 @@ def wordnet_id(folder_name: str) -> str | None:
     return match.group(0)[:-1] if match else None
 
 
-DOG_WORDNET_IDS = range(2085620, 2113979)
-"""The WordNet ids of ImageNet's (and Stanford Dogs') 120 dog breeds, n02085620 (Chihuahua) to n02113978."""
+DOG_WORDNET_IDS = {*range(2085620, 2113979), 2115641, 2115913, 2116738}
+"""WordNet ids of dog breeds: ImageNet's n02085620 (Chihuahua) to n02113978 (Mexican hairless), and the dingo,
+dhole and African hunting dog that Stanford Dogs adds."""
 
 
 def class_noun(folders: "list[str] | tuple[str, ...]") -> str:

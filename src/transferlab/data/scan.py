@@ -1,28 +1,22 @@
 """Checks over a whole dataset: photos that do not decode, and identical files shared by train and val."""
 
-import hashlib
 import logging
-import os
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 from .decode import check_image
+from .photo_cache import PhotoCache
 from .sources import DataSourceError, DatasetIndex, Sample, Skipped
 
 log = logging.getLogger(__name__)
 
 
-def _workers() -> int:
-    return min(8, os.cpu_count() or 1)
-
-
 def find_unreadable(paths: list[Path]) -> list[Skipped]:
-    """Every path that does not decode completely, with the reason (threads: Pillow decodes outside the GIL)."""
-    with ThreadPoolExecutor(_workers()) as pool:
-        reasons = list(pool.map(check_image, paths))
+    """Every path that does not decode completely, with the reason: remembered by content hash across runs
+    (`PhotoCache`), decoded in threads otherwise (Pillow decodes outside the GIL)."""
+    reasons = PhotoCache().verdicts(paths, check_image)
     return [Skipped(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
 
 
@@ -67,10 +61,6 @@ def drop_unreadable(index: DatasetIndex) -> DatasetIndex:
     return cleaned
 
 
-def content_hash(path: Path) -> str:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
-
-
 @dataclass(frozen=True)
 class Duplicate:
     """Byte-identical photos found in both the training and the validation split."""
@@ -82,8 +72,7 @@ class Duplicate:
 def train_val_duplicates(index: DatasetIndex) -> list[Duplicate]:
     """Groups of identical files (content hash) present in both splits: a leak that inflates validation scores."""
     samples = [(sample.path, "train") for sample in index.train] + [(sample.path, "val") for sample in index.val]
-    with ThreadPoolExecutor(_workers()) as pool:
-        hashes = list(pool.map(content_hash, [path for path, _ in samples]))
+    hashes = PhotoCache().hashes([path for path, _ in samples])
     groups: dict[str, dict[str, list[Path]]] = defaultdict(lambda: {"train": [], "val": []})
     for (path, split), digest in zip(samples, hashes):
         groups[digest][split].append(path)

@@ -1,6 +1,8 @@
 """Evaluate a run's models on labelled photos: predictions.csv, metrics, confusion matrices, worst mistakes."""
 
 from pathlib import Path
+
+import numpy as np
 from typing import Any, Mapping, Sequence
 
 from ..data.datasets import PhotoDataset
@@ -13,7 +15,7 @@ from ..models.checkpoints import load_checkpoint_classifier
 from ..models.classifier import Classifier, data_config
 from ..models.runtime import default_device, module_runtime
 from ..rundir import RunDir
-from .metrics import compute_metrics, predict, write_predictions
+from .metrics import compute_metrics, predict, top_predictions, write_predictions
 
 SUMMARY_KEYS = ("accuracy", "top5_accuracy", "macro_f1", "n_images")
 
@@ -34,20 +36,29 @@ def evaluate_models(
     runtime: str = "auto",
     device: str = "cpu",
     export_dir: Path | None = None,
+    known_logits: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Predict with every model on `samples`; write predictions.csv and evaluation.json into `out`.
 
     Every photo is decoded once for all models; each model runs in the fastest runtime that matches PyTorch
     (`models.runtime`) when there are enough photos to pay for its export, in PyTorch on `device` otherwise.
-    Returns the full metrics per strategy.
+    `known_logits` (strategy → logits on `samples`, e.g. a frozen model's head on cached features) spare those
+    models the photos. Returns the full metrics per strategy.
     """
+    known_logits = known_logits or {}
     config = data_config(next(iter(models.values())).backbone, image_size)
     prefer = runtime if len(samples) >= FAST_RUNTIME_MIN_PHOTOS else "torch"
     shape = (3, config.image_size, config.image_size)
     logits = {
-        strategy: module_runtime(model, shape, export_dir or runtimes_dir(), prefer, device=device).run for strategy, model in models.items()
+        strategy: module_runtime(model, shape, export_dir or runtimes_dir(), prefer, device=device).run
+        for strategy, model in models.items()
+        if strategy not in known_logits
     }
-    predictions_of = predict(logits, PhotoDataset(samples, config), [s.path for s in samples], batch_size)
+    paths = [s.path for s in samples]
+    computed = predict(logits, PhotoDataset(samples, config), paths, batch_size) if logits else {}
+    labels = np.array([s.label for s in samples])
+    known = {strategy: top_predictions(strategy, paths, labels, known_logits[strategy]) for strategy in models if strategy in known_logits}
+    predictions_of = {strategy: computed.get(strategy) or known[strategy] for strategy in models}
     results = {strategy: compute_metrics(predictions, names) for strategy, predictions in predictions_of.items()}
     write_predictions(out.predictions_file, list(predictions_of.values()), names)
     out.write_json(out.evaluation_file, results)
@@ -104,10 +115,12 @@ def evaluate_run(
     samples: Sequence[Sample] | None = None,
     device: str | None = None,
     export_dir: Path | None = None,
+    known_logits: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], RunDir]:
     """Evaluate the trained strategies of a run (`strategies`, default all) on its validation photos, or on `data`,
     on a GPU when there is one; returns (metrics, where written). `models` (name → model and input size) and
-    `samples` given by a caller that holds them are used instead of reading checkpoints and the data again."""
+    `samples` given by a caller that holds them are used instead of reading checkpoints and the data again, and
+    `known_logits` (on the run's own validation photos) instead of running those models."""
     run = RunDir(run_path)
     if not run.config_file.is_file():
         raise FileNotFoundError(f"{run_path}: not a run directory (no config.yaml)")
@@ -130,7 +143,7 @@ def evaluate_run(
     with run.claimed():
         results = evaluate_models(
             out, {name: models[name][0] for name in strategies}, samples, names, image_size, batch_size, runtime,
-            device or default_device(), export_dir,
+            device or default_device(), export_dir, known_logits if data is None else None,
         )
         if data is None:
             record_summary(run, results)

@@ -43,10 +43,11 @@ def predict(
             chunks[strategy].append(run(batch))
         labels.append(batch_labels)
     truth = torch.cat(labels).numpy()
-    return {strategy: _top_predictions(strategy, paths, truth, np.concatenate(parts)) for strategy, parts in chunks.items()}
+    return {strategy: top_predictions(strategy, paths, truth, np.concatenate(parts)) for strategy, parts in chunks.items()}
 
 
-def _top_predictions(strategy: str, paths: Sequence[str], labels: np.ndarray, logits: np.ndarray) -> Predictions:
+def top_predictions(strategy: str, paths: Sequence[str], labels: np.ndarray, logits: np.ndarray) -> Predictions:
+    """One model's `Predictions` from its logits (N, classes) on photos of known `labels`."""
     probabilities = torch.softmax(torch.from_numpy(logits).double(), dim=1)
     top = probabilities.topk(min(TOP_K, probabilities.shape[1]), dim=1)
     return Predictions(
@@ -114,7 +115,7 @@ def macro_f1(confusion: np.ndarray) -> float:
     return float(f1.mean())
 
 
-def most_confused(confusion: np.ndarray, names: Sequence[str], k: int = 5) -> list[dict[str, Any]]:
+def most_confused(confusion: np.ndarray, names: Sequence[str], k: int = 10) -> list[dict[str, Any]]:
     """The `k` largest off-diagonal cells: which class was taken for which, how often."""
     off = confusion.copy()
     np.fill_diagonal(off, 0)

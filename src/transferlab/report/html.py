@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 from PIL import Image
 
 from ..data.names import class_noun
@@ -60,6 +61,17 @@ def _metrics_rows(run: RunDir, histories: dict[str, list[dict[str, Any]]]) -> li
     return rows
 
 
+SHOWN_CLASSES = 10
+"""Per-class rows shown at once; the rest of a long table is folded (HTML) or left to evaluation.json (Markdown)."""
+
+
+def worst_first(accuracy: dict[str, float | None], predictions: Any, names: list[str]) -> list[dict[str, Any]]:
+    """Per-class rows, lowest accuracy first: name, validation photos, accuracy."""
+    photos = np.bincount(predictions.labels, minlength=len(names))
+    rows = [{"name": name, "photos": int(photos[i]), "accuracy": accuracy[name]} for i, name in enumerate(names) if photos[i]]
+    return sorted(rows, key=lambda row: (row["accuracy"], row["name"]))
+
+
 def run_histories(run: RunDir) -> dict[str, list[dict[str, Any]]]:
     """history.csv per strategy, in the registry's order (the notebook's three first)."""
     rows = run.read_history()
@@ -91,6 +103,7 @@ def report_context(run: RunDir) -> dict[str, Any]:
 
     predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else {}
     evaluation = {s: compute_metrics(p, names) for s, p in predictions.items()}
+    per_class = {s: worst_first(metrics["per_class_accuracy"], predictions[s], names) for s, metrics in evaluation.items()}
     if predictions and not all(run.plot_file(f"confusion_{name}").is_file() for name in predictions):
         save_evaluation_figures(run, names, predictions, class_noun(folders))  # evaluation draws them; a run evaluated elsewhere may lack them
     findings = run_findings(run, histories, predictions)
@@ -105,6 +118,7 @@ def report_context(run: RunDir) -> dict[str, Any]:
     return {
         "title": f"transferlab: {data_title(settings['data'])}",
         "noun": class_noun(folders),
+        "nouns": {"class": "classes", "breed": "breeds"}[class_noun(folders)],
         "frozen_views": settings.get("views") if cached_views else None,
         "photo_strategies": [name for name in histories if name != "frozen" or not settings.get("cache", True)],
         "run": str(run.path),
@@ -118,6 +132,8 @@ def report_context(run: RunDir) -> dict[str, Any]:
         "metrics": _metrics_rows(run, histories),
         "findings": findings,
         "evaluation": evaluation,
+        "per_class": per_class,
+        "shown_classes": SHOWN_CLASSES,
         "images": {
             "samples": image("samples"),
             "class_counts": image("class_counts"),

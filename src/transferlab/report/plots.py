@@ -117,27 +117,54 @@ def compare_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Figure:
     return figure
 
 
+CELL_TEXT_MAX_CLASSES = 20
+"""Counts are written in the cells up to this many classes; beyond, a cell is too small to hold them."""
+
+
+def confusion_order(confusion: np.ndarray) -> list[int]:
+    """An order of the classes that puts those confused with each other side by side (average-linkage clustering
+    of how often each pair is confused, either way); the identity for a handful of classes."""
+    n = len(confusion)
+    if n <= CELL_TEXT_MAX_CLASSES:
+        return list(range(n))
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    similarity = rates + rates.T
+    np.fill_diagonal(similarity, 0)
+    distance = similarity.max() - similarity if similarity.max() > 0 else np.ones_like(similarity)
+    np.fill_diagonal(distance, 0)
+    return [int(i) for i in leaves_list(linkage(squareform(distance, checks=False), method="average", optimal_ordering=True))]
+
+
 @LITERAL_TEXT
 def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str], strategy: str, noun: str = "class") -> Figure:
-    """Row-normalised confusion matrix with readable names; counts written in cells when there are few classes."""
-    counts = np.asarray(confusion)
+    """Row-normalised confusion matrix with readable names: counts in the cells for a few classes; for many, the
+    classes ordered so that confused ones sit together, and the figure sized so no tick label overlaps the next."""
+    order = confusion_order(np.asarray(confusion))
+    counts = np.asarray(confusion)[np.ix_(order, order)]
+    names = [names[i] for i in order]
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = min(4 + 0.35 * len(names), 30)
-    figure = Figure(figsize=(size, size * 0.9))
+    many = len(names) > CELL_TEXT_MAX_CLASSES
+    fontsize = 8 if len(names) <= 30 else 6
+    side = max(6.0, 0.14 * len(names) + 3.0) if many else min(4 + 0.35 * len(names), 12)
+    figure = Figure(figsize=(side, side * 0.92))
     ax = figure.subplots()
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ticks = range(len(names))
-    fontsize = 8 if len(names) <= 30 else 5
-    ax.set_xticks(list(ticks), names, rotation=90, fontsize=fontsize)
-    ax.set_yticks(list(ticks), names, fontsize=fontsize)
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    ticks = list(range(len(names)))
+    ax.set_xticks(ticks, names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(ticks, names, fontsize=fontsize)
     ax.set_xlabel("predicted")
     ax.set_ylabel(f"true {noun}")
-    if len(names) <= 20:
+    if not many:
         for (row, column), count in np.ndenumerate(counts):
             if count:
                 colour = "white" if rates[row, column] > 0.5 else "black"
                 ax.text(column, row, str(count), ha="center", va="center", fontsize=7, color=colour)
-    ax.set_title(f"{strategy}: confusion matrix (share of each true {noun}; counts in cells)")
+    plural = "classes" if noun == "class" else f"{noun}s"
+    detail = "counts in cells" if not many else f"{len(names)} {plural} ordered so that confused ones sit together"
+    ax.set_title(f"{strategy}: confusion matrix (share of each true {noun}; {detail})")
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     figure.tight_layout()
     return figure

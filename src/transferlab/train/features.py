@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..augment.pipeline import Pipeline, seeded_generator
 from ..data.datasets import Placement, PhotoDataset, epoch_loader, normalize
-from ..data.scan import content_hash
+from ..data.photo_cache import PhotoCache
 from ..data.sources import Sample
 from ..files import exclusive_lock, write_atomic
 from ..models.classifier import DataConfig
@@ -114,8 +113,7 @@ def extract_features(
     `runtime` is called (to build the backbone runtime) only when some photo's features are missing. Processes
     sharing the store (a distributed run, two runs at once) compute them one at a time: the others wait, then read.
     """
-    with ThreadPoolExecutor(4) as pool:
-        digests = list(pool.map(content_hash, [s.path for s in samples]))
+    digests = PhotoCache().hashes([s.path for s in samples])
     cached = [store.load(d, views) for d in digests]
     if any(array is None for array in cached):
         with exclusive_lock(store.root / ".lock", f"{store.root}: another process is computing features; waiting"):
