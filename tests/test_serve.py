@@ -40,6 +40,7 @@ def _photo(woof_mini, breed="n02111889-Samoyed") -> tuple[str, bytes]:
 def test_health_classes_and_page(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["classes"] == 10 and health["runtime"] in ("openvino", "onnxruntime", "torch")
+    assert health["data"] == "woof-mini" and health["nouns"] == "breeds"
     classes = client.get("/classes").json()
     assert classes[8] == {"index": 8, "class": "n02111889-Samoyed", "label": "Samoyed"}
     page = client.get("/")
@@ -122,9 +123,11 @@ def test_the_page_labels_an_uploaded_photo_in_chromium(run, woof_mini, tmp_path)
         page.set_input_files("#file", str(photo))
         page.wait_for_selector("#bars .row", timeout=30_000)
         top = page.inner_text("#bars .row .label")
+        title, line = page.title(), page.inner_text("#model")
         page.screenshot(path=str(tmp_path / "serve.png"))
         browser.close()
     assert top.startswith("Samoyed") and errors == []
+    assert title == "transferlab: woof-mini" and line.startswith("woof-mini · 10 breeds")
 
 
 def test_report_is_served_when_the_run_has_one(run, tmp_path):

@@ -25,6 +25,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .data.names import class_noun
+from .data.resolve import data_title
 from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_bytes, open_checked
 from .inference import Predictor, load
 from .rundir import RunDir
@@ -208,6 +210,8 @@ def create_app(
     predictor: Predictor = load(source, strategy, runtime="auto")
     run = RunDir(source) if Path(source).is_dir() else None
     model_name = Path(source).name
+    data_name = data_title(run.read_config()["config"]["data"]) if run is not None and run.config_file.is_file() else None
+    nouns = "breeds" if class_noun(predictor.classes) == "breed" else "classes"
     decoder = ThreadPoolExecutor(1, thread_name_prefix="tlab-decode")  # one photo set in memory at a time
     model = ThreadPoolExecutor(1, thread_name_prefix="tlab-model")  # the predictor runs one batch at a time
     draft_size = int(predictor.config.image_size / predictor.config.crop_pct)
@@ -234,6 +238,7 @@ def create_app(
         return {
             "status": "ok", "model": model_name, "strategy": predictor.strategy, "runtime": predictor.backend,
             "classes": len(predictor.classes), "image_size": predictor.config.image_size, "token_required": token is not None,
+            "data": data_name, "nouns": nouns,
         }
 
     @app.get("/classes", dependencies=guarded)

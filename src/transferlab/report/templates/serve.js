@@ -4,7 +4,9 @@ const tokenForm = document.getElementById("token-form"), error = document.getEle
 let pending = null;
 
 fetch("/health").then(r => r.json()).then(h => {
-  document.getElementById("model").textContent = `${h.classes} classes · ${h.strategy || "model"} · ${h.runtime}`;
+  const data = h.data ? `${h.data} · ` : "";
+  document.getElementById("model").textContent = `${data}${h.classes} ${h.nouns} · ${h.strategy || "model"} · ${h.runtime}`;
+  if (h.data) document.title = `transferlab: ${h.data}`;
 });
 
 function askForToken(file) {
