@@ -184,3 +184,18 @@ def test_a_pickled_program_is_refused_without_running_it(tmp_path):
         read_checkpoint(path)
     assert not marker.exists()
     assert "weights_only=False" not in str(error.value)
+
+
+def test_early_stopping_resumes_with_the_patience_it_had(three_classes, tmp_path):
+    """EarlyStopping's count of epochs without improvement travels in last.ckpt: killed in the epoch after one
+    that did not improve val_loss, the resumed run stops where an uninterrupted one does."""
+    settings = dict(epochs=10, early_stop=2, lr=0.5)
+    train(_config(three_classes, tmp_path / "whole", **settings))
+    whole = _record(tmp_path / "whole")
+    losses = [row["val_loss"] for row in whole[0]]
+    worse = [e for e in range(2, len(losses)) if losses[e - 1] >= min(losses[: e - 1])]  # 1-based epochs
+    assert worse, f"no epoch without improvement to test with: {losses}"
+    with pytest.raises(Crash):
+        train(_config(three_classes, tmp_path / "run", **settings), callbacks=[CrashIn("train_batch", worse[0] + 1)])
+    train(_config(three_classes, tmp_path / "run", **settings))
+    _assert_same_run(tmp_path / "run", whole)

@@ -185,7 +185,7 @@ def test_ctrl_c_during_finetune_says_how_to_resume_and_the_same_command_does(thr
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
-    assert "interrupted — run the same command to resume" in stderr and "Traceback" not in stderr
+    assert "interrupted — run the same command (without --overwrite) to resume" in stderr and "Traceback" not in stderr
     assert 1 <= _rows(out, "finetune") < 12
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "resuming" in again.stderr, again.stderr[-2000:]

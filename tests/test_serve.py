@@ -310,3 +310,20 @@ def test_binding_beyond_this_machine_warns_and_the_token_comes_from_the_environm
     assert "listening on ::" in guarded.output and "--token" not in guarded.output
     assert [call[-1] for call in calls] == [None, None, "from-env"]
     assert serve.is_loopback("::1") and serve.is_loopback("localhost") and not serve.is_loopback("192.168.1.5")
+
+
+def test_files_each_under_the_limit_pass_however_many(run):
+    """The per-file count restarts with every part (six 600 KB files under a 1 MB per-file limit)."""
+    client = TestClient(create_app(run.path, max_bytes=1_000_000, max_files=8))
+    files = [("files", (f"f{i}.png", b"\x89PNG" + bytes([i]) * 600_000)) for i in range(6)]
+    answer = client.post("/predict", files=files)
+    assert answer.status_code != 413, answer.text  # refused for what they are (not images), not for their size
+
+
+def test_a_token_with_any_characters_works_through_the_pages_cookie(run, woof_mini):
+    from urllib.parse import quote
+
+    token = "ab+cd/=&é ok"
+    client = TestClient(create_app(run.path, token=token))
+    client.cookies.set("tlab_token", quote(token, safe=""))  # as the page's encodeURIComponent stores it
+    assert client.post("/predict", files=[("files", _photo(woof_mini))]).status_code == 200

@@ -133,7 +133,7 @@ def _one_line_errors(exit_code: int = USAGE_ERROR) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        console.print("[bold yellow]interrupted[/] — run the same command to resume", highlight=False)
+        console.print("[bold yellow]interrupted[/] — run the same command (without --overwrite) to resume", highlight=False)
         raise typer.Exit(INTERRUPTED) from None
     except _input_errors() as error:
         _fail(str(error), exit_code)
@@ -525,6 +525,7 @@ def data_check(
     """Classes, photos per split, unreadable files, and identical photos in both train and val; exit 1 on errors."""
     from rich.table import Table
 
+    from .data.photo_cache import PhotoCache
     from .data.scan import find_unreadable, train_val_duplicates
 
     index = _open_index(data, val_fraction, seed, breeds, data_dir, source_url, exit_code=FOUND_ERRORS)
@@ -538,12 +539,13 @@ def data_check(
     table.add_row("", "total", "", str(len(index.train)), str(len(index.val)), style="bold")
     out.print(table)
 
-    unreadable = list(index.skipped) + find_unreadable([s.path for s in index.train + index.val])
+    photos = PhotoCache.in_cache(data_dir)
+    unreadable = list(index.skipped) + find_unreadable([s.path for s in index.train + index.val], photos)
     for skipped in unreadable[:UNREADABLE_SHOWN]:
         out.print(f"unreadable: {skipped.path}: {skipped.reason}", highlight=False)
     if len(unreadable) > UNREADABLE_SHOWN:
         out.print(f"... and {len(unreadable) - UNREADABLE_SHOWN} more unreadable file(s)", highlight=False)
-    duplicates = train_val_duplicates(index)
+    duplicates = train_val_duplicates(index, photos)
     for group in duplicates:
         out.print(f"in train and val (identical): {', '.join(map(str, group.train + group.val))}", highlight=False)
     empty_val = [name for name, count in val_counts.items() if count == 0]

@@ -28,6 +28,7 @@ from .augment.gallery import gallery_figure, gallery_image
 from .augment.pipeline import build_augment
 from .config import CompareConfig, RunSettings, TrainConfig
 from .data.names import class_noun
+from .data.resolve import data_name
 from .data.sources import DatasetIndex
 from .evaluate.diagnose import Finding
 from .evaluate.evaluation import evaluate_run
@@ -37,7 +38,7 @@ from .models.checkpoints import find_checkpoint, load_checkpoint_classifier
 from .models.classifier import Classifier, build_classifier
 from .models.runtime import eval_mode
 from .models.weights import RANDOM_INIT, WeightsError, WeightsInfo
-from .report.html import build_report, run_findings
+from .report.html import build_report, run_findings, run_histories
 from .report.plots import class_counts_figure, compare_figure, history_figure, sample_grid_figure, save_evaluation_figures, save_figure
 from .rundir import RunDir, RunDirError
 from .train.distributed import check_devices, is_rank_zero, training_device
@@ -57,8 +58,7 @@ log = logging.getLogger(__name__)
 
 def default_out(data: str) -> str:
     """runs/<name of DATA>-<date and time>: a new run directory for each new `Experiment` in a notebook."""
-    name = Path(str(data).rstrip("/")).name.removesuffix(".csv") or "data"
-    return str(Path("runs") / f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    return str(Path("runs") / f"{data_name(data)}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
 
 
 class Experiment:
@@ -90,7 +90,7 @@ class Experiment:
             raise RunDirError(f"{run}: not a run directory (no config.yaml)")
         config = RunDir(run).read_config()["config"]
         settings = RunSettings(**{key: value for key, value in config.items() if key in RunSettings.model_fields})
-        experiment = cls(settings.model_copy(update={**overrides, "out": str(run), "overwrite": False}))
+        experiment = cls(settings.model_copy(update={**overrides, "out": str(run), "overwrite": False}), recipe=config.get("recipe", "seed"))
         experiment._run = RunDir(run)
         return experiment
 
@@ -143,10 +143,14 @@ class Experiment:
         keep_finished: bool = False,
     ) -> StageResult:
         """Train one strategy and record it. A strategy that continues another (finetune, gradual: from frozen)
-        starts from that one's model — trained first, with its defaults, when it is not there yet — or from
-        `init` (a run directory or checkpoint). With `keep_finished` a stage already finished in the run directory
-        is loaded instead of trained again (the CLI's resume); an interrupted one always continues."""
+        starts from that one's model — loaded from the run directory when it finished there, else trained first
+        with its defaults — or from `init` (a run directory or checkpoint). With `keep_finished` a stage already
+        finished in the run directory is loaded instead of trained again (the CLI's resume, and every distributed
+        run); an interrupted one always continues."""
         stage = plan(strategy, self.recipe, epochs, lr)
+        check_devices(self.settings.accelerator, self.settings.devices)
+        if self.settings.devices * self.settings.num_nodes > 1:
+            keep_finished = True  # every process must make the same choice, before they can talk to each other
         with self._claimed():
             image_size = self.settings.image_size
             if init is not None:
@@ -157,8 +161,8 @@ class Experiment:
             elif stage.strategy.starts_from is not None:
                 base = stage.strategy.starts_from
                 if base not in self.results:
-                    log.info("%s continues from %s: training %s first", strategy, base, base)
-                    self.fit(base, callbacks=callbacks, keep_finished=keep_finished)
+                    log.info("%s continues from %s: its model from the run directory, or trained first", strategy, base)
+                    self.fit(base, callbacks=callbacks, keep_finished=True)
                 model = copy.deepcopy(self.results[base].model)
                 image_size = self.results[base].image_size
             else:
@@ -198,7 +202,7 @@ class Experiment:
         features = self._feature_data.val_set.features[:, 0]
         logits = {}
         for name, result in self.results.items():
-            if result.stage.strategy.feature_cache:
+            if result.cached_features:
                 with eval_mode(result.model), torch.inference_mode():
                     logits[name] = result.model.head.forward_pooled(features).float().numpy()
         return logits
@@ -228,8 +232,7 @@ class Experiment:
         """Accuracy and loss per epoch: one strategy's (the notebook's plot_hist), or every strategy's overlaid."""
         if strategy is not None:
             return history_figure(self.run.read_history(strategy), strategy)
-        histories = {name: self.run.read_history(name) for name in self.strategies}
-        return compare_figure(histories)
+        return compare_figure(run_histories(self.run))
 
     # -- using the models ----------------------------------------------------------------------------------------
 
@@ -256,7 +259,6 @@ class Experiment:
 
     def _claimed(self) -> AbstractContextManager:
         """Rank 0 alone writes the run directory, and no other process meanwhile."""
-        check_devices(self.settings.accelerator, self.settings.devices)
         return RunDir(self.settings.out).claimed() if is_rank_zero() else nullcontext()
 
     def _prepare(self, refuse_finished: Sequence[str] | None = None) -> RunDir:
@@ -270,7 +272,8 @@ class Experiment:
             weights = WeightsInfo("checkpoint", str(find_checkpoint(init)))
         else:
             weights = self._pretrained[1] if self._pretrained is not None else RANDOM_INIT
-        write_run_header(self.run, self.settings, self.index, weights)
+        saved = self.run.read_config()["config"] if self.run.config_file.is_file() else {}
+        write_run_header(self.run, self.settings, self.index, weights, keep=saved)
 
     def _trained(self, strategy: str) -> tuple[Classifier, int]:
         """A trained strategy's best model and its input size: in memory after `fit`, else from its checkpoint."""
@@ -323,6 +326,7 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
     A finished run is refused without `overwrite`; an interrupted one with the same settings is resumed, its
     finished stages loaded, not trained again."""
     stages = [config.strategy] if config.init else lineage(config.strategy)
+    check_devices(config.accelerator, config.devices)
     experiment = Experiment(config)
     with experiment._claimed():
         L.seed_everything(config.seed, workers=True, verbose=False)
@@ -342,6 +346,7 @@ def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunD
         base = get_strategy(name).starts_from
         if base is not None and base not in config.strategies[: config.strategies.index(name)]:
             raise StrategyError(f"{name} continues from the {base} model: list {base} before it in --strategies")
+    check_devices(config.accelerator, config.devices)
     experiment = Experiment(config, recipe=config.recipe)
     with experiment._claimed():
         L.seed_everything(config.seed, workers=True, verbose=False)

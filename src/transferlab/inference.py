@@ -137,7 +137,7 @@ def best_strategy(run: RunDir) -> str:
     accuracy (the cheaper on a tie). Predict, serve and export use it."""
     from .evaluate.diagnose import choose
     from .evaluate.metrics import read_predictions
-    from .train.strategies import get_strategy, strategy_names
+    from .train.strategies import costs
 
     trained = run.trained_strategies()
     if not trained:
@@ -145,9 +145,8 @@ def best_strategy(run: RunDir) -> str:
     metrics = run.read_metrics()
     accuracy = {s: metrics.get(s, {}).get("accuracy", metrics.get(s, {}).get("best_val_acc", 0.0)) for s in trained}
     predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else None
-    costs = {s: get_strategy(s).cost for s in trained if s in strategy_names()}
     seed = run.read_config()["config"]["seed"] if run.config_file.is_file() else 0
-    return choose(accuracy, costs, predictions, seed)[0]
+    return choose(accuracy, costs(trained), predictions, seed)[0]
 
 
 def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch") -> Predictor:
@@ -224,7 +223,8 @@ def _onnx_predictor(path: Path) -> Predictor:
 
 
 def load(source: str | Path, strategy: str | None = None, runtime: str = "torch") -> Predictor:
-    """A `Predictor` from a run directory (its best-scoring strategy, or `strategy`), a .ckpt, or an exported .onnx.
+    """A `Predictor` from a run directory (the strategy it recommends — `best_strategy` — or `strategy`), a .ckpt,
+    or an exported .onnx.
 
     `runtime` "auto" (or "openvino", "onnxruntime") runs a checkpoint's model in the fastest runtime installed that
     matches PyTorch within 1e-4 (models.runtime); "torch" runs it in PyTorch.

@@ -84,12 +84,15 @@ class RunDir:
                     yield self
                 finally:
                     if created and [entry.name for entry in self.path.iterdir()] == [self.lock_file.name]:
-                        self.lock_file.unlink()  # nothing was written: leave no empty run directory behind
-                        self.path.rmdir()
+                        try:  # nothing was written: leave no empty run directory behind
+                            self.lock_file.unlink()
+                            self.path.rmdir()
+                        except OSError:
+                            pass  # another process came in meanwhile: the folder is its now
         except LockHeld as held:
             raise RunDirError(
                 f"{self.path}: in use by process {held.pid if held.pid is not None else '(unknown)'}, which is writing "
-                "there; wait for it to end (or stop it), or choose another --out"
+                "there; wait for it to end, or stop it"
             ) from None
 
     def clear(self) -> None:

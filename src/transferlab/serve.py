@@ -13,10 +13,12 @@ import hmac
 import ipaddress
 import logging
 import os
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import unquote
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -25,7 +27,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .data.names import class_noun
+from .data.names import class_noun, plural
 from .data.resolve import data_title
 from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_bytes, open_checked
 from .inference import Predictor, load
@@ -38,6 +40,8 @@ MAX_FILES = 16
 MAX_MEGAPIXELS = 100.0
 """Pixels one request may make the server decode, JPEGs counted at the reduced scale they are decoded at: 16
 phone photos pass, 16 lossless 9000 x 9000 PNGs (1,300 megapixels, 4 GB decoded) do not."""
+IN_FLIGHT = 2
+"""Requests between decoding and answering at once: one decoding while the model answers the other."""
 TOKEN_ENV = "TLAB_SERVE_TOKEN"
 TOKEN_COOKIE = "tlab_token"
 HEADER_SECONDS = 10.0
@@ -135,15 +139,18 @@ class _UploadParser(MultiPartParser):
     def __init__(self, *args: Any, max_file_bytes: int, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.max_file_bytes = max_file_bytes
-        self._sizes: dict[int, int] = {}
+        self._part_bytes = 0
+
+    def on_part_begin(self) -> None:
+        super().on_part_begin()
+        self._part_bytes = 0
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._current_part
         if part.file is not None:
-            size = self._sizes.get(id(part), 0) + end - start
-            if size > self.max_file_bytes:
+            self._part_bytes += end - start
+            if self._part_bytes > self.max_file_bytes:
                 raise MultiPartException(f"{part.file.filename or 'upload'}: over the limit of {self.max_file_bytes:,} bytes per file")
-            self._sizes[id(part)] = size
         super().on_part_data(data, start, end)
 
 
@@ -211,16 +218,19 @@ def create_app(
     run = RunDir(source) if Path(source).is_dir() else None
     model_name = Path(source).name
     data_name = data_title(run.read_config()["config"]["data"]) if run is not None and run.config_file.is_file() else None
-    nouns = "breeds" if class_noun(predictor.classes) == "breed" else "classes"
-    decoder = ThreadPoolExecutor(1, thread_name_prefix="tlab-decode")  # one photo set in memory at a time
+    nouns = plural(class_noun(predictor.classes))
+    decoder = ThreadPoolExecutor(1, thread_name_prefix="tlab-decode")  # one photo set decoding at a time
     model = ThreadPoolExecutor(1, thread_name_prefix="tlab-model")  # the predictor runs one batch at a time
+    in_flight: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
+    """Per event loop (uvicorn runs one; a test client may start several): decoded photo sets held at once, so
+    memory stays under IN_FLIGHT times the pixel budget however many requests wait."""
     draft_size = int(predictor.config.image_size / predictor.config.crop_pct)
 
     def authorized(request: Request) -> None:
         if token is None:
             return
         header = request.headers.get("authorization", "")
-        given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else request.cookies.get(TOKEN_COOKIE, "")
+        given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else unquote(request.cookies.get(TOKEN_COOKIE, ""))
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "this server needs a token: Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
 
@@ -251,8 +261,10 @@ def create_app(
         if not uploads:
             raise HTTPException(422, "no image in the request: send multipart/form-data with one or more files")
         loop = asyncio.get_running_loop()
-        images = await loop.run_in_executor(decoder, decode_uploads, uploads, draft_size, max_megapixels)
-        return JSONResponse(await loop.run_in_executor(model, predict_images, images, top_k))
+        async with in_flight.setdefault(loop, asyncio.Semaphore(IN_FLIGHT)):
+            images = await loop.run_in_executor(decoder, decode_uploads, uploads, draft_size, max_megapixels)
+            answer = await loop.run_in_executor(model, predict_images, images, top_k)
+        return JSONResponse(answer)
 
     @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
     def openapi() -> dict:

@@ -17,15 +17,22 @@ def wordnet_id(folder_name: str) -> str | None:
     return match.group(0)[:-1] if match else None
 
 
-DOG_WORDNET_IDS = {*range(2085620, 2113979), 2115641, 2115913, 2116738}
-"""WordNet ids of dog breeds: ImageNet's n02085620 (Chihuahua) to n02113978 (Mexican hairless), and the dingo,
-dhole and African hunting dog that Stanford Dogs adds."""
+DOG_WORDNET_IDS = range(2085620, 2113979)
+"""WordNet ids of ImageNet's dog breeds, n02085620 (Chihuahua) to n02113978 (Mexican hairless)."""
+OTHER_DOG_WORDNET_IDS = frozenset({2115641, 2115913, 2116738})
+"""The dingo, dhole and African hunting dog, which Stanford Dogs adds."""
+
+
+def _is_dog(folder: str) -> bool:
+    number = wordnet_id(folder)
+    return number is not None and (int(number[1:]) in DOG_WORDNET_IDS or int(number[1:]) in OTHER_DOG_WORDNET_IDS)
 
 
 def class_noun(folders: "list[str] | tuple[str, ...]") -> str:
     """What the classes are called in words shown to people: "breed" when every class is a dog breed's WordNet id
     (Stanford Dogs, Imagewoof), else "class"."""
-    ids = [wordnet_id(folder) for folder in folders]
-    if ids and all(i is not None and int(i[1:]) in DOG_WORDNET_IDS for i in ids):
-        return "breed"
-    return "class"
+    return "breed" if folders and all(_is_dog(folder) for folder in folders) else "class"
+
+
+def plural(noun: str) -> str:
+    return "classes" if noun == "class" else f"{noun}s"

@@ -28,13 +28,14 @@ class DataSpec:
     """stanford-dogs: a mirror URL or a local folder with the archives."""
 
 
+def data_name(source: str) -> str:
+    """DATA as a file name: the folder's or the manifest's name, or the source's own (stanford-dogs, sample)."""
+    return Path(str(source).rstrip("/")).name.removesuffix(".csv") or str(source)
+
+
 def data_title(source: str) -> str:
     """DATA as a title names it: "Stanford Dogs", "the clothing sample", or the folder's or manifest's name."""
-    if source == STANFORD_DOGS:
-        return "Stanford Dogs"
-    if source == SAMPLE:
-        return "the clothing sample"
-    return Path(source.rstrip("/")).name.removesuffix(".csv") or source
+    return {STANFORD_DOGS: "Stanford Dogs", SAMPLE: "the clothing sample"}.get(source) or data_name(source)
 
 
 def open_data(data: str | Path | DataSpec) -> DatasetIndex:

@@ -13,10 +13,10 @@ from .sources import DataSourceError, DatasetIndex, Sample, Skipped
 log = logging.getLogger(__name__)
 
 
-def find_unreadable(paths: list[Path]) -> list[Skipped]:
+def find_unreadable(paths: list[Path], photos: PhotoCache | None = None) -> list[Skipped]:
     """Every path that does not decode completely, with the reason: remembered by content hash across runs
-    (`PhotoCache`), decoded in threads otherwise (Pillow decodes outside the GIL)."""
-    reasons = PhotoCache().verdicts(paths, check_image)
+    (`photos`, default the default cache's), decoded in threads otherwise (Pillow decodes outside the GIL)."""
+    reasons = (photos or PhotoCache()).verdicts(paths, check_image)
     return [Skipped(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
 
 
@@ -32,20 +32,20 @@ def warn_skipped(skipped: Sequence[Skipped], listed_in: str = "the run directory
         log.warning("skipped %d more file(s); %s lists every one", len(skipped) - SKIPPED_SHOWN, listed_in)
 
 
-def readable(samples: Sequence[Sample]) -> list[Sample]:
+def readable(samples: Sequence[Sample], photos: PhotoCache | None = None) -> list[Sample]:
     """`samples` without those that do not decode, reported by `warn_skipped`."""
-    unreadable = find_unreadable([sample.path for sample in samples])
-    warn_skipped(unreadable, listed_in="`tlab data check`")
+    unreadable = find_unreadable([sample.path for sample in samples], photos)
+    warn_skipped(unreadable, listed_in="`tlab data check`, with the rest of its findings,")
     bad = {skipped.path for skipped in unreadable}
     return [sample for sample in samples if sample.path not in bad]
 
 
-def drop_unreadable(index: DatasetIndex) -> DatasetIndex:
+def drop_unreadable(index: DatasetIndex, photos: PhotoCache | None = None) -> DatasetIndex:
     """`index` without the photos that do not decode, logged (`warn_skipped`) and added to `skipped`.
 
     Raises `DataSourceError` when a class is left without training photos.
     """
-    unreadable = find_unreadable([sample.path for sample in index.train + index.val])
+    unreadable = find_unreadable([sample.path for sample in index.train + index.val], photos)
     warn_skipped(index.skipped + tuple(unreadable))
     bad = {skipped.path for skipped in unreadable}
 
@@ -69,10 +69,10 @@ class Duplicate:
     val: tuple[Path, ...]
 
 
-def train_val_duplicates(index: DatasetIndex) -> list[Duplicate]:
+def train_val_duplicates(index: DatasetIndex, photos: PhotoCache | None = None) -> list[Duplicate]:
     """Groups of identical files (content hash) present in both splits: a leak that inflates validation scores."""
     samples = [(sample.path, "train") for sample in index.train] + [(sample.path, "val") for sample in index.val]
-    hashes = PhotoCache().hashes([path for path, _ in samples])
+    hashes = (photos or PhotoCache()).hashes([path for path, _ in samples])
     groups: dict[str, dict[str, list[Path]]] = defaultdict(lambda: {"train": [], "val": []})
     for (path, split), digest in zip(samples, hashes):
         groups[digest][split].append(path)

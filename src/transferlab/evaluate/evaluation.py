@@ -6,7 +6,7 @@ import numpy as np
 from typing import Any, Mapping, Sequence
 
 from ..data.datasets import PhotoDataset
-from ..data.resolve import DataSpec, open_data
+from ..data.resolve import DataSpec, data_name, open_data
 from ..data.scan import readable
 from ..data.stanford_dogs import NAME as STANFORD_DOGS
 from ..data.sources import DataSourceError, DatasetIndex, Sample
@@ -101,7 +101,7 @@ def evaluation_dir(run: RunDir, data: DataSpec | None) -> RunDir:
     """Where an evaluation is written: the run itself, or `evaluations/<name of DATA>/` inside it."""
     if data is None:
         return run
-    return RunDir(run.path / "evaluations" / Path(data.source.rstrip("/")).name.removesuffix(".csv"))
+    return RunDir(run.path / "evaluations" / data_name(data.source))
 
 
 def evaluate_run(

@@ -11,10 +11,10 @@ import jinja2
 import numpy as np
 from PIL import Image
 
-from ..data.names import class_noun
+from ..data.names import class_noun, plural
 from ..data.resolve import data_title
 from ..evaluate.diagnose import Finding, diagnose
-from ..train.strategies import get_strategy, order, strategy_names
+from ..train.strategies import costs, get_strategy, order, strategy_names
 from ..evaluate.metrics import compute_metrics, read_predictions
 from ..files import write_atomic
 from ..rundir import RunDir
@@ -85,9 +85,8 @@ def run_findings(run: RunDir, histories: dict[str, list[dict[str, Any]]] | None 
         predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else {}
     n_val = len(next(iter(predictions.values())).paths) if predictions else run.read_config()["data"]["val"]
     known = [name for name in histories if name in strategy_names()]
-    costs = {name: get_strategy(name).cost for name in known}
     continues = {name: get_strategy(name).starts_from for name in known if get_strategy(name).starts_from}
-    return diagnose(histories, predictions, n_val, seed=run.read_config()["config"]["seed"], costs=costs, continues=continues)
+    return diagnose(histories, predictions, n_val, seed=run.read_config()["config"]["seed"], costs=costs(known), continues=continues)
 
 
 def report_context(run: RunDir) -> dict[str, Any]:
@@ -114,13 +113,16 @@ def report_context(run: RunDir) -> dict[str, Any]:
         return {"file": path.relative_to(run.path).as_posix(), "uri": _data_uri(path)} if path.is_file() else None
 
     settings = config["config"]
-    cached_views = "frozen" in histories and settings.get("cache", True) and config.get("augment_ops")
+    on_features = [name for name in histories if name in strategy_names() and get_strategy(name).feature_cache]
+    cached = settings.get("cache", True)
+    cached_views = on_features and cached and config.get("augment_ops")
     return {
         "title": f"transferlab: {data_title(settings['data'])}",
         "noun": class_noun(folders),
-        "nouns": {"class": "classes", "breed": "breeds"}[class_noun(folders)],
+        "nouns": plural(class_noun(folders)),
         "frozen_views": settings.get("views") if cached_views else None,
-        "photo_strategies": [name for name in histories if name != "frozen" or not settings.get("cache", True)],
+        "cached_strategies": on_features,
+        "photo_strategies": [name for name in histories if name not in on_features or not cached],
         "run": str(run.path),
         "created": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "config": config["config"],

@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..data.datasets import square_view
+from ..data.names import plural
 from ..data.decode import UnreadableImageError, load_uint8
 from ..data.sources import DatasetIndex
 from ..evaluate.metrics import Predictions, confident_mistakes, confusion_matrix, read_predictions
@@ -162,8 +163,7 @@ def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str], s
             if count:
                 colour = "white" if rates[row, column] > 0.5 else "black"
                 ax.text(column, row, str(count), ha="center", va="center", fontsize=7, color=colour)
-    plural = "classes" if noun == "class" else f"{noun}s"
-    detail = "counts in cells" if not many else f"{len(names)} {plural} ordered so that confused ones sit together"
+    detail = "counts in cells" if not many else f"{len(names)} {plural(noun)} ordered so that confused ones sit together"
     ax.set_title(f"{strategy}: confusion matrix (share of each true {noun}; {detail})")
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     figure.tight_layout()

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..config import Accelerator, Precision
-from ..models.runtime import default_threads
+from ..models.runtime import default_device, default_threads
 
 
 RANK_VARIABLES = ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "SLURM_PROCID")
@@ -40,8 +40,8 @@ def is_rank_zero() -> bool:
 
 
 def uses_gpu(accelerator: Accelerator) -> bool:
-    """Whether training runs on CUDA GPUs: asked for, or `auto` on a machine that has one."""
-    return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+    """Whether training runs on CUDA GPUs: asked for, or `auto` where `models.runtime.default_device` finds one."""
+    return accelerator == "gpu" or (accelerator == "auto" and default_device() == "cuda")
 
 
 def training_device(accelerator: Accelerator) -> str:

@@ -107,13 +107,14 @@ def extract_features(
     augment: Pipeline | None,
     views: int,
     workers: int = 0,
+    photos: PhotoCache | None = None,
 ) -> np.ndarray:
     """(N, views, D) features of `samples`, computing and storing those not in `store` yet.
 
     `runtime` is called (to build the backbone runtime) only when some photo's features are missing. Processes
     sharing the store (a distributed run, two runs at once) compute them one at a time: the others wait, then read.
     """
-    digests = PhotoCache().hashes([s.path for s in samples])
+    digests = (photos or PhotoCache()).hashes([s.path for s in samples])
     cached = [store.load(d, views) for d in digests]
     if any(array is None for array in cached):
         with exclusive_lock(store.root / ".lock", f"{store.root}: another process is computing features; waiting"):

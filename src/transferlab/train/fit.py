@@ -26,6 +26,7 @@ from ..augment.pipeline import build_augment, resolve_ops
 from ..config import RunSettings
 from ..data.datasets import PhotoDataModule
 from ..data.resolve import open_data
+from ..data.photo_cache import PhotoCache
 from ..data.scan import drop_unreadable
 from ..data.sources import DataSourceError, DatasetIndex
 from ..files import cache_dir, runtimes_dir
@@ -61,6 +62,8 @@ class StageResult:
     metrics: dict[str, Any]
     freeze: FreezeSummary
     image_size: int
+    cached_features: bool = False
+    """Trained on the cached pooled features of the pretrained backbone (its head can be evaluated on them)."""
 
 
 def versions() -> dict[str, str]:
@@ -84,11 +87,12 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
-def write_run_header(run: RunDir, config: RunSettings, index: DatasetIndex, weights: WeightsInfo) -> None:
-    """config.yaml (resolved config, versions, weights, data counts) and classes.json."""
+def write_run_header(run: RunDir, config: RunSettings, index: DatasetIndex, weights: WeightsInfo, keep: dict | None = None) -> None:
+    """config.yaml (resolved config, versions, weights, data counts) and classes.json. `keep`: settings already
+    recorded that `config` does not hold (a CLI command's strategy or recipe, when a notebook continues its run)."""
     run.write_config(
         {
-            "config": config.model_dump(),
+            "config": {**(keep or {}), **config.model_dump()},
             "augment_ops": resolve_ops(config.augment, config.augment_set),
             "versions": versions(),
             "git_sha": _git_sha(),
@@ -144,13 +148,15 @@ def fit_stage(
     name, strategy = stage.name, stage.strategy
     unfreeze = Unfreeze(settings.unfreeze_layers, settings.unfreeze_blocks)
     freeze = strategy.apply(model, unfreeze)
-    finished = not settings.overwrite and name in run.read_metrics() and run.best_checkpoint(name).is_file()
-    if finished and keep_finished:
+    cached_features = isinstance(datamodule, FeatureDataModule)
+    finished = name in run.read_metrics() and run.best_checkpoint(name).is_file()
+    if finished and keep_finished and not settings.overwrite:
         log.info("%s: already trained in %s; loading its best checkpoint", name, run.path)
         model.load_state_dict(classifier_state(read_checkpoint(run.best_checkpoint(name))))
-        return StageResult(stage, model, run.read_metrics()[name], freeze, datamodule.config.image_size)
-    if finished and is_rank_zero():
-        log.warning("%s: training it again; its earlier results in %s are replaced", name, run.path)
+        return StageResult(stage, model, run.read_metrics()[name], freeze, datamodule.config.image_size, cached_features)
+    if (finished or settings.overwrite) and is_rank_zero():
+        if finished:
+            log.warning("%s: training it again; its earlier results in %s are replaced", name, run.path)
         run.forget_stage(name)
     log.info("%s: %d of %d parameters train, %d BatchNorm frozen", name, freeze.trainable_params, freeze.total_params, freeze.frozen_batchnorms)
     L.seed_everything(settings.seed, workers=True, verbose=False)  # each stage draws the same numbers, resumed or not
@@ -171,8 +177,8 @@ def fit_stage(
     callbacks: list[L.Callback] = [RunCheckpoints(run, name), *strategy.callbacks(model, unfreeze), *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
-    if settings.early_stop:
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=settings.early_stop, mode="min"))
+    if settings.early_stop:  # checked when validation ends, so that epoch's check is in its last.ckpt
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=settings.early_stop, mode="min", check_on_train_epoch_end=False))
     trainer = L.Trainer(
         max_epochs=stage.epochs,
         **trainer_options(settings.accelerator, settings.devices, settings.num_nodes, settings.precision, strategy.unfreezes_during_training),
@@ -201,7 +207,7 @@ def fit_stage(
     if is_rank_zero():
         run.update_metrics(name, metrics)
         save_figure(history_figure(run.read_history(name), name), run.plot_file(f"history_{name}"))
-    return StageResult(stage, model, metrics, freeze, datamodule.config.image_size)
+    return StageResult(stage, model, metrics, freeze, datamodule.config.image_size, cached_features)
 
 
 class _SeesInterrupt(L.Callback):
@@ -280,7 +286,7 @@ def attach_fast_runtime(module: ClassifierModule, model: Classifier, stage: Stag
 def load_data(settings: RunSettings) -> DatasetIndex:
     """The run's photos: DATA indexed, the chosen breeds kept, unreadable photos dropped (and listed)."""
     index = open_data(settings.data_spec)
-    return drop_unreadable(index)
+    return drop_unreadable(index, PhotoCache.in_cache(settings.data_dir))
 
 
 IGNORED_ON_RESUME = {"out", "overwrite", "workers", "runtime", "accelerator", "devices", "num_nodes", "precision", "logger"}
@@ -356,8 +362,9 @@ def feature_datamodule(settings: RunSettings, index: DatasetIndex, model: Classi
     workers = resolve_workers(settings.workers, settings.accelerator, settings.devices)
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # cached or not, training then draws the same random numbers
-        train_features = extract_features(index.train, store, runtime, config, augment, views, workers)
-        val_features = extract_features(index.val, store, runtime, config, None, 1, workers)
+        photos = PhotoCache.in_cache(settings.data_dir)
+        train_features = extract_features(index.train, store, runtime, config, augment, views, workers, photos)
+        val_features = extract_features(index.val, store, runtime, config, None, 1, workers, photos)
     datamodule = FeatureDataModule(
         FeatureDataset(train_features, [s.label for s in index.train], settings.seed, draw_views=True),
         FeatureDataset(val_features, [s.label for s in index.val], settings.seed, draw_views=False),

@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric, SumMetric
 
 from ..models.freezing import set_frozen_batchnorms_eval
 from ..models.runtime import FeatureRuntime
+from .strategies.registry import single_group
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,7 @@ class ClassifierModule(L.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self) -> Any:
-        groups = self.param_groups(self.model, self.lr) if self.param_groups else [
-            {"params": [p for p in self.model.parameters() if p.requires_grad], "lr": self.lr}
-        ]
+        groups = (self.param_groups or single_group)(self.model, self.lr)
         trainable = sum(p.numel() for group in groups for p in group["params"])
         log.info("%s: %d trainable of %d parameters", self.strategy, trainable, sum(p.numel() for p in self.model.parameters()))
         optimizer = torch.optim.Adam(groups, lr=self.lr)

@@ -17,6 +17,7 @@ from .registry import (
     StrategyError,
     Unfreeze,
     UnknownStrategyError,
+    costs,
     get_strategy,
     lineage,
     order,
@@ -26,6 +27,6 @@ from .registry import (
 )
 
 __all__ = [
-    "RECIPE_NAMES", "Defaults", "Stage", "Strategy", "StrategyError", "Unfreeze", "UnknownStrategyError", "get_strategy", "lineage", "order", "plan",
+    "RECIPE_NAMES", "Defaults", "Stage", "Strategy", "StrategyError", "Unfreeze", "UnknownStrategyError", "costs", "get_strategy", "lineage", "order", "plan",
     "register", "strategy_names",
 ]

@@ -137,6 +137,11 @@ def get_strategy(name: str) -> Strategy:
         raise UnknownStrategyError(f"unknown strategy {name!r}; registered: {', '.join(_registry)}") from None
 
 
+def costs(names: "list[str] | set[str]") -> dict[str, int]:
+    """Relative cost per epoch of the registered strategies among `names` (for `evaluate.diagnose.choose`)."""
+    return {name: _registry[name].cost for name in names if name in _registry}
+
+
 def lineage(name: str) -> list[str]:
     """The strategies a stage of `name` needs, first to last (gradual: frozen, gradual)."""
     chain = [name]
