@@ -327,3 +327,48 @@ def test_a_token_with_any_characters_works_through_the_pages_cookie(run, woof_mi
     client = TestClient(create_app(run.path, token=token))
     client.cookies.set("tlab_token", quote(token, safe=""))  # as the page's encodeURIComponent stores it
     assert client.post("/predict", files=[("files", _photo(woof_mini))]).status_code == 200
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(run, woof_mini):
+    """16 different photos sent at once: every answer equals the photo's answer when it was sent alone, and the
+    model thread ran them in batches of more than one."""
+    app = create_app(run.path)
+    photos = [(p.name, p.read_bytes()) for p in sorted((woof_mini / "val").rglob("*.JPEG"))[::7][:16]]
+    with TestClient(app) as alone:
+        single = [alone.post("/predict", files=[("files", photo)]).json() for photo in photos]
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda photo: alone.post("/predict", files=[("files", photo)]).json(), photos * 3))
+        health = alone.get("/health").json()
+    assert len({answer[0]["predictions"][0]["class"] for answer in single}) > 3  # different photos, different answers
+    for i, answer in enumerate(together):
+        expected = single[i % len(photos)][0]
+        assert answer[0]["path"] == expected["path"]
+        assert [p["class"] for p in answer[0]["predictions"]] == [p["class"] for p in expected["predictions"]]
+        assert answer[0]["predictions"][0]["probability"] == pytest.approx(expected["predictions"][0]["probability"], abs=1e-3)
+    assert health["mean_batch"] > 1
+
+
+def test_a_full_queue_answers_503_with_retry_after_at_once(run, woof_mini, monkeypatch):
+    """While the model is stuck, photos beyond the queue's bound are refused at once (503, Retry-After), not held."""
+    import transferlab.serve as serve_module
+
+    monkeypatch.setattr(serve_module, "MAX_WAITING", 2)
+    release = threading.Event()
+    app = create_app(run.path)
+    photo = _photo(woof_mini)
+    with TestClient(app) as client:
+        original = app.app.state.batcher.run
+        app.app.state.batcher.run = lambda batch: (release.wait(30), original(batch))[1]
+        with ThreadPoolExecutor(4) as pool:
+            stuck = [pool.submit(client.post, "/predict", files=[("files", photo)])]
+            time.sleep(0.5)  # the model thread holds the first request
+            stuck += [pool.submit(client.post, "/predict", files=[("files", photo)]) for _ in range(2)]
+            time.sleep(0.5)  # two photos waiting: the queue is full
+            started = time.perf_counter()
+            refused = client.post("/predict", files=[("files", photo)])
+            refused_after = time.perf_counter() - started
+            release.set()
+            codes = [future.result(timeout=60).status_code for future in stuck]
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "waiting" in refused.json()["detail"] and refused_after < 5
+    assert codes == [200, 200, 200]

@@ -94,6 +94,10 @@ BreedsOption = _field_option(RunSettings, "breeds")
 DataDirOption = _field_option(RunSettings, "data_dir")
 SourceUrlOption = _field_option(RunSettings, "source_url")
 RuntimeOption = _field_option(RunSettings, "runtime")
+InferencePrecisionOption = _field_option(
+    RunSettings, "inference_precision",
+    help="auto (the precision the run's accuracy gate kept for the strategy, where this CPU runs it natively; else fp32), fp32, bf16 or int8.",
+)
 
 
 INTERRUPTED = 130
@@ -343,6 +347,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON (top-1 under 'accuracy').")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     runtime: RuntimeOption = "auto",
+    inference_precision: InferencePrecisionOption = "auto",
     breeds: BreedsOption = None,
     data_dir: DataDirOption = None,
     source_url: SourceUrlOption = None,
@@ -362,7 +367,7 @@ def evaluate(
     with _one_line_errors():
         spec = DataSpec(data, breeds, data_dir=data_dir, source_url=source_url) if data else None
         experiment = Experiment.open(run_dir, batch_size=batch_size, runtime=runtime)
-        results = experiment.evaluate(spec)
+        results = experiment.evaluate(spec, inference_precision)
         where = evaluation_dir(experiment.run, spec)
         chosen = strategy or best_strategy(experiment.run)
     if chosen not in results:
@@ -404,6 +409,8 @@ def predict(
     strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the one the run recommends: the most accurate, unless a cheaper one is not significantly worse).")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=1000, help="Answers per photo.")] = 5,
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    runtime: Annotated[str, typer.Option(help="torch, or auto / openvino / onnxruntime (faster for many photos; exported on first use).")] = "torch",
+    inference_precision: InferencePrecisionOption = "auto",
 ) -> None:
     """Label new photos with a trained model: the top-k breeds and their probabilities."""
     import csv
@@ -417,7 +424,7 @@ def predict(
     if output_format not in ("table", "csv", "json"):
         _fail(f"--format: expected table, csv or json, got {output_format!r}")
     with _one_line_errors():
-        predictor = load(run_dir, strategy)
+        predictor = load(run_dir, strategy, runtime, inference_precision)
         files = expand_paths(paths)
     if not files:
         _fail(f"no image files in {' '.join(paths)}")
@@ -483,6 +490,7 @@ def serve(
     max_mb: Annotated[float, typer.Option(min=0.01, max=1024, help="Largest upload accepted, per file, in MB.")] = 10.0,
     max_megapixels: Annotated[float, typer.Option(min=1, max=10_000, help="Pixels one request may make the server decode, in millions (JPEGs count at the reduced scale they decode at).")] = 100.0,
     token: Annotated[Optional[str], typer.Option(help="Require this token (Authorization: Bearer <token>; the page asks for it) on every endpoint but the page and /health. Default: $TLAB_SERVE_TOKEN.")] = None,
+    inference_precision: InferencePrecisionOption = "auto",
 ) -> None:
     """A local web service (POST /predict, GET /classes, /health, /report, /openapi.json) and a page at / to try the model."""
     from .serve import TOKEN_ENV, is_loopback, resolve_token
@@ -496,7 +504,7 @@ def serve(
             highlight=False,
         )
     with _one_line_errors():
-        run_server(run_dir, host, port, strategy, int(max_mb * 1024 * 1024), max_megapixels, token)
+        run_server(run_dir, host, port, strategy, int(max_mb * 1024 * 1024), max_megapixels, token, inference_precision)
 
 
 data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True)

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .augment.pipeline import build_augment
 from .data.resolve import DataSpec
 from .models.backbones import DEFAULT_BACKBONE
+from .models.precision import InferencePrecision
 
 Accelerator = Literal["auto", "cpu", "gpu"]
 Precision = Literal["auto", "32", "16-mixed", "bf16-mixed"]
@@ -58,10 +59,19 @@ class RunSettings(BaseModel):
         "Runtime of what needs no gradient (cached features, the frozen trunk, evaluating 500+ photos): auto (the "
         "fastest installed that matches PyTorch), openvino, onnxruntime, torch."
     ))
+    inference_precision: InferencePrecision = Field("auto", description=(
+        "Precision of what runs without gradients on the CPU (cached features, the frozen trunk, evaluation, predict): "
+        "auto (bf16 where the CPU has it natively, else fp32), fp32, bf16 or int8 (NNCF; the int8 extra). A reduced "
+        "precision is kept only when the trained classifier's top-1 agrees with fp32 on >= 99% of the validation "
+        "photos and its accuracy is within one standard error; else the run uses fp32 and says why."
+    ))
     accelerator: Accelerator = Field("auto", description="auto (a GPU when there is one), cpu or gpu.")
     devices: int = Field(1, ge=1, le=1024, description="Training processes per machine (GPUs, or CPU processes); more than one trains with DDP.")
     num_nodes: int = Field(1, ge=1, le=1024, description="Machines (with torchrun or SLURM, or NODE_RANK/MASTER_ADDR set on each).")
-    precision: Precision = Field("auto", description="auto (bf16-mixed on a GPU that supports it, else 32), 32, 16-mixed (GPU), bf16-mixed.")
+    precision: Precision = Field("auto", description=(
+        "Training precision: auto (bf16-mixed on a GPU or CPU that computes bf16 natively, for what trains on photos; "
+        "else 32), 32, 16-mixed (GPU), bf16-mixed."
+    ))
     logger: Literal["none", "csv", "tensorboard", "mlflow"] = Field("none", description=(
         "Also send the curves to: csv (RUN/logs/), tensorboard (RUN/logs/; the tensorboard extra) or mlflow "
         "(RUN/mlruns/, a local store, or $MLFLOW_TRACKING_URI; the mlflow extra). history.csv is written either way."

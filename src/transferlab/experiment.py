@@ -42,8 +42,9 @@ from .report.html import build_report, run_findings, run_histories
 from .report.plots import class_counts_figure, compare_figure, history_figure, sample_grid_figure, save_evaluation_figures, save_figure
 from .rundir import RunDir, RunDirError
 from .train.distributed import check_devices, is_rank_zero, training_device
-from .train.fit import StageResult, feature_datamodule, fit_stage, load_data, make_datamodule, prepare_run, write_run_header
-from .train.strategies import StrategyError, get_strategy, lineage, order, plan
+from .train.fit import PrecisionUnavailable, StageResult, feature_datamodule, fit_stage, load_data, make_datamodule, prepare_run, run_precision, write_run_header
+from .train.precision_gate import gate_on_features, gate_on_photos, precision_record
+from .train.strategies import Stage, StrategyError, get_strategy, lineage, order, plan
 
 if TYPE_CHECKING:
     import numpy as np
@@ -152,35 +153,68 @@ class Experiment:
         if self.settings.devices * self.settings.num_nodes > 1:
             keep_finished = True  # every process must make the same choice, before they can talk to each other
         with self._claimed():
-            image_size = self.settings.image_size
-            if init is not None:
-                model, hparams = load_checkpoint_classifier(init)
-                if list(hparams["classes"]) != list(self.index.classes):
-                    raise WeightsError(f"{init}: trained on other classes than {self.settings.data}")
-                image_size = image_size or hparams["image_size"]
-            elif stage.strategy.starts_from is not None:
-                base = stage.strategy.starts_from
-                if base not in self.results:
-                    log.info("%s continues from %s: its model from the run directory, or trained first", strategy, base)
-                    self.fit(base, callbacks=callbacks, keep_finished=True)
-                model = copy.deepcopy(self.results[base].model)
-                image_size = self.results[base].image_size
-            else:
-                model = self._new_model(stage.strategy.pretrained)
+            model, image_size = self._starting_model(stage, init, callbacks)
             self._write_header(init)
-            if stage.strategy.feature_cache and self.settings.cache and init is None:
-                data = self._features()
-            else:
-                data = self._photos(model, image_size)
-            result = fit_stage(self.run, data, model, stage, self.settings, self.index.classes, callbacks, keep_finished)
+            cached = stage.strategy.feature_cache and self.settings.cache and init is None
+            data = self._features() if cached else self._photos(model, image_size)
+            result = fit_stage(self.run, data, copy.deepcopy(model), stage, self.settings, self.index.classes, callbacks, keep_finished)
+            if is_rank_zero() and "inference_precision" not in result.metrics:
+                result = self._gated(result, model, image_size, callbacks)
         self.results[strategy] = result
+        return result
+
+    def _starting_model(self, stage: Stage, init: str | Path | None, callbacks: Sequence[L.Callback]) -> tuple[Classifier, int | None]:
+        """The model a stage starts from, and its input size: `init`'s, the model of the strategy it continues
+        (trained first when it is not there), or a new one."""
+        if init is not None:
+            model, hparams = load_checkpoint_classifier(init)
+            if list(hparams["classes"]) != list(self.index.classes):
+                raise WeightsError(f"{init}: trained on other classes than {self.settings.data}")
+            return model, self.settings.image_size or hparams["image_size"]
+        base = stage.strategy.starts_from
+        if base is not None:
+            if base not in self.results:
+                log.info("%s continues from %s: its model from the run directory, or trained first", stage.name, base)
+                self.fit(base, callbacks=callbacks, keep_finished=True)
+            return copy.deepcopy(self.results[base].model), self.results[base].image_size
+        return self._new_model(stage.strategy.pretrained), self.settings.image_size
+
+    def _gated(self, result: StageResult, start: Classifier, image_size: int | None, callbacks: Sequence[L.Callback]) -> StageResult:
+        """The accuracy gate of the run's reduced inference precision on the trained stage (`train.precision_gate`),
+        recorded in metrics.json and config.yaml. When it fails, a stage that trained on the reduced precision's
+        outputs is trained again in fp32 from `start`."""
+        requested = self.settings.inference_precision
+        precision = result.trained_precision if result.cached_features else run_precision(self.settings)
+        verdict = None
+        try:
+            if precision != "fp32" and result.cached_features:
+                verdict = gate_on_features(self.settings, result.model, self._pretrained_model()[0], self.index.val,
+                                           self._features(precision).val_set.features.numpy()[:, 0], precision, image_size)
+            elif precision != "fp32":
+                verdict = gate_on_photos(self.settings, result.model, self.index.val, precision, result.image_size)
+        except PrecisionUnavailable as error:
+            log.warning("%s: %s; it runs in fp32", result.stage.name, error)
+            precision = "fp32"
+        if verdict is not None:
+            (log.info if verdict.passed else log.warning)("%s: inference precision %s", result.stage.name, verdict.reason)
+        used = precision if verdict is None or verdict.passed else "fp32"
+        if used != result.trained_precision:
+            fp32 = self.settings.model_copy(update={"inference_precision": "fp32"})
+            log.warning("%s: training it again with its frozen part in fp32", result.stage.name)
+            data = self._features("fp32") if result.cached_features else self._photos(start, image_size)
+            result = fit_stage(self.run, data, copy.deepcopy(start), result.stage, fp32, self.index.classes, callbacks, False)
+        record = precision_record(requested, used, verdict)
+        result.metrics["inference_precision"] = record
+        self.run.update_metrics(result.stage.name, {**self.run.read_metrics()[result.stage.name], "inference_precision": record})
+        self.run.record_setting("inference_precision_used", {result.stage.name: used})
         return result
 
     # -- evaluation, diagnosis, report ---------------------------------------------------------------------------
 
-    def evaluate(self, data: "DataSpec | None" = None) -> dict[str, dict[str, Any]]:
+    def evaluate(self, data: "DataSpec | None" = None, precision: str = "auto") -> dict[str, dict[str, Any]]:
         """Every trained strategy's best model on the validation photos (or on another labelled set, `data`):
-        predictions.csv, evaluation.json and the confusion and mistakes figures; returns the metrics."""
+        predictions.csv, evaluation.json and the confusion and mistakes figures; returns the metrics. `precision`
+        "auto": each model in the inference precision its gate kept (metrics.json); or fp32, bf16, int8."""
         with self._claimed():
             results, out = evaluate_run(
                 self.run.path, data, self.settings.batch_size, self.settings.runtime,
@@ -190,6 +224,9 @@ class Experiment:
                 device=training_device(self.settings.accelerator),
                 export_dir=runtimes_dir(self.settings.data_dir),
                 known_logits=self._logits_from_cached_features() if data is None else None,
+                precision=precision,
+                known_precision=self._feature_data.precision if self._feature_data is not None else "fp32",
+                data_dir=self.settings.data_dir,
             )
             save_evaluation_figures(out, self.classes, noun=class_noun([entry["folder"] for entry in self.run.read_classes()]))
         return results
@@ -303,9 +340,11 @@ class Experiment:
             self._photo_data[image_size] = make_datamodule(self.settings, self.index, model, image_size)
         return self._photo_data[image_size]
 
-    def _features(self):
-        if self._feature_data is None:
-            self._feature_data = feature_datamodule(self.settings, self.index, self._pretrained_model()[0], self.settings.image_size)
+    def _features(self, precision: str | None = None):
+        """The pretrained backbone's cached features, in `precision` (default: the run's, `run_precision`)."""
+        precision = precision or run_precision(self.settings)
+        if self._feature_data is None or self._feature_data.precision != precision:
+            self._feature_data = feature_datamodule(self.settings, self.index, self._pretrained_model()[0], self.settings.image_size, precision)
         return self._feature_data
 
     def _write_data_figures(self) -> None:

@@ -23,6 +23,7 @@ from .data.names import readable_name
 from .files import runtimes_dir, short_reason
 from .models.checkpoints import find_checkpoint, load_checkpoint_classifier
 from .models.classifier import DataConfig, data_config
+from .models.precision import recorded_precision
 from .models.runtime import module_runtime
 from .models.weights import WeightsError
 from .rundir import RunDir
@@ -64,6 +65,7 @@ class Predictor:
     backend: str
     strategy: str | None = None
     names: list[str] = field(default_factory=list)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.names = self.names or [readable_name(c) for c in self.classes]
@@ -83,6 +85,11 @@ class Predictor:
         logits = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
+
+    def top(self, probabilities: np.ndarray, top_k: int) -> tuple[Prediction, ...]:
+        """The `top_k` classes of one photo's probabilities, best first (ties: the lower class index)."""
+        best = np.argsort(-probabilities, kind="stable")[: max(1, min(top_k, len(self.classes)))]
+        return tuple(Prediction(self.names[c], self.classes[c], float(probabilities[c])) for c in best)
 
     def predict(
         self, items: str | Path | Image.Image | Iterable[str | Path | Image.Image], top_k: int = 5,
@@ -105,10 +112,7 @@ class Predictor:
             chunk = readable[start : start + BATCH]
             probabilities = self.probabilities(torch.stack([tensor for _, tensor in chunk]))
             for (i, _), row in zip(chunk, probabilities):
-                best = np.argsort(-row, kind="stable")[:top_k]
-                results[i] = PhotoPrediction(
-                    names[i], tuple(Prediction(self.names[c], self.classes[c], float(row[c])) for c in best)
-                )
+                results[i] = PhotoPrediction(names[i], self.top(row, top_k))
             if progress:
                 progress(len(chunk))
         return results
@@ -149,7 +153,8 @@ def best_strategy(run: RunDir) -> str:
     return choose(accuracy, costs(trained), predictions, seed)[0]
 
 
-def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch") -> Predictor:
+def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch", precision: str = "auto") -> Predictor:
+    recorded: dict[str, Any] = {}
     if path.is_dir():
         run = RunDir(path)
         if not run.config_file.is_file() and not (path / "checkpoints").is_dir():
@@ -157,14 +162,19 @@ def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch") -
         strategy = strategy or best_strategy(run)
         if strategy not in run.trained_strategies():
             raise WeightsError(f"{path}: no {strategy} checkpoint; the run has {', '.join(run.trained_strategies()) or 'none'}")
+        recorded = run.read_metrics().get(strategy, {})
+    if precision == "auto":
+        precision = recorded_precision(recorded) if runtime != "torch" else "fp32"
+    elif precision != "fp32" and runtime == "torch":
+        runtime = "openvino"  # only OpenVINO runs a reduced precision
     model, hparams = load_checkpoint_classifier(path, strategy or "frozen")
     model.eval()
     config = data_config(model.backbone, hparams["image_size"])
-    runner = module_runtime(model, (3, config.image_size, config.image_size), runtimes_dir(), runtime)
+    runner = module_runtime(model, (3, config.image_size, config.image_size), runtimes_dir(), runtime, precision=precision)
     return Predictor(
         classes=list(hparams["classes"]), config=config, logits=lambda batch: runner.run(batch.numpy()),
         source=str(find_checkpoint(path, strategy or "frozen")), backend=runner.name,
-        strategy=hparams.get("strategy"),
+        strategy=hparams.get("strategy"), precision=runner.precision,
     )
 
 
@@ -222,16 +232,19 @@ def _onnx_predictor(path: Path) -> Predictor:
     )
 
 
-def load(source: str | Path, strategy: str | None = None, runtime: str = "torch") -> Predictor:
+def load(source: str | Path, strategy: str | None = None, runtime: str = "torch", precision: str = "auto") -> Predictor:
     """A `Predictor` from a run directory (the strategy it recommends — `best_strategy` — or `strategy`), a .ckpt,
     or an exported .onnx.
 
     `runtime` "auto" (or "openvino", "onnxruntime") runs a checkpoint's model in the fastest runtime installed that
-    matches PyTorch within 1e-4 (models.runtime); "torch" runs it in PyTorch.
+    matches PyTorch within 1e-4 (models.runtime); "torch" runs it in PyTorch. `precision` "auto": the inference
+    precision the run's accuracy gate kept for the strategy (metrics.json), where this CPU runs it natively and the
+    runtime is not PyTorch, else fp32; "bf16" or "int8" run in OpenVINO as asked (int8 quantized without
+    calibration photos is refused).
     """
     path = Path(source).expanduser()
     if not path.exists():
         raise WeightsError(f"{path}: no such run directory, checkpoint or model file")
     if path.suffix == ".onnx":
         return _onnx_predictor(path)
-    return _torch_predictor(path, strategy, runtime)
+    return _torch_predictor(path, strategy, runtime, precision)

@@ -158,6 +158,11 @@ class RunDir:
     def write_config(self, config: dict[str, Any]) -> None:
         write_atomic(self.config_file, yaml.safe_dump(config, sort_keys=False))
 
+    def record_setting(self, key: str, values: dict[str, Any]) -> None:
+        """Merge `values` into config.yaml's top-level mapping `key` (e.g. the inference precision each stage kept)."""
+        config = self.read_config()
+        self.write_config({**config, key: {**(config.get(key) or {}), **values}})
+
     def read_history(self, strategy: str | None = None) -> list[dict[str, Any]]:
         """History rows (numbers parsed), optionally only those of one strategy."""
         if not self.history_file.exists():

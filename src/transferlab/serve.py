@@ -2,10 +2,10 @@
 
 The model is loaded once. The event loop only moves bytes: uploads are read with limits enforced while they
 stream in (per file, per request, files per request, a deadline for slow senders), then checked against a pixel
-budget and decoded in one worker thread, and classified in another (the two overlap, as a pipeline), so `/health`
-keeps answering. Uploads are decoded
-in memory: no path from a request ever reaches the filesystem. Every response says what it may load (CSP), and the
-report is served sandboxed: it holds class names from the user's files.
+budget, decoded and preprocessed in a worker thread, and classified in the model thread, which batches the photos
+of concurrent requests (`batching.MicroBatcher`; a full queue answers 503 with Retry-After), so `/health` keeps
+answering. Uploads are decoded in memory: no path from a request ever reaches the filesystem. Every response says
+what it may load (CSP), and the report is served sandboxed: it holds class names from the user's files.
 """
 
 import asyncio
@@ -13,13 +13,13 @@ import hmac
 import ipaddress
 import logging
 import os
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import unquote
 
+import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
@@ -27,6 +27,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .batching import MicroBatcher, QueueFull
 from .data.names import class_noun, plural
 from .data.resolve import data_title
 from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_bytes, open_checked
@@ -40,8 +41,13 @@ MAX_FILES = 16
 MAX_MEGAPIXELS = 100.0
 """Pixels one request may make the server decode, JPEGs counted at the reduced scale they are decoded at: 16
 phone photos pass, 16 lossless 9000 x 9000 PNGs (1,300 megapixels, 4 GB decoded) do not."""
-IN_FLIGHT = 2
-"""Requests between decoding and answering at once: one decoding while the model answers the other."""
+MAX_BATCH = 32
+"""Photos the model thread runs at once, from as many requests as have arrived."""
+MAX_WAITING = 256
+"""Photos (preprocessed: 0.6 MB each at 224 px) that may wait for the model; more get 503."""
+BATCH_WAIT_S = 0.004
+"""How long the model thread waits for requests still being decoded to fill a batch (none when nothing is)."""
+RETRY_AFTER_S = 1
 TOKEN_ENV = "TLAB_SERVE_TOKEN"
 TOKEN_COOKIE = "tlab_token"
 HEADER_SECONDS = 10.0
@@ -174,9 +180,12 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> list
         await form.close()
 
 
-def decode_uploads(uploads: list[tuple[str, bytes]], draft_size: int, max_megapixels: float) -> list[tuple[str, Image.Image]]:
-    """The uploads as RGB images, or a 4xx naming what is wrong: first every header against the pixel budget
-    (JPEGs at the scale they decode at), then the photos. Runs in a worker thread."""
+def decode_uploads(
+    uploads: list[tuple[str, bytes]], draft_size: int, max_megapixels: float, prepare: Callable[[Image.Image], Any] = lambda image: image,
+) -> list[tuple[str, Any]]:
+    """The uploads as RGB images (each passed through `prepare`, e.g. to the model's input tensor), or a 4xx naming
+    what is wrong: first every header against the pixel budget (JPEGs at the scale they decode at), then the photos.
+    Runs in a worker thread; only one decoded photo is held at a time."""
     pixels = 0
     for name, data in uploads:
         with _http_errors():
@@ -187,7 +196,7 @@ def decode_uploads(uploads: list[tuple[str, bytes]], draft_size: int, max_megapi
     images = []
     for name, data in uploads:
         with _http_errors():
-            images.append((name, decode_bytes(data, name, draft_size)))
+            images.append((name, prepare(decode_bytes(data, name, draft_size))))
     return images
 
 
@@ -211,19 +220,17 @@ def create_app(
     max_files: int = MAX_FILES,
     max_megapixels: float = MAX_MEGAPIXELS,
     token: str | None = None,
+    precision: str = "auto",
 ) -> ASGIApp:
     """The app for the model of `source` (run directory, checkpoint or exported .onnx). With `token`, every endpoint
     but the page and /health needs it: `Authorization: Bearer <token>`, or the cookie the page sets."""
-    predictor: Predictor = load(source, strategy, runtime="auto")
+    predictor: Predictor = load(source, strategy, runtime="auto", precision=precision)
     run = RunDir(source) if Path(source).is_dir() else None
     model_name = Path(source).name
     data_name = data_title(run.read_config()["config"]["data"]) if run is not None and run.config_file.is_file() else None
     nouns = plural(class_noun(predictor.classes))
     decoder = ThreadPoolExecutor(1, thread_name_prefix="tlab-decode")  # one photo set decoding at a time
-    model = ThreadPoolExecutor(1, thread_name_prefix="tlab-model")  # the predictor runs one batch at a time
-    in_flight: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
-    """Per event loop (uvicorn runs one; a test client may start several): decoded photo sets held at once, so
-    memory stays under IN_FLIGHT times the pixel budget however many requests wait."""
+    batcher: MicroBatcher[np.ndarray] = MicroBatcher(predictor.probabilities, MAX_BATCH, BATCH_WAIT_S, MAX_WAITING)
     draft_size = int(predictor.config.image_size / predictor.config.crop_pct)
 
     def authorized(request: Request) -> None:
@@ -237,16 +244,15 @@ def create_app(
     app = FastAPI(
         title="transferlab", description=f"Image classifier {model_name}", docs_url=None, redoc_url=None, openapi_url=None,
     )
+    app.state.batcher = batcher
     guarded = [Depends(authorized)]
-
-    def predict_images(images: list[tuple[str, Image.Image]], top_k: int) -> list[dict]:
-        results = predictor.predict([image for _, image in images], top_k)
-        return [{"path": name, "predictions": [p.as_dict() for p in r.predictions]} for (name, _), r in zip(images, results)]
 
     @app.get("/health")
     def health() -> dict:
         return {
             "status": "ok", "model": model_name, "strategy": predictor.strategy, "runtime": predictor.backend,
+            "precision": predictor.precision, "waiting": batcher.waiting,
+            "mean_batch": round(float(np.mean(batcher.batches)), 2) if batcher.batches else None,
             "classes": len(predictor.classes), "image_size": predictor.config.image_size, "token_required": token is not None,
             "data": data_name, "nouns": nouns,
         }
@@ -261,10 +267,20 @@ def create_app(
         if not uploads:
             raise HTTPException(422, "no image in the request: send multipart/form-data with one or more files")
         loop = asyncio.get_running_loop()
-        async with in_flight.setdefault(loop, asyncio.Semaphore(IN_FLIGHT)):
-            images = await loop.run_in_executor(decoder, decode_uploads, uploads, draft_size, max_megapixels)
-            answer = await loop.run_in_executor(model, predict_images, images, top_k)
-        return JSONResponse(answer)
+        batcher.expect()
+        try:
+            photos = await loop.run_in_executor(decoder, decode_uploads, uploads, draft_size, max_megapixels, predictor.preprocess)
+        except BaseException:
+            batcher.arrived()
+            raise
+        try:
+            answers = batcher.submit([tensor for _, tensor in photos], expected=True)
+        except QueueFull as busy:
+            raise HTTPException(503, f"busy: {busy}; try again", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        rows = await asyncio.wrap_future(answers)
+        return JSONResponse([
+            {"path": name, "predictions": [p.as_dict() for p in predictor.top(row, top_k)]} for (name, _), row in zip(photos, rows)
+        ])
 
     @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
     def openapi() -> dict:
@@ -288,8 +304,8 @@ def create_app(
     def page_style() -> Response:
         return Response((PAGE_FILES / "serve.css").read_text(), media_type="text/css")
 
-    for pool in (decoder, model):
-        app.router.on_shutdown.append(lambda pool=pool: pool.shutdown(wait=False, cancel_futures=True))
+    app.router.on_shutdown.append(lambda: decoder.shutdown(wait=False, cancel_futures=True))
+    app.router.on_shutdown.append(batcher.close)
     return RequestGuard(app, max_body_bytes=max_files * (max_bytes + 64 * 1024))
 
 
@@ -315,11 +331,12 @@ def serve(
     max_bytes: int = MAX_BYTES,
     max_megapixels: float = MAX_MEGAPIXELS,
     token: str | None = None,
+    precision: str = "auto",
 ) -> None:
     """Run the app with uvicorn: h11 with a deadline for request headers, idle keep-alive closed after 5 s."""
     import uvicorn
 
-    app = create_app(source, strategy, max_bytes, max_megapixels=max_megapixels, token=resolve_token(token))
+    app = create_app(source, strategy, max_bytes, max_megapixels=max_megapixels, token=resolve_token(token), precision=precision)
     uvicorn.run(
         app, host=host, port=port, log_level="info", http=header_deadline_protocol(), timeout_keep_alive=5,
         limit_concurrency=64, server_header=False,

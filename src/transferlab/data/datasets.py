@@ -12,6 +12,8 @@ from torchvision.transforms import v2
 from ..augment.pipeline import Pipeline, seeded_generator
 from ..models.classifier import DataConfig
 from .decode import load_uint8
+from .decoded import DecodedStore
+from .photo_cache import PhotoCache
 from .sources import DatasetIndex, Sample
 
 
@@ -110,13 +112,19 @@ class PhotoDataset(Dataset):
     """Labelled photos as normalised tensors; `augment` (on uint8 tensors) runs between crop and normalise.
 
     Indexed by `index` or `(index, epoch)`: the augmentation of a sample is seeded by (seed, epoch, index).
+    With `decoded`, each photo is decoded once and its pixels read back from that store afterwards.
     """
 
-    def __init__(self, samples: Sequence[Sample], config: DataConfig, augment: Pipeline | None = None, seed: int = 0):
+    def __init__(
+        self, samples: Sequence[Sample], config: DataConfig, augment: Pipeline | None = None, seed: int = 0,
+        decoded: DecodedStore | None = None, photos: PhotoCache | None = None,
+    ):
         self.samples = list(samples)
         self.config = config
         self.augment = augment
         self.seed = seed
+        self.decoded = decoded
+        self.digests = (photos or PhotoCache()).hashes([s.path for s in self.samples]) if decoded is not None else []
         self._to_tensor = resize_and_crop(config)
         self._normalize = normalize(config)
         self._min_size = int(config.image_size / config.crop_pct)
@@ -126,7 +134,14 @@ class PhotoDataset(Dataset):
 
     def load_uint8(self, index: int) -> torch.Tensor:
         """The photo decoded, resized and centre-cropped, as a uint8 tensor (C, H, W)."""
-        return self._to_tensor(load_uint8(self.samples[index].path, min_size=self._min_size))
+        if self.decoded is None:
+            return self._to_tensor(load_uint8(self.samples[index].path, min_size=self._min_size))
+        digest = self.digests[index]
+        image = self.decoded.load(digest)
+        if image is None:
+            image = self._to_tensor(load_uint8(self.samples[index].path, min_size=self._min_size))
+            self.decoded.save(digest, image)
+        return image
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
@@ -147,6 +162,8 @@ class PhotoDataModule(L.LightningDataModule):
         batch_size: int = 64,
         workers: int = 0,
         seed: int = 0,
+        decoded: DecodedStore | None = None,
+        photos: PhotoCache | None = None,
     ):
         super().__init__()
         self.index = index
@@ -154,8 +171,8 @@ class PhotoDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.workers = workers
         self.seed = seed
-        self.train_set = PhotoDataset(index.train, config, augment, seed)
-        self.val_set = PhotoDataset(index.val, config)
+        self.train_set = PhotoDataset(index.train, config, augment, seed, decoded, photos)
+        self.val_set = PhotoDataset(index.val, config, decoded=decoded, photos=photos)
 
     def train_dataloader(self) -> DataLoader:
         placement = Placement.of(self.trainer)

@@ -6,6 +6,8 @@ import numpy as np
 from typing import Any, Mapping, Sequence
 
 from ..data.datasets import PhotoDataset
+from ..data.decoded import DecodedStore
+from ..data.photo_cache import PhotoCache
 from ..data.resolve import DataSpec, data_name, open_data
 from ..data.scan import readable
 from ..data.stanford_dogs import NAME as STANFORD_DOGS
@@ -13,11 +15,13 @@ from ..data.sources import DataSourceError, DatasetIndex, Sample
 from ..files import runtimes_dir
 from ..models.checkpoints import load_checkpoint_classifier
 from ..models.classifier import Classifier, data_config
+from ..models.precision import recorded_precision
 from ..models.runtime import default_device, module_runtime
 from ..rundir import RunDir
 from .metrics import compute_metrics, predict, top_predictions, write_predictions
 
 SUMMARY_KEYS = ("accuracy", "top5_accuracy", "macro_f1", "n_images")
+
 
 
 FAST_RUNTIME_MIN_PHOTOS = 500
@@ -37,29 +41,38 @@ def evaluate_models(
     device: str = "cpu",
     export_dir: Path | None = None,
     known_logits: Mapping[str, np.ndarray] | None = None,
+    precisions: Mapping[str, str] | None = None,
+    data_dir: str | Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Predict with every model on `samples`; write predictions.csv and evaluation.json into `out`.
 
     Every photo is decoded once for all models; each model runs in the fastest runtime that matches PyTorch
     (`models.runtime`) when there are enough photos to pay for its export, in PyTorch on `device` otherwise.
     `known_logits` (strategy → logits on `samples`, e.g. a frozen model's head on cached features) spare those
-    models the photos. Returns the full metrics per strategy.
+    models the photos. `precisions` (strategy → inference precision, default fp32) apply where OpenVINO runs the
+    model; each strategy's metrics say which precision its answers came from. Returns the full metrics per strategy.
     """
     known_logits = known_logits or {}
+    precisions = precisions or {}
     config = data_config(next(iter(models.values())).backbone, image_size)
     prefer = runtime if len(samples) >= FAST_RUNTIME_MIN_PHOTOS else "torch"
     shape = (3, config.image_size, config.image_size)
-    logits = {
-        strategy: module_runtime(model, shape, export_dir or runtimes_dir(), prefer, device=device).run
+    runtimes = {
+        strategy: module_runtime(model, shape, export_dir or runtimes_dir(), prefer, device=device, precision=precisions.get(strategy, "fp32"))
         for strategy, model in models.items()
         if strategy not in known_logits
     }
+    logits = {strategy: runtime.run for strategy, runtime in runtimes.items()}
     paths = [s.path for s in samples]
-    computed = predict(logits, PhotoDataset(samples, config), paths, batch_size) if logits else {}
+    dataset = PhotoDataset(samples, config, decoded=DecodedStore.for_config(config, data_dir), photos=PhotoCache.in_cache(data_dir))
+    computed = predict(logits, dataset, paths, batch_size) if logits else {}
     labels = np.array([s.label for s in samples])
     known = {strategy: top_predictions(strategy, paths, labels, known_logits[strategy]) for strategy in models if strategy in known_logits}
     predictions_of = {strategy: computed.get(strategy) or known[strategy] for strategy in models}
     results = {strategy: compute_metrics(predictions, names) for strategy, predictions in predictions_of.items()}
+    for strategy in results:
+        used = runtimes[strategy].precision if strategy in runtimes else precisions.get(strategy, "fp32")
+        results[strategy]["inference_precision"] = used
     write_predictions(out.predictions_file, list(predictions_of.values()), names)
     out.write_json(out.evaluation_file, results)
     return results
@@ -116,11 +129,16 @@ def evaluate_run(
     device: str | None = None,
     export_dir: Path | None = None,
     known_logits: Mapping[str, np.ndarray] | None = None,
+    precision: str = "auto",
+    known_precision: str = "fp32",
+    data_dir: str | Path | None = None,
 ) -> tuple[dict[str, dict[str, Any]], RunDir]:
     """Evaluate the trained strategies of a run (`strategies`, default all) on its validation photos, or on `data`,
     on a GPU when there is one; returns (metrics, where written). `models` (name → model and input size) and
     `samples` given by a caller that holds them are used instead of reading checkpoints and the data again, and
-    `known_logits` (on the run's own validation photos) instead of running those models."""
+    `known_logits` (on the run's own validation photos, computed in `known_precision`) instead of running those
+    models. `precision` "auto": each strategy in the inference precision its gate kept (metrics.json) where this
+    CPU runs it natively, else fp32; or the one named."""
     run = RunDir(run_path)
     if not run.config_file.is_file():
         raise FileNotFoundError(f"{run_path}: not a run directory (no config.yaml)")
@@ -140,10 +158,17 @@ def evaluate_run(
             models[strategy] = (model, hparams["image_size"])
     image_size = next(iter(models.values()))[1]
     out = evaluation_dir(run, data)
+    known_logits = known_logits if data is None else None
+    metrics = run.read_metrics()
+    precisions = {
+        strategy: known_precision if known_logits and strategy in known_logits
+        else recorded_precision(metrics.get(strategy, {})) if precision == "auto" else precision
+        for strategy in strategies
+    }
     with run.claimed():
         results = evaluate_models(
             out, {name: models[name][0] for name in strategies}, samples, names, image_size, batch_size, runtime,
-            device or default_device(), export_dir, known_logits if data is None else None,
+            device or default_device(), export_dir, known_logits, precisions, data_dir,
         )
         if data is None:
             record_summary(run, results)

@@ -2,10 +2,13 @@
 
 Measured on this project's 2-core machine (Lite0, 224 px, batch 32, 2 threads; bench/speed.py):
 OpenVINO (LATENCY hint) ~137 img/s, ONNX Runtime ~89, PyTorch eager ~21-45.
-Each runtime is checked against PyTorch on a fixed batch when it is created; one that differs by more
-than `PARITY_TOLERANCE` (relative to the largest feature) is not used.
+Each runtime is checked against PyTorch on a fixed batch when it is created; in fp32 one that differs by more
+than `PARITY_TOLERANCE` (relative to the largest feature) is not used. A reduced precision (bf16, int8: OpenVINO
+only, see `models.precision`) only has to point the same way (`REDUCED_MIN_COSINE`): whether it gives the same
+answers is for the accuracy gate on real photos to say.
 """
 
+import functools
 import hashlib
 import io
 import logging
@@ -14,18 +17,20 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..files import write_atomic
+from .precision import OPENVINO_HINTS
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("openvino", "onnxruntime", "torch")
 PARITY_TOLERANCE = 1e-4
+REDUCED_MIN_COSINE = 0.95
 ONNX_OPSET = 17
 
 
@@ -58,6 +63,7 @@ class FeatureRuntime:
 
     name: str
     run: Callable[[np.ndarray], np.ndarray]
+    precision: str = "fp32"
 
 
 def default_device() -> str:
@@ -128,17 +134,42 @@ def onnxruntime_runtime(onnx_path: Path, threads: int) -> FeatureRuntime:
     return FeatureRuntime("onnxruntime", lambda images: session.run(None, {"images": images})[0])
 
 
-def openvino_runtime(onnx_path: Path, threads: int) -> FeatureRuntime:
+Calibration = Callable[[], Iterable[np.ndarray]]
+"""Normalised float32 batches of training photos, for int8 quantization."""
+
+
+def openvino_runtime(onnx_path: Path, threads: int, precision: str = "fp32", calibration: Calibration | None = None) -> FeatureRuntime:
+    """The ONNX model compiled by OpenVINO for the CPU in `precision` (int8: quantized by NNCF on `calibration`)."""
     import openvino
 
+    model: Any = str(onnx_path)
+    if precision == "int8":
+        model = quantized_model(onnx_path, calibration)
     compiled = openvino.Core().compile_model(
-        str(onnx_path),
+        model,
         "CPU",
-        {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"},
+        {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]},
     )
     request = compiled.create_infer_request()
     output = compiled.output(0)
-    return FeatureRuntime("openvino", lambda images: request.infer({0: images})[output].copy())
+    return FeatureRuntime("openvino", lambda images: request.infer({0: images})[output].copy(), precision)
+
+
+def quantized_model(onnx_path: Path, calibration: Calibration | None) -> Any:
+    """The ONNX model quantized to int8 by NNCF's post-training quantization (mixed preset) on `calibration`."""
+    if calibration is None:
+        raise ValueError("int8 needs calibration photos (training photos); none were given")
+    try:
+        import nncf
+    except ImportError:
+        raise ImportError("--inference-precision int8 needs NNCF: pip install 'transferlab[int8]'") from None
+    import openvino
+
+    batches = list(calibration())
+    return nncf.quantize(
+        openvino.Core().read_model(str(onnx_path)), nncf.Dataset(batches),
+        preset=nncf.QuantizationPreset.MIXED, subset_size=len(batches),
+    )
 
 
 def model_fingerprint(backbone: nn.Module) -> str:
@@ -154,6 +185,12 @@ def relative_error(result: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(result - reference).max() / max(np.abs(reference).max(), 1e-12))
 
 
+def min_cosine(result: np.ndarray, reference: np.ndarray) -> float:
+    """The smallest cosine similarity between matching rows (each flattened)."""
+    a, b = result.reshape(len(result), -1), reference.reshape(len(reference), -1)
+    return float(((a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)).min())
+
+
 def feature_runtime(
     backbone: nn.Module,
     image_size: int,
@@ -161,10 +198,14 @@ def feature_runtime(
     prefer: str = "auto",
     threads: int | None = None,
     device: str = "cpu",
+    precision: str = "fp32",
+    calibration: Calibration | None = None,
 ) -> FeatureRuntime:
     """Pooled features by the first of `RUNTIMES` (or `prefer`) that is installed and matches PyTorch; on a
     GPU (`device="cuda"`), by PyTorch there."""
-    return module_runtime(PooledBackbone(backbone), (3, image_size, image_size), export_dir, prefer, threads, device)
+    return module_runtime(
+        PooledBackbone(backbone), (3, image_size, image_size), export_dir, prefer, threads, device, precision, calibration
+    )
 
 
 def module_runtime(
@@ -174,31 +215,60 @@ def module_runtime(
     prefer: str = "auto",
     threads: int | None = None,
     device: str = "cpu",
+    precision: str = "fp32",
+    calibration: Calibration | None = None,
 ) -> FeatureRuntime:
     """`module` (frozen, inference only) run by the first of `RUNTIMES` (or `prefer`) that is installed and
-    matches PyTorch on a probe batch within `PARITY_TOLERANCE`; PyTorch otherwise, and always on a GPU."""
+    matches PyTorch on a probe batch within `PARITY_TOLERANCE`; PyTorch otherwise, and always on a GPU.
+
+    A reduced `precision` (bf16, int8) runs in OpenVINO alone; where it cannot, the module runs in fp32 (the
+    returned runtime's `precision` says which)."""
     threads = threads or default_threads()
     reference_runtime = torch_module_runtime(module, device)
     if prefer == "torch" or device != "cpu":
+        if precision != "fp32":
+            log.info("%s runs in PyTorch: fp32, not %s", type(module).__name__, precision)
         return reference_runtime
     candidates = RUNTIMES[:-1] if prefer == "auto" else (prefer,)
+    if precision != "fp32":
+        if "openvino" not in candidates:
+            log.warning("%s precision needs OpenVINO, not %s; running fp32", precision, prefer)
+            precision = "fp32"
+        else:
+            candidates = ("openvino",)
     probe = np.random.default_rng(0).standard_normal((2, *input_shape)).astype(np.float32)
+    if precision == "int8" and calibration is not None:
+        calibration = functools.cache(calibration)
+        probe = np.ascontiguousarray(next(iter(calibration()))[:4])  # quantized for photos, checked on photos
     reference = reference_runtime.run(probe)
     onnx_path = None
     shape = "x".join(map(str, input_shape))
     for name in candidates:
         try:
             onnx_path = onnx_path or export_module_onnx(module, input_shape, export_dir / f"{model_fingerprint(module)}-{shape}.onnx")
-            runtime = (openvino_runtime if name == "openvino" else onnxruntime_runtime)(onnx_path, threads)
-            error = relative_error(runtime.run(probe), reference)
-        except ImportError:
-            log.info("%s is not installed", name)
+            if name == "openvino":
+                runtime = openvino_runtime(onnx_path, threads, precision, calibration)
+            else:
+                runtime = onnxruntime_runtime(onnx_path, threads)
+            output = runtime.run(probe)
+        except ImportError as error:
+            log.info("%s", error if precision == "int8" else f"{name} is not installed")
             continue
         except Exception as exc:  # a runtime that fails to load the model must never stop a run
             log.warning("%s could not run the model (%s); trying the next runtime", name, exc)
             continue
+        if precision != "fp32":
+            cosine = min_cosine(output, reference)
+            if cosine >= REDUCED_MIN_COSINE:
+                log.info("runtime: %s in %s (cosine %.4f against PyTorch fp32 on a probe)", name, precision, cosine)
+                return runtime
+            log.warning("%s in %s points elsewhere than PyTorch (cosine %.3f); running fp32", name, precision, cosine)
+            return module_runtime(module, input_shape, export_dir, prefer, threads, device)
+        error = relative_error(output, reference)
         if error <= PARITY_TOLERANCE:
             log.info("runtime: %s (relative error %.1e against PyTorch)", name, error)
             return runtime
         log.warning("%s differs from PyTorch by %.1e (> %.0e); not used", name, error, PARITY_TOLERANCE)
+    if precision != "fp32":
+        return module_runtime(module, input_shape, export_dir, prefer, threads, device)
     return reference_runtime

@@ -56,9 +56,23 @@ def _metrics_rows(run: RunDir, histories: dict[str, list[dict[str, Any]]]) -> li
                 "seconds_per_epoch": sum(row["seconds"] for row in history) / len(history),
                 "seconds": sum(row["seconds"] for row in history),
                 "feature_seconds": values.get("feature_seconds"),
+                "precision_note": precision_note(values),
             }
         )
     return rows
+
+
+def precision_note(metrics: dict[str, Any]) -> str | None:
+    """How a strategy trained and answers, in words: its training precision, and its inference precision with the
+    accuracy gate's verdict (metrics.json)."""
+    parts = []
+    if metrics.get("training_precision"):
+        parts.append(f"trained in {metrics['training_precision']}")
+    record = metrics.get("inference_precision")
+    if record:
+        gate = record.get("gate")
+        parts.append(f"answers in {record['used']}" + (f": {gate['reason']}" if gate else ""))
+    return "; ".join(parts) or None
 
 
 SHOWN_CLASSES = 10

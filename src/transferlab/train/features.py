@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..augment.pipeline import Pipeline, seeded_generator
 from ..data.datasets import Placement, PhotoDataset, epoch_loader, normalize
+from ..data.decoded import DecodedStore
 from ..data.photo_cache import PhotoCache
 from ..data.sources import Sample
 from ..files import exclusive_lock, write_atomic
@@ -35,12 +36,16 @@ log = logging.getLogger(__name__)
 RUNTIME_BATCH = 32
 
 
-def store_dir(cache: Path, backbone_name: str, backbone: torch.nn.Module, config: DataConfig, augment_ops: list[dict]) -> Path:
-    """The folder of one (backbone, weights, preprocessing, augmentation ops) combination."""
+def store_dir(
+    cache: Path, backbone_name: str, backbone: torch.nn.Module, config: DataConfig, augment_ops: list[dict], precision: str = "fp32"
+) -> Path:
+    """The folder of one (backbone, weights, preprocessing, augmentation ops, inference precision) combination;
+    features of different precisions never share one."""
     recipe = json.dumps({"data": asdict(config), "augment": augment_ops}, sort_keys=True, default=str)
     recipe_hash = hashlib.blake2b(recipe.encode(), digest_size=6).hexdigest()
     name = backbone_name.replace(":", "_").replace("/", "_")
-    return cache / "features" / f"{name}-{model_fingerprint(backbone)[:12]}-{config.image_size}-{recipe_hash}"
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    return cache / "features" / f"{name}-{model_fingerprint(backbone)[:12]}-{config.image_size}-{recipe_hash}{suffix}"
 
 
 class FeatureStore:
@@ -81,8 +86,11 @@ def view_seed(digest: str) -> int:
 class ViewDataset(Dataset):
     """Each photo decoded once, as `views` normalised tensors: the clean view, then augmented ones."""
 
-    def __init__(self, samples: Sequence[Sample], digests: Sequence[str], config: DataConfig, augment: Pipeline | None, views: int):
-        self.photos = PhotoDataset(samples, config)
+    def __init__(
+        self, samples: Sequence[Sample], digests: Sequence[str], config: DataConfig, augment: Pipeline | None, views: int,
+        decoded: DecodedStore | None = None, photos: PhotoCache | None = None,
+    ):
+        self.photos = PhotoDataset(samples, config, decoded=decoded, photos=photos)
         self.normalize = normalize(config)
         self.digests = list(digests)
         self.augment = augment
@@ -108,6 +116,7 @@ def extract_features(
     views: int,
     workers: int = 0,
     photos: PhotoCache | None = None,
+    decoded: DecodedStore | None = None,
 ) -> np.ndarray:
     """(N, views, D) features of `samples`, computing and storing those not in `store` yet.
 
@@ -118,7 +127,7 @@ def extract_features(
     cached = [store.load(d, views) for d in digests]
     if any(array is None for array in cached):
         with exclusive_lock(store.root / ".lock", f"{store.root}: another process is computing features; waiting"):
-            _compute_missing(samples, digests, cached, store, runtime, config, augment, views, workers)
+            _compute_missing(samples, digests, cached, store, runtime, config, augment, views, workers, photos, decoded)
     return np.stack(cached)
 
 
@@ -132,6 +141,8 @@ def _compute_missing(
     augment: Pipeline | None,
     views: int,
     workers: int,
+    photos: PhotoCache | None = None,
+    decoded: DecodedStore | None = None,
 ) -> None:
     """Fill the holes of `cached` from the store (another process may have just written them), else compute them."""
     for i, array in enumerate(cached):
@@ -141,7 +152,7 @@ def _compute_missing(
     if missing:
         backbone = runtime()
         started = time.perf_counter()
-        dataset = ViewDataset([samples[i] for i in missing], [digests[i] for i in missing], config, augment, views)
+        dataset = ViewDataset([samples[i] for i in missing], [digests[i] for i in missing], config, augment, views, decoded, photos)
         photos_per_batch = max(1, RUNTIME_BATCH // views)
         loader = DataLoader(dataset, batch_size=photos_per_batch, num_workers=workers, persistent_workers=False)
         position = 0
@@ -189,6 +200,7 @@ class FeatureDataModule(L.LightningDataModule):
         self.train_set, self.val_set = train, val
         self.config = config
         self.extraction_seconds = 0.0  # reading or computing the cached features; set by whoever built them
+        self.precision = "fp32"  # the inference precision they were computed in
         self.batch_size = batch_size
         self.seed = seed
 

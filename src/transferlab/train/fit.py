@@ -2,6 +2,7 @@
 what a stage needs (data, run directory). `transferlab.experiment` orchestrates stages."""
 
 import functools
+import importlib.util
 import logging
 import os
 import platform
@@ -12,9 +13,10 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import lightning as L
+import numpy as np
 import timm
 import torch
 import torchvision
@@ -24,16 +26,18 @@ from lightning.pytorch.callbacks import EarlyStopping
 from .. import __version__
 from ..augment.pipeline import build_augment, resolve_ops
 from ..config import RunSettings
-from ..data.datasets import PhotoDataModule
+from ..data.datasets import PhotoDataModule, PhotoDataset
 from ..data.resolve import open_data
+from ..data.decoded import DecodedStore
 from ..data.photo_cache import PhotoCache
 from ..data.scan import drop_unreadable
-from ..data.sources import DataSourceError, DatasetIndex
+from ..data.sources import DataSourceError, DatasetIndex, Sample
 from ..files import cache_dir, runtimes_dir
 from ..models.checkpoints import classifier_state, read_checkpoint
-from ..models.classifier import Classifier, data_config
+from ..models.classifier import Classifier, DataConfig, data_config
 from ..models.freezing import FreezeSummary
-from ..models.runtime import feature_runtime, module_runtime
+from ..models.precision import CALIBRATION_PHOTOS, candidate_precision, gate_sample
+from ..models.runtime import FeatureRuntime, feature_runtime, module_runtime
 from ..models.split import split_at_first_trainable
 from ..models.weights import WeightsInfo
 from ..report.plots import history_figure, save_figure
@@ -64,6 +68,8 @@ class StageResult:
     image_size: int
     cached_features: bool = False
     """Trained on the cached pooled features of the pretrained backbone (its head can be evaluated on them)."""
+    trained_precision: str = "fp32"
+    """The inference precision its frozen part (cached features, the trunk) ran in while it trained."""
 
 
 def versions() -> dict[str, str]:
@@ -87,9 +93,15 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
+STAGE_RECORDS = ("inference_precision_used",)
+"""config.yaml's sections that stages write after the header."""
+
+
 def write_run_header(run: RunDir, config: RunSettings, index: DatasetIndex, weights: WeightsInfo, keep: dict | None = None) -> None:
     """config.yaml (resolved config, versions, weights, data counts) and classes.json. `keep`: settings already
-    recorded that `config` does not hold (a CLI command's strategy or recipe, when a notebook continues its run)."""
+    recorded that `config` does not hold (a CLI command's strategy or recipe, when a notebook continues its run).
+    What the stages recorded there (the inference precision each kept) stays."""
+    recorded = {key: value for key, value in (run.read_config() if run.config_file.is_file() else {}).items() if key in STAGE_RECORDS}
     run.write_config(
         {
             "config": {**(keep or {}), **config.model_dump()},
@@ -104,6 +116,7 @@ def write_run_header(run: RunDir, config: RunSettings, index: DatasetIndex, weig
                 "val": len(index.val),
                 "skipped": len(index.skipped),
             },
+            **recorded,
         }
     )
     run.write_json(
@@ -149,11 +162,12 @@ def fit_stage(
     unfreeze = Unfreeze(settings.unfreeze_layers, settings.unfreeze_blocks)
     freeze = strategy.apply(model, unfreeze)
     cached_features = isinstance(datamodule, FeatureDataModule)
+    frozen_precision = datamodule.precision if cached_features else "fp32"
     finished = name in run.read_metrics() and run.best_checkpoint(name).is_file()
     if finished and keep_finished and not settings.overwrite:
         log.info("%s: already trained in %s; loading its best checkpoint", name, run.path)
         model.load_state_dict(classifier_state(read_checkpoint(run.best_checkpoint(name))))
-        return StageResult(stage, model, run.read_metrics()[name], freeze, datamodule.config.image_size, cached_features)
+        return StageResult(stage, model, run.read_metrics()[name], freeze, datamodule.config.image_size, cached_features, frozen_precision)
     if (finished or settings.overwrite) and is_rank_zero():
         if finished:
             log.warning("%s: training it again; its earlier results in %s are replaced", name, run.path)
@@ -173,7 +187,7 @@ def fit_stage(
         schedule=strategy.schedule,
     )
     if fast_runtime_applies(settings) and strategy.trains != "all" and isinstance(datamodule, PhotoDataModule):
-        attach_fast_runtime(module, model, stage, settings, datamodule.config.image_size)
+        frozen_precision = attach_fast_runtime(module, model, stage, settings, datamodule.config.image_size, datamodule.index.train)
     callbacks: list[L.Callback] = [RunCheckpoints(run, name), *strategy.callbacks(model, unfreeze), *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
@@ -181,7 +195,10 @@ def fit_stage(
         callbacks.append(EarlyStopping(monitor="val_loss", patience=settings.early_stop, mode="min", check_on_train_epoch_end=False))
     trainer = L.Trainer(
         max_epochs=stage.epochs,
-        **trainer_options(settings.accelerator, settings.devices, settings.num_nodes, settings.precision, strategy.unfreezes_during_training),
+        **trainer_options(
+            settings.accelerator, settings.devices, settings.num_nodes, settings.precision, strategy.unfreezes_during_training,
+            trains_on_photos=not cached_features,
+        ),
         logger=experiment_logger(settings.logger, run, name),
         log_every_n_steps=1,
         callbacks=callbacks,
@@ -204,10 +221,11 @@ def fit_stage(
     metrics = stage_metrics(run, name)
     if hasattr(datamodule, "extraction_seconds"):
         metrics["feature_seconds"] = datamodule.extraction_seconds
+    metrics["training_precision"] = trainer.precision
     if is_rank_zero():
         run.update_metrics(name, metrics)
         save_figure(history_figure(run.read_history(name), name), run.plot_file(f"history_{name}"))
-    return StageResult(stage, model, metrics, freeze, datamodule.config.image_size, cached_features)
+    return StageResult(stage, model, metrics, freeze, datamodule.config.image_size, cached_features, frozen_precision)
 
 
 class _SeesInterrupt(L.Callback):
@@ -264,23 +282,51 @@ def fast_runtime_applies(settings: RunSettings) -> bool:
     return settings.runtime != "torch" and not uses_gpu(settings.accelerator)
 
 
-def attach_fast_runtime(module: ClassifierModule, model: Classifier, stage: Stage, settings: RunSettings, image_size: int) -> None:
+def run_precision(settings: RunSettings) -> str:
+    """The inference precision a run tries for what runs without gradients: `--inference-precision` (auto: see
+    `models.precision`), or fp32 where PyTorch runs it (a GPU, --runtime torch or onnxruntime), where OpenVINO is
+    not installed, and in a distributed run (every process would have to agree on the gate's outcome)."""
+    if not fast_runtime_applies(settings) or settings.runtime == "onnxruntime" or settings.devices * settings.num_nodes > 1:
+        return "fp32"
+    if importlib.util.find_spec("openvino") is None:
+        return "fp32"
+    return candidate_precision(settings.inference_precision)
+
+
+def calibration_photos(samples: Sequence[Sample], config: DataConfig, seed: int) -> Callable[[], list[np.ndarray]]:
+    """For int8: normalised clean views of up to `CALIBRATION_PHOTOS` training photos, in batches (decoded when asked)."""
+
+    def batches() -> list[np.ndarray]:
+        chosen = [samples[i] for i in gate_sample(len(samples), seed)[:CALIBRATION_PHOTOS]]
+        dataset = PhotoDataset(chosen, config)
+        images = [dataset[i][0] for i in range(len(dataset))]
+        return [torch.stack(images[i : i + 32]).numpy() for i in range(0, len(images), 32)]
+
+    return batches
+
+
+def attach_fast_runtime(module: ClassifierModule, model: Classifier, stage: Stage, settings: RunSettings, image_size: int, train: Sequence[Sample] = ()) -> str:
     """The frozen part of the model runs in the fast runtime: the whole backbone when only the head trains (frozen
-    on photos, --no-cache), else the trunk before the first layer that trains in the stage. PyTorch trains the rest."""
+    on photos, --no-cache), else the trunk before the first layer that trains in the stage. PyTorch trains the rest.
+    Returns the precision the frozen part runs in."""
     export_dir = runtimes_dir(settings.data_dir)
     threads = threads_per_process(settings.devices)
+    precision = run_precision(settings)
+    calibration = calibration_photos(train, data_config(model.backbone, image_size), settings.seed) if train else None
     if stage.strategy.trains == "head":
-        runtime = feature_runtime(model.backbone, image_size, export_dir, settings.runtime, threads)
+        runtime = feature_runtime(model.backbone, image_size, export_dir, settings.runtime, threads, precision=precision, calibration=calibration)
         rest, what = model.head.forward_pooled, "backbone"
     else:
         split = split_at_first_trainable(model.backbone)
         if split is None:
-            return
-        runtime = module_runtime(split.trunk, (3, image_size, image_size), export_dir, settings.runtime, threads)
+            return "fp32"
+        runtime = module_runtime(split.trunk, (3, image_size, image_size), export_dir, settings.runtime, threads, precision=precision, calibration=calibration)
         rest, what = (lambda trunk_output: model.head(split.tail(trunk_output))), f"trunk ({split.trunk_layers} modules)"
-    if runtime.name != "torch":
-        log.info("%s: the frozen %s runs in %s", stage.name, what, runtime.name)
-        module.use_fast_frozen_part(runtime, rest)
+    if runtime.name == "torch":
+        return "fp32"
+    log.info("%s: the frozen %s runs in %s (%s)", stage.name, what, runtime.name, runtime.precision)
+    module.use_fast_frozen_part(runtime, rest)
+    return runtime.precision
 
 
 def load_data(settings: RunSettings) -> DatasetIndex:
@@ -289,7 +335,9 @@ def load_data(settings: RunSettings) -> DatasetIndex:
     return drop_unreadable(index, PhotoCache.in_cache(settings.data_dir))
 
 
-IGNORED_ON_RESUME = {"out", "overwrite", "workers", "runtime", "accelerator", "devices", "num_nodes", "precision", "logger"}
+IGNORED_ON_RESUME = {
+    "out", "overwrite", "workers", "runtime", "inference_precision", "accelerator", "devices", "num_nodes", "precision", "logger",
+}
 """Settings that may differ when an interrupted run is resumed."""
 
 
@@ -336,35 +384,49 @@ def check_shares(settings: RunSettings, index: DatasetIndex) -> None:
 
 
 def make_datamodule(settings: RunSettings, index: DatasetIndex, model: Classifier, image_size: int | None) -> PhotoDataModule:
+    """Photos for `model`'s backbone, each decoded once (`data.decoded`), augmented afresh every epoch."""
+    config = data_config(model.backbone, image_size)
     return PhotoDataModule(
         index,
-        data_config(model.backbone, image_size),
+        config,
         build_augment(settings.augment, settings.augment_set),
         batch_size=settings.batch_size,
         workers=resolve_workers(settings.workers, settings.accelerator, settings.devices),
         seed=settings.seed,
+        decoded=DecodedStore.for_config(config, settings.data_dir),
+        photos=PhotoCache.in_cache(settings.data_dir),
     )
 
 
-def feature_datamodule(settings: RunSettings, index: DatasetIndex, model: Classifier, image_size: int | None) -> FeatureDataModule:
-    """Cached pooled features of the frozen backbone: clean validation view, clean + `views` augmented training views."""
+def feature_datamodule(
+    settings: RunSettings, index: DatasetIndex, model: Classifier, image_size: int | None, precision: str | None = None
+) -> FeatureDataModule:
+    """Cached pooled features of the frozen backbone: clean validation view, clean + `views` augmented training views,
+    computed in `precision` (default: `run_precision`)."""
+    precision = precision or run_precision(settings)
     config = data_config(model.backbone, image_size)
     augment = build_augment(settings.augment, settings.augment_set)
     views = 1 + (settings.views if augment is not None else 0)
-    ops = resolve_ops(settings.augment, settings.augment_set)
-    store = FeatureStore(store_dir(cache_dir(settings.data_dir), settings.backbone, model.backbone, config, ops))
+    store = feature_store(settings, model, config, precision)
     runtime = functools.cache(  # on a GPU, PyTorch there
-        lambda: feature_runtime(
+        lambda: checked_precision(feature_runtime(
             model.backbone, config.image_size, runtimes_dir(settings.data_dir), settings.runtime, threads_per_process(settings.devices),
-            training_device(settings.accelerator),
-        )
+            training_device(settings.accelerator), precision, calibration_photos(index.train, config, settings.seed),
+        ), precision)
     )
     workers = resolve_workers(settings.workers, settings.accelerator, settings.devices)
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # cached or not, training then draws the same random numbers
         photos = PhotoCache.in_cache(settings.data_dir)
-        train_features = extract_features(index.train, store, runtime, config, augment, views, workers, photos)
-        val_features = extract_features(index.val, store, runtime, config, None, 1, workers, photos)
+        decoded = DecodedStore.for_config(config, settings.data_dir)
+        try:
+            train_features = extract_features(index.train, store, runtime, config, augment, views, workers, photos, decoded)
+            val_features = extract_features(index.val, store, runtime, config, None, 1, workers, photos, decoded)
+        except PrecisionUnavailable as error:
+            if precision == "fp32":
+                raise
+            log.warning("%s; the features are computed in fp32", error)
+            return feature_datamodule(settings, index, model, image_size, "fp32")
     datamodule = FeatureDataModule(
         FeatureDataset(train_features, [s.label for s in index.train], settings.seed, draw_views=True),
         FeatureDataset(val_features, [s.label for s in index.val], settings.seed, draw_views=False),
@@ -373,4 +435,22 @@ def feature_datamodule(settings: RunSettings, index: DatasetIndex, model: Classi
         settings.seed,
     )
     datamodule.extraction_seconds = round(time.perf_counter() - started, 3)
+    datamodule.precision = precision
     return datamodule
+
+
+def feature_store(settings: RunSettings, model: Classifier, config: DataConfig, precision: str) -> FeatureStore:
+    """Where the pretrained backbone's features for these settings and `precision` are cached."""
+    ops = resolve_ops(settings.augment, settings.augment_set)
+    return FeatureStore(store_dir(cache_dir(settings.data_dir), settings.backbone, model.backbone, config, ops, precision))
+
+
+class PrecisionUnavailable(RuntimeError):
+    """The model cannot run in the precision asked for here (no OpenVINO, no NNCF, or outputs pointing elsewhere)."""
+
+
+def checked_precision(runtime: FeatureRuntime, precision: str) -> FeatureRuntime:
+    """`runtime`, refused when it does not run in `precision` (its features would go into another precision's cache)."""
+    if runtime.precision != precision:
+        raise PrecisionUnavailable(f"the model could not run in {precision} here ({runtime.name} runs {runtime.precision})")
+    return runtime

@@ -1,0 +1,126 @@
+"""Inference precision of what runs without gradients: which precisions this CPU runs natively, the `auto`
+choice, and the accuracy gate that keeps a reduced precision only when the classifier's answers stay the same.
+
+Measured on a 2-core Intel Xeon with AVX-512 BF16 and AMX (bench/speed.py, Lite0, batch 32/64, 2 threads):
+OpenVINO with `INFERENCE_PRECISION_HINT` bf16 ran the backbone 2.2-2.9x faster than f32 (features' cosine
+>= 0.999 against f32), int8 (NNCF) about 1.5x; so `auto` prefers bf16, and int8 is used only when asked for. On
+CPUs without native bf16 (AVX2-only EPYC) OpenVINO would emulate it, slower than f32: `auto` stays fp32 there.
+"""
+
+import functools
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+InferencePrecision = Literal["auto", "fp32", "bf16", "int8"]
+PRECISIONS = ("fp32", "bf16", "int8")
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+"""OpenVINO's INFERENCE_PRECISION_HINT per precision (an int8 model is quantized before; its float parts run f32)."""
+AUTO_ORDER = ("bf16", "fp32")
+"""`auto`: the first of these that the CPU runs natively (int8 measured slower than bf16 where both exist)."""
+
+MIN_AGREEMENT = 0.99
+GATE_PHOTOS = 500
+"""The gate compares fp32 and the reduced precision on at most this many validation photos (a few seconds)."""
+CALIBRATION_PHOTOS = 192
+"""Training photos NNCF calibrates int8 on (the issue's measurement used 200)."""
+
+CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "int8": ("avx512_vnni", "avx_vnni", "amx_int8")}
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The first CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.cache
+def native_precisions() -> tuple[str, ...]:
+    """Precisions this CPU computes natively: fp32 always; bf16 and int8 when the CPU has the instructions and
+    OpenVINO reports the capability (it is what runs them)."""
+    try:
+        import openvino
+
+        capabilities = set(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # not installed, or no CPU plugin: everything runs in fp32
+        return ("fp32",)
+    flags = cpu_flags()
+    native = ["fp32"]
+    if "BF16" in capabilities and flags & set(CPU_FLAGS["bf16"]):
+        native.append("bf16")
+    if "INT8" in capabilities and flags & set(CPU_FLAGS["int8"]):
+        native.append("int8")
+    return tuple(native)
+
+
+def candidate_precision(requested: InferencePrecision) -> str:
+    """The precision to try: `auto` → the fastest this CPU runs natively (`AUTO_ORDER`), else as requested."""
+    if requested != "auto":
+        return requested
+    native = native_precisions()
+    return next(p for p in AUTO_ORDER if p in native)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """fp32 and a reduced precision on the same labelled photos: top-1 agreement and both accuracies."""
+
+    precision: str
+    photos: int
+    agreement: float
+    accuracy_fp32: float
+    accuracy: float
+    standard_error: float
+    passed: bool
+
+    @property
+    def reason(self) -> str:
+        """Why the gate passed or failed, in one line."""
+        verdict = "kept" if self.passed else "not used: fp32 instead"
+        return (
+            f"{self.precision} {verdict} (top-1 agrees with fp32 on {self.agreement:.1%} of {self.photos} validation photos, "
+            f"need >= {MIN_AGREEMENT:.0%}; accuracy {self.accuracy:.3f} vs {self.accuracy_fp32:.3f}, one standard error "
+            f"{self.standard_error:.3f})"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "reason": self.reason}
+
+
+def gate(precision: str, logits_fp32: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> GateResult:
+    """Keep `precision` when its top-1 agrees with fp32's on >= `MIN_AGREEMENT` of the photos and its accuracy is
+    within one binomial standard error of fp32's (at least one photo's worth, so a perfect fp32 is no trap)."""
+    labels = np.asarray(labels)
+    top_fp32, top = logits_fp32.argmax(axis=1), logits.argmax(axis=1)
+    photos = len(labels)
+    agreement = float((top_fp32 == top).mean()) if photos else 0.0
+    accuracy_fp32 = float((top_fp32 == labels).mean()) if photos else 0.0
+    accuracy = float((top == labels).mean()) if photos else 0.0
+    standard_error = max(math.sqrt(accuracy_fp32 * (1 - accuracy_fp32) / max(photos, 1)), 1 / max(photos, 1))
+    passed = photos > 0 and agreement >= MIN_AGREEMENT and abs(accuracy - accuracy_fp32) <= standard_error + 1e-12
+    return GateResult(precision, photos, agreement, accuracy_fp32, accuracy, standard_error, passed)
+
+
+def gate_sample(count: int, seed: int) -> np.ndarray:
+    """Indices of the photos the gate looks at: all when they are few, else `GATE_PHOTOS` drawn with `seed`."""
+    if count <= GATE_PHOTOS:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, GATE_PHOTOS, replace=False))
+
+
+def recorded_precision(metrics: dict[str, Any]) -> str:
+    """The precision a strategy's gate kept (metrics.json), if this CPU runs it natively; fp32 otherwise."""
+    record = metrics.get("inference_precision") or {}
+    used = record.get("used", "fp32")
+    return used if used in native_precisions() else "fp32"

@@ -1,0 +1,74 @@
+"""The accuracy gate after a stage: the trained classifier with its frozen part in a reduced inference precision
+against fp32, on the run's validation photos (`models.precision.gate`). Passing keeps the precision for the stage's
+evaluation, predict and serve; failing falls back to fp32 (and `Experiment.fit` trains again a stage that learned
+on the reduced precision's outputs)."""
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..config import RunSettings
+from ..data.datasets import PhotoDataset
+from ..data.decoded import DecodedStore
+from ..data.photo_cache import PhotoCache
+from ..data.sources import Sample
+from ..files import runtimes_dir
+from ..models.classifier import Classifier, data_config
+from ..models.precision import GateResult, gate, gate_sample
+from ..models.runtime import eval_mode, feature_runtime, module_runtime
+from .distributed import threads_per_process
+from .features import extract_features
+from .fit import checked_precision, feature_store
+
+BATCH = 32
+
+
+def gate_samples(val: Sequence[Sample], seed: int) -> list[Sample]:
+    return [val[i] for i in gate_sample(len(val), seed)]
+
+
+def gate_on_features(
+    settings: RunSettings, head_model: Classifier, pretrained: Classifier, val: Sequence[Sample], reduced_val: np.ndarray,
+    precision: str, image_size: int | None,
+) -> GateResult:
+    """A head trained on cached features: its answers on the reduced precision's validation features against those
+    on fp32 features of the same photos (computed once, and cached like any features)."""
+    chosen = gate_sample(len(val), settings.seed)
+    samples = [val[i] for i in chosen]
+    config = data_config(pretrained.backbone, image_size)
+    runtime = lambda: checked_precision(  # noqa: E731 - built only when the fp32 features are not cached yet
+        feature_runtime(pretrained.backbone, config.image_size, runtimes_dir(settings.data_dir), settings.runtime,
+                        threads_per_process(settings.devices)), "fp32")
+    store = feature_store(settings, pretrained, config, "fp32")
+    fp32 = extract_features(
+        samples, store, runtime, config, None, 1, 0, PhotoCache.in_cache(settings.data_dir), DecodedStore.for_config(config, settings.data_dir)
+    )[:, 0]
+    with eval_mode(head_model), torch.inference_mode():
+        logits_fp32 = head_model.head.forward_pooled(torch.from_numpy(fp32)).float().numpy()
+        logits = head_model.head.forward_pooled(torch.from_numpy(np.ascontiguousarray(reduced_val[chosen]))).float().numpy()
+    return gate(precision, logits_fp32, logits, np.array([s.label for s in samples]))
+
+
+def gate_on_photos(settings: RunSettings, model: Classifier, val: Sequence[Sample], precision: str, image_size: int) -> GateResult:
+    """The whole classifier in `precision` against fp32 on (up to `GATE_PHOTOS` of) the validation photos."""
+    samples = gate_samples(val, settings.seed)
+    config = data_config(model.backbone, image_size)
+    shape = (3, config.image_size, config.image_size)
+    export_dir, threads = runtimes_dir(settings.data_dir), threads_per_process(settings.devices)
+    runs = {
+        name: checked_precision(module_runtime(model, shape, export_dir, settings.runtime, threads, precision=name), name).run
+        for name in ("fp32", precision)
+    }
+    dataset = PhotoDataset(samples, config, decoded=DecodedStore.for_config(config, settings.data_dir), photos=PhotoCache.in_cache(settings.data_dir))
+    logits: dict[str, list[np.ndarray]] = {name: [] for name in runs}
+    for start in range(0, len(dataset), BATCH):
+        batch = torch.stack([dataset[i][0] for i in range(start, min(start + BATCH, len(dataset)))]).numpy()
+        for name, run in runs.items():
+            logits[name].append(run(batch))
+    return gate(precision, np.concatenate(logits["fp32"]), np.concatenate(logits[precision]), np.array([s.label for s in samples]))
+
+
+def precision_record(requested: str, used: str, result: GateResult | None) -> dict[str, Any]:
+    """What metrics.json says of a stage's inference precision."""
+    return {"requested": requested, "used": used, "gate": result.as_dict() if result else None}

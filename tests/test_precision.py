@@ -1,0 +1,201 @@
+"""Inference precision: the accuracy gate, the `auto` choice, fp32 fallback, the record, caches kept apart; bf16
+training; the decoded-photo cache."""
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import transferlab.models.precision as precision_module
+import transferlab.models.runtime as runtime_module
+from transferlab.config import TrainConfig
+from transferlab.data.datasets import PhotoDataset
+from transferlab.data.decoded import DecodedStore
+from transferlab.data.photo_cache import PhotoCache
+from transferlab.data.sources import Sample
+from transferlab.experiment import Experiment, train
+from transferlab.models.classifier import DataConfig
+from transferlab.models.precision import GATE_PHOTOS, MIN_AGREEMENT, candidate_precision, cpu_flags, gate, gate_sample
+from transferlab.models.runtime import FeatureRuntime
+from transferlab.train.distributed import cpu_has_bf16, resolve_precision
+
+from conftest import make_image
+
+def _needs_openvino() -> None:
+    pytest.importorskip("openvino", reason="reduced precision runs in OpenVINO (the openvino extra)")
+
+
+# -- the gate -------------------------------------------------------------------------------------------------------
+
+
+def test_the_gate_keeps_a_precision_that_gives_the_same_answers():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((200, 10))
+    labels = logits.argmax(1)
+    labels[:20] = (labels[:20] + 1) % 10  # fp32 is 90 % right
+    result = gate("bf16", logits, logits + 1e-4 * rng.standard_normal(logits.shape), labels)
+    assert result.passed and result.agreement == 1.0 and result.accuracy == result.accuracy_fp32 == 0.9
+    assert result.standard_error == pytest.approx(math.sqrt(0.9 * 0.1 / 200))
+    assert "kept" in result.reason and "200 validation photos" in result.reason
+
+
+def test_the_gate_fails_below_the_agreement_or_beyond_one_standard_error():
+    logits = np.eye(10)[np.arange(200) % 10] * 5
+    labels = np.arange(200) % 10
+    flipped = logits.copy()
+    flipped[:3] = np.roll(flipped[:3], 1, axis=1)  # 3 of 200 disagree: 98.5 % < 99 %
+    result = gate("bf16", logits, flipped, labels)
+    assert not result.passed and result.agreement == pytest.approx(0.985) and "fp32 instead" in result.reason
+    one = logits.copy()
+    one[:1] = np.roll(one[:1], 1, axis=1)  # 1 of 200: agreement 99.5 %, accuracy 1.0 -> 0.995 = one photo's worth
+    assert gate("bf16", logits, one, labels).passed
+    assert MIN_AGREEMENT == 0.99
+
+
+def test_the_gate_looks_at_a_seeded_sample_of_many_photos():
+    assert list(gate_sample(10, 0)) == list(range(10))
+    chosen = gate_sample(5000, 3)
+    assert len(chosen) == GATE_PHOTOS and list(chosen) == sorted(set(chosen)) and list(chosen) == list(gate_sample(5000, 3))
+
+
+# -- auto, CPU features, training precision -------------------------------------------------------------------------
+
+
+def test_cpu_flags_and_auto(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512_bf16 amx_bf16\n")
+    assert {"avx2", "amx_bf16"} <= cpu_flags(info)
+    assert cpu_flags(tmp_path / "missing") == set()
+    monkeypatch.setattr(precision_module, "native_precisions", lambda: ("fp32",))
+    assert candidate_precision("auto") == "fp32"  # an AVX2-only CPU stays in fp32
+    assert candidate_precision("int8") == "int8"
+    monkeypatch.setattr(precision_module, "native_precisions", lambda: ("fp32", "bf16", "int8"))
+    assert candidate_precision("auto") == "bf16"  # measured faster than int8 where both exist
+
+
+def test_training_precision_auto_follows_the_cpu(monkeypatch):
+    import transferlab.train.distributed as distributed
+
+    monkeypatch.setattr(distributed, "cpu_flags", lambda: {"avx2"})
+    assert resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr(distributed, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert resolve_precision("auto", "cpu", trains_on_photos=False) == "32-true"  # a head on cached features
+    assert resolve_precision("32", "cpu") == "32-true"
+
+
+# -- the gate in a run: kept, or fp32 with the reason ---------------------------------------------------------------
+
+
+def _perturbed_reduced_precision(monkeypatch) -> None:
+    """OpenVINO in any reduced precision passes its probe, then shifts every feature by one place: a classifier
+    trained on the shifted features answers differently on fp32 ones."""
+    real = runtime_module.openvino_runtime
+
+    def perturbed(onnx_path, threads, precision="fp32", calibration=None):
+        runtime = real(onnx_path, threads, precision, calibration)
+        if precision == "fp32":
+            return runtime
+        calls = itertools.count()
+        return FeatureRuntime(runtime.name, lambda images: runtime.run(images) if next(calls) == 0 else np.roll(runtime.run(images), 7, axis=1), precision)
+
+    monkeypatch.setattr(runtime_module, "openvino_runtime", perturbed)
+
+
+def _frozen(woof_mini, out, **settings):
+    return train(TrainConfig(data=str(woof_mini), out=str(out), strategy="frozen", epochs=3, augment="none", image_size=128, **settings))
+
+
+@pytest.mark.slow
+def test_a_reduced_precision_that_changes_answers_falls_back_to_fp32(woof_mini, tmp_path, monkeypatch, caplog):
+    _needs_openvino()
+    _perturbed_reduced_precision(monkeypatch)
+    run = _frozen(woof_mini, tmp_path / "run", inference_precision="bf16", data_dir=str(tmp_path / "cache"))
+    record = run.read_metrics()["frozen"]["inference_precision"]
+    assert record["requested"] == "bf16" and record["used"] == "fp32"
+    assert not record["gate"]["passed"] and record["gate"]["agreement"] < MIN_AGREEMENT and record["gate"]["photos"] == 100
+    assert "not used: fp32 instead" in caplog.text and "training it again" in caplog.text
+    assert run.read_metrics()["frozen"]["val_acc"] > 0.7  # retrained on fp32 features
+    assert yaml.safe_load(run.config_file.read_text())["inference_precision_used"] == {"frozen": "fp32"}
+    stores = sorted(p.name for p in (tmp_path / "cache" / "features").iterdir())
+    assert len(stores) == 2 and stores[0] + "-bf16" == stores[1]  # each precision's features in a folder of its own
+
+
+@pytest.mark.slow
+def test_a_reduced_precision_that_passes_is_kept_and_recorded_everywhere(woof_mini, tmp_path):
+    _needs_openvino()
+    run = _frozen(woof_mini, tmp_path / "run", inference_precision="bf16", data_dir=str(tmp_path / "cache"))
+    record = run.read_metrics()["frozen"]["inference_precision"]
+    assert record["used"] == "bf16" and record["gate"]["passed"] and record["gate"]["agreement"] >= MIN_AGREEMENT
+    assert yaml.safe_load(run.config_file.read_text())["inference_precision_used"] == {"frozen": "bf16"}
+    experiment = Experiment.open(run.path)
+    results = experiment.evaluate(precision="fp32")
+    assert results["frozen"]["inference_precision"] == "fp32"
+    from transferlab.inference import load
+
+    assert load(run.path, runtime="auto", precision="bf16").precision == "bf16"
+    assert load(run.path, runtime="torch").precision == "fp32"
+    html, _ = experiment.report()
+    assert "bf16" in html.read_text() and "agrees with fp32" in html.read_text()
+
+
+def test_features_of_different_precisions_never_share_a_folder(tmp_path):
+    from transferlab.models.classifier import build_classifier
+    from transferlab.train.features import store_dir
+
+    model, _ = build_classifier("efficientnet_lite0", 3, False)
+    config = DataConfig(64, "bicubic", 0.875, (0.5,) * 3, (0.5,) * 3)
+    folders = {p: store_dir(tmp_path, "efficientnet_lite0", model.backbone, config, [], p) for p in ("fp32", "bf16", "int8")}
+    assert len(set(folders.values())) == 3 and folders["bf16"].name == folders["fp32"].name + "-bf16"
+
+
+# -- bf16 training ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AMX / AVX512-BF16): bf16 training would be emulated")
+def test_bf16_training_follows_the_fp32_curve(woof_mini, tmp_path):
+    base = _frozen(woof_mini, tmp_path / "frozen", data_dir=str(tmp_path / "cache"))
+    finals = {}
+    for precision in ("32", "bf16-mixed"):
+        run = train(TrainConfig(
+            data=str(woof_mini), out=str(tmp_path / precision), strategy="finetune", epochs=3, lr=1e-4, augment="none",
+            image_size=128, init=str(base.path), precision=precision, data_dir=str(tmp_path / "cache"),
+        ))
+        history = run.read_history("finetune")
+        assert history[-1]["train_loss"] < history[0]["train_loss"]  # the same trend: still learning
+        assert run.read_metrics()["finetune"]["training_precision"] == precision.replace("32", "32-true")
+        finals[precision] = history[-1]["val_acc"]
+    standard_error = math.sqrt(finals["32"] * (1 - finals["32"]) / 100)
+    assert abs(finals["bf16-mixed"] - finals["32"]) <= 2 * max(standard_error, 0.01)
+
+
+# -- photos decoded once ------------------------------------------------------------------------------------------------
+
+
+def test_decoded_photos_are_the_fresh_decode_and_follow_a_changed_photo(tmp_path):
+    import os
+
+    photo = make_image(tmp_path / "a" / "x.jpg", size=(90, 70), seed=1)
+    samples = [Sample(photo, 0)]
+    config = DataConfig(32, "bicubic", 0.875, (0.5,) * 3, (0.5,) * 3)
+    store = DecodedStore.for_config(config, tmp_path / "cache")
+    cache = PhotoCache(tmp_path / "photos.sqlite")
+    fresh = PhotoDataset(samples, config).load_uint8(0)
+    first = PhotoDataset(samples, config, decoded=store, photos=cache).load_uint8(0)
+    assert len(list(store.root.rglob("*.npy"))) == 1
+    again = PhotoDataset(samples, config, decoded=store, photos=cache).load_uint8(0)
+    assert torch.equal(first, fresh) and torch.equal(again, fresh) and again.dtype == torch.uint8
+
+    make_image(photo, size=(90, 70), seed=2)  # the photo changes: new bytes, new hash
+    os.utime(photo, ns=(photo.stat().st_mtime_ns + 10**9,) * 2)
+    changed = PhotoDataset(samples, config, decoded=store, photos=cache).load_uint8(0)
+    assert torch.equal(changed, PhotoDataset(samples, config).load_uint8(0)) and not torch.equal(changed, fresh)
+    assert len(list(store.root.rglob("*.npy"))) == 2
+
+    store._path(cache.hashes([photo])[0]).write_bytes(b"damaged")  # a damaged entry is decoded again
+    assert torch.equal(PhotoDataset(samples, config, decoded=store, photos=cache).load_uint8(0), changed)
