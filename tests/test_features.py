@@ -18,7 +18,9 @@ def _losses(run):
 @pytest.mark.parametrize("runtime", ["torch", "auto"])
 def test_cached_path_gives_the_full_paths_losses(image_tree, tmp_path, runtime):
     root = image_tree({"a": 10, "b": 10, "c": 10})
-    common = dict(data=str(root), strategy="frozen", epochs=3, batch_size=8, image_size=64, augment="none", runtime=runtime)
+    common = dict(
+        data=str(root), strategy="frozen", epochs=3, batch_size=8, image_size=64, augment="none", runtime=runtime, inference_precision="fp32",
+    )
     cached = train(TrainConfig(out=str(tmp_path / "cached"), **common))
     full = train(TrainConfig(out=str(tmp_path / "full"), cache=False, **common))
     np.testing.assert_allclose(_losses(cached), _losses(full), rtol=2e-4, atol=1e-5)
@@ -84,7 +86,10 @@ def test_finetune_with_the_trunk_in_a_fast_runtime_matches_pytorch(image_tree, t
     pytest.importorskip("onnxruntime")
     root = image_tree({"a": 8, "b": 8})
     frozen = train(TrainConfig(data=str(root), out=str(tmp_path / "frozen"), strategy="frozen", epochs=1, batch_size=8, image_size=64, augment="none"))
-    common = dict(data=str(root), strategy="finetune", init=str(frozen.path), epochs=2, batch_size=8, image_size=64, augment="none", unfreeze_layers=20)
+    common = dict(
+        data=str(root), strategy="finetune", init=str(frozen.path), epochs=2, batch_size=8, image_size=64, augment="none", unfreeze_layers=20,
+        precision="32", inference_precision="fp32",  # a parity check: reduced precisions have their own gate
+    )
     fast = train(TrainConfig(out=str(tmp_path / "fast"), runtime="onnxruntime", **common))
     plain = train(TrainConfig(out=str(tmp_path / "plain"), runtime="torch", **common))
     rows = lambda run: np.array([[r["train_loss"], r["val_loss"]] for r in run.read_history("finetune")])  # noqa: E731

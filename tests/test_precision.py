@@ -84,7 +84,7 @@ def test_training_precision_auto_follows_the_cpu(monkeypatch):
     assert resolve_precision("auto", "cpu") == "32-true"
     monkeypatch.setattr(distributed, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert resolve_precision("auto", "cpu") == "bf16-mixed"
-    assert resolve_precision("auto", "cpu", trains_on_photos=False) == "32-true"  # a head on cached features
+    assert resolve_precision("auto", "cpu", trains_backbone=False) == "32-true"  # a head on cached features
     assert resolve_precision("32", "cpu") == "32-true"
 
 

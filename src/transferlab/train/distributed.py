@@ -50,16 +50,17 @@ def training_device(accelerator: Accelerator) -> str:
     return "cuda" if uses_gpu(accelerator) else "cpu"
 
 
-def resolve_precision(precision: Precision, accelerator: Accelerator, trains_on_photos: bool = True) -> str:
+def resolve_precision(precision: Precision, accelerator: Accelerator, trains_backbone: bool = True) -> str:
     """`auto`: bf16 autocast on a GPU that supports it, and on a CPU with native bf16 (AMX / AVX512-BF16) for a model
-    that trains on photos; float32 elsewhere. On the 2-core Xeon (bench/speed.py) the finetune tail's forward and
+    whose backbone trains; float32 elsewhere. On the 2-core Xeon (bench/speed.py) the finetune tail's forward and
     backward took 0.11 s per 64 photos in bf16 against 0.22 s in fp32; on CPUs without bf16 autocast is slower. A
-    head on cached features is too small to gain."""
+    stage that trains only the head (on cached features or behind a frozen backbone) stays in fp32: the head is too
+    small to gain, and its frozen backbone runs in the inference precision instead."""
     if precision != "auto":
         return precision if precision != "32" else "32-true"
     if uses_gpu(accelerator):
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if trains_on_photos and cpu_has_bf16() else "32-true"
+    return "bf16-mixed" if trains_backbone and cpu_has_bf16() else "32-true"
 
 
 def cpu_has_bf16() -> bool:
@@ -83,11 +84,11 @@ def threads_per_process(devices: int) -> int:
 
 def trainer_options(
     accelerator: Accelerator, devices: int, num_nodes: int, precision: Precision, unused_parameters: bool = False,
-    trains_on_photos: bool = True,
+    trains_backbone: bool = True,
 ) -> dict[str, Any]:
     """Keyword arguments of `L.Trainer` for where and how the run trains. Samplers shard themselves.
     `unused_parameters`: some trainable parameters get no gradient in some epochs (a stage that unfreezes as it goes).
-    `trains_on_photos`: False for a head on cached features (`resolve_precision`)."""
+    `trains_backbone`: False when only the head trains (`resolve_precision`)."""
     distributed = devices * num_nodes > 1
     if distributed:
         from lightning.pytorch.strategies import DDPStrategy
@@ -100,6 +101,6 @@ def trainer_options(
         "devices": devices,
         "num_nodes": num_nodes,
         "strategy": strategy,
-        "precision": resolve_precision(precision, accelerator, trains_on_photos),
+        "precision": resolve_precision(precision, accelerator, trains_backbone),
         "use_distributed_sampler": False,
     }

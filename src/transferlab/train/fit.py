@@ -197,7 +197,7 @@ def fit_stage(
         max_epochs=stage.epochs,
         **trainer_options(
             settings.accelerator, settings.devices, settings.num_nodes, settings.precision, strategy.unfreezes_during_training,
-            trains_on_photos=not cached_features,
+            trains_backbone=strategy.trains != "head",
         ),
         logger=experiment_logger(settings.logger, run, name),
         log_every_n_steps=1,
