@@ -1,12 +1,17 @@
-"""Speed of the frozen and finetune strategies on woof-bench, side by side with the notebook's Keras pipeline.
+"""Speed of the frozen and finetune strategies on woof-bench, in fp32 and in the `auto` precisions, side by side
+with the notebook's Keras pipeline, on whichever CPU this machine has (named in the table and the JSON).
 
     .venv/bin/python bench/speed.py [--data ../shared/data/woof-bench] [--keras-python /tmp/kerasenv/bin/python]
+        [--precisions fp32 auto] [--twenty-layers]
 
 Each stage runs in its own process (its peak RSS is its own) one after the other, on this machine's
-threads. Stages: backbone runtimes (img/s and error against PyTorch), augmentation, photos -> features,
-frozen 10 epochs (photos -> trained head, cold feature cache), finetune 1 epoch, and the Keras reference
-(../shared/bench/keras_reference.py in its own venv): frozen for --keras-epochs epochs, extrapolated to 10,
-and finetune for one epoch (or --keras-steps batches). Prints a table and writes bench/speed.json.
+threads. Stages: backbone runtimes (img/s and agreement with PyTorch fp32, OpenVINO in fp32/bf16/int8),
+augmentation, photos -> features; then per precision (fp32: `--inference-precision fp32 --precision 32`;
+auto: the defaults, reduced where the CPU has it and the accuracy gate passes): frozen 10 epochs (photos ->
+trained head, cold caches) and a finetune epoch of the notebook's trainable set (cold decoded-photo cache: the
+first epoch decodes every photo); and the Keras reference (../shared/bench/keras_reference.py in its own venv):
+frozen for --keras-epochs epochs, extrapolated to 10, and finetune for one epoch (or --keras-steps batches).
+Prints a table and writes bench/speed.json.
 """
 
 import argparse
@@ -21,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu, describe
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "woof-bench"
@@ -34,14 +40,19 @@ def peak_rss_mib() -> float:
 def stage_runtimes(args) -> dict:
     import torch
 
-    from transferlab.models.classifier import build_classifier
-    from transferlab.models.runtime import export_onnx, onnxruntime_runtime, openvino_runtime, relative_error, torch_runtime
+    from transferlab.data.datasets import PhotoDataset
+    from transferlab.data.sources import folder_source
+    from transferlab.models.classifier import build_classifier, data_config
+    from transferlab.models.runtime import export_onnx, min_cosine, onnxruntime_runtime, openvino_runtime, relative_error, torch_runtime
 
     threads = args.threads
     torch.set_num_threads(threads)
     model, _ = build_classifier("efficientnet_lite0", 10, True)
     backbone = model.backbone.eval()
-    images = np.random.default_rng(0).standard_normal((32, 3, 224, 224)).astype(np.float32)
+    index = folder_source(args.data)
+    photos = PhotoDataset(index.val[::25][:32] + index.train[::10][:192], data_config(backbone))
+    batches = [torch.stack([photos[i][0] for i in range(start, start + 32)]).numpy() for start in range(0, len(photos), 32)]
+    images, calibration = batches[0], batches[1:]  # real photos: validation ones timed, training ones calibrate int8
 
     def eager(batch):
         with torch.inference_mode():
@@ -53,7 +64,8 @@ def stage_runtimes(args) -> dict:
     runners["torch.compile"] = lambda batch: compiled(torch.from_numpy(batch)).mean((2, 3)).detach().numpy()
     runners["onnxruntime"] = onnxruntime_runtime(onnx_path, threads).run
     try:
-        runners["openvino (LATENCY)"] = openvino_runtime(onnx_path, threads).run
+        for precision in ("fp32", "bf16", "int8"):
+            runners[f"openvino {precision}"] = openvino_runtime(onnx_path, threads, precision, lambda: calibration).run
     except ImportError:
         pass
     reference = eager(images)
@@ -69,6 +81,7 @@ def stage_runtimes(args) -> dict:
         results[name] = {
             "images_per_s": args.reps * len(images) / seconds,
             "relative_error": relative_error(output, reference),
+            "min_cosine": min_cosine(output, reference),
             "warmup_s": warmup,
         }
     return {"runtimes": results}
@@ -131,17 +144,26 @@ class EpochTimer:
         self.callback = Timer()
 
 
+PRECISION_SETTINGS = {"fp32": {"inference_precision": "fp32", "precision": "32"}, "auto": {}}
+"""What each measured precision passes to TrainConfig: fp32 everywhere, or the defaults (auto)."""
+
+
 def stage_frozen(args) -> dict:
     from transferlab.config import TrainConfig
     from transferlab.experiment import train
 
-    os.environ["TLAB_DATA_DIR"] = tempfile.mkdtemp()  # a cold feature cache: photos -> trained head
-    out = Path(args.work) / "frozen"
+    os.environ["TLAB_DATA_DIR"] = tempfile.mkdtemp()  # cold feature and decoded-photo caches: photos -> trained head
+    out = Path(args.work) / f"frozen-{args.precision}"
     started = time.perf_counter()
-    run = train(TrainConfig(data=str(args.data), out=str(out), strategy="frozen", epochs=10, augment="seed-keras", views=args.views))
+    run = train(TrainConfig(
+        data=str(args.data), out=str(out), strategy="frozen", epochs=10, augment="seed-keras", views=args.views,
+        **PRECISION_SETTINGS[args.precision],
+    ))
     wall = time.perf_counter() - started
     history = run.read_history("frozen")
+    metrics = run.read_metrics()["frozen"]
     return {
+        "inference_precision": metrics["inference_precision"],
         "frozen_10_epochs_wall_s": wall,
         "frozen_epoch_s_after_cache": float(np.median([row["seconds"] for row in history[1:]])),
         "frozen_val_acc_final": history[-1]["val_acc"],
@@ -157,15 +179,22 @@ def stage_finetune(args, **unfreeze) -> dict:
     from transferlab.data.sources import folder_source
     from transferlab.experiment import train
 
+    os.environ["TLAB_DATA_DIR"] = tempfile.mkdtemp()  # a cold decoded-photo cache: the epoch decodes every photo
     timer = EpochTimer().callback
-    out = Path(args.work) / ("finetune" + "".join(f"_{k}{v}" for k, v in unfreeze.items()))
+    out = Path(args.work) / ("finetune" + "".join(f"_{k}{v}" for k, v in unfreeze.items()) + f"-{args.precision}")
     run = train(
-        TrainConfig(data=str(args.data), out=str(out), strategy="finetune", epochs=1, init=str(Path(args.work) / "frozen"), **unfreeze),
+        TrainConfig(
+            data=str(args.data), out=str(out), strategy="finetune", epochs=1, init=str(Path(args.work) / f"frozen-{args.precision}"),
+            **unfreeze, **PRECISION_SETTINGS[args.precision],
+        ),
         callbacks=[timer],
     )
     n_train = len(folder_source(args.data).train)
     history = run.read_history("finetune")
+    metrics = run.read_metrics()["finetune"]
     return {
+        "training_precision": metrics["training_precision"],
+        "inference_precision": metrics["inference_precision"],
         "finetune_train_images_per_s": n_train / timer.train_seconds[0],
         "finetune_epoch_wall_s": history[0]["seconds"],
         "finetune_val_acc": history[0]["val_acc"],
@@ -211,11 +240,11 @@ STAGES = {
 }
 
 
-def run_stage(name: str, args) -> dict:
+def run_stage(name: str, args, precision: str = "fp32") -> dict:
     """One stage in a child process; returns its JSON with its peak RSS."""
-    out = Path(args.work) / f"{name}.json"
+    out = Path(args.work) / f"{name}-{precision}.json"
     command = [sys.executable, __file__, "--stage", name, "--data", str(args.data), "--work", args.work, "--out", str(out),
-               "--views", str(args.views), "--threads", str(args.threads), "--reps", str(args.reps)]
+               "--views", str(args.views), "--threads", str(args.threads), "--reps", str(args.reps), "--precision", precision]
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     result = json.loads(out.read_text())
@@ -224,29 +253,45 @@ def run_stage(name: str, args) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = ["| measure | transferlab | Keras reference | ratio |", "| --- | ---: | ---: | ---: |"]
-    frozen_ours = results["frozen"]["frozen_10_epochs_wall_s"]
-    if "keras" in results:
-        frozen_keras = results["keras"]["frozen"]["ten_epochs_estimated_s"]
-        ft_ours = results["finetune"]["finetune_train_images_per_s"]
-        ft_keras = results["keras"]["finetune"]["train_images_per_s_excl_first_step"]
-        lines.append(f"| frozen, 10 epochs, photos -> trained head (s) | {frozen_ours:.0f} | {frozen_keras:.0f} (est.) | {frozen_keras / frozen_ours:.1f}x |")
-        ft_block = results["finetune_last_block"]["finetune_train_images_per_s"]
-        lines.append(f"| finetune, the notebook's trainable set (default: last block + head conv), train img/s | {ft_block:.1f} | {ft_keras:.1f} | {ft_block / ft_keras:.2f}x |")
-        lines.append(f"| finetune, last 20 weight layers (--unfreeze-layers 20), train img/s | {ft_ours:.1f} | {ft_keras:.1f} | {ft_ours / ft_keras:.2f}x |")
-        lines.append(
-            f"| peak RSS, frozen / finetune (MiB) | {results['frozen']['peak_rss_mib']:.0f} / {results['finetune']['peak_rss_mib']:.0f} "
-            f"| {results['keras']['frozen']['peak_rss_mib']:.0f} / {results['keras']['finetune']['peak_rss_mib']:.0f} | |"
-        )
+    """One row per measure, one column per precision, then Keras and the ratios to it."""
+    precisions = [p for p in ("fp32", "auto") if p in results["by_precision"]]
+    keras_run = results.get("keras")
+    header = "| measure | " + " | ".join(f"transferlab {p}" for p in precisions) + " | Keras reference | " + " | ".join(f"ratio {p}" for p in precisions) + " |"
+    lines = [header, "| --- |" + " ---: |" * (2 * len(precisions) + 1)]
+
+    def row(label: str, ours: list[str], keras_value: str = "", ratios: list[str] | None = None) -> None:
+        lines.append(f"| {label} | " + " | ".join(ours) + f" | {keras_value} | " + " | ".join(ratios or [""] * len(precisions)) + " |")
+
+    by = results["by_precision"]
+    frozen = [by[p]["frozen"]["frozen_10_epochs_wall_s"] for p in precisions]
+    finetune = [by[p]["finetune_last_block"]["finetune_train_images_per_s"] for p in precisions]
+    if keras_run:
+        frozen_keras = keras_run["frozen"]["ten_epochs_estimated_s"]
+        ft_keras = keras_run["finetune"]["train_images_per_s_excl_first_step"]
+        row("frozen, 10 epochs, photos -> trained head (s)", [f"{v:.0f}" for v in frozen], f"{frozen_keras:.0f} (est.)",
+            [f"**{frozen_keras / v:.1f}x**" for v in frozen])
+        row("finetune epoch, the notebook's trainable set, train img/s", [f"{v:.1f}" for v in finetune], f"{ft_keras:.1f}",
+            [f"**{v / ft_keras:.2f}x**" for v in finetune])
     else:
-        lines.append(f"| frozen, 10 epochs, photos -> trained head (s) | {frozen_ours:.0f} | | |")
-    lines.append(f"| frozen epoch once cached (s) | {results['frozen']['frozen_epoch_s_after_cache']:.2f} | | |")
-    lines.append(f"| frozen validation accuracy, final / best | {results['frozen']['frozen_val_acc_final']:.3f} / {results['frozen']['frozen_val_acc_best']:.3f} | | |")
+        row("frozen, 10 epochs, photos -> trained head (s)", [f"{v:.0f}" for v in frozen])
+        row("finetune epoch, the notebook's trainable set, train img/s", [f"{v:.1f}" for v in finetune])
+    if all("finetune" in by[p] for p in precisions):
+        row("finetune epoch, last 20 weight layers, train img/s", [f"{by[p]['finetune']['finetune_train_images_per_s']:.1f}" for p in precisions])
+    row("frozen val acc, final / best", [f"{by[p]['frozen']['frozen_val_acc_final']:.3f} / {by[p]['frozen']['frozen_val_acc_best']:.3f}" for p in precisions])
+    row("finetune val acc after its epoch", [f"{by[p]['finetune_last_block']['finetune_val_acc']:.3f}" for p in precisions])
+    row("inference precision used (frozen / finetune)", [
+        f"{by[p]['frozen']['inference_precision']['used']} / {by[p]['finetune_last_block']['inference_precision']['used']}" for p in precisions
+    ])
+    row("finetune training precision", [by[p]["finetune_last_block"]["training_precision"] for p in precisions])
+    rss = [f"{by[p]['frozen']['peak_rss_mib']:.0f} / {by[p]['finetune_last_block']['peak_rss_mib']:.0f}" for p in precisions]
+    keras_rss = f"{keras_run['frozen']['peak_rss_mib']:.0f} / {keras_run['finetune']['peak_rss_mib']:.0f}" if keras_run else ""
+    row("peak RSS, frozen / finetune (MiB)", rss, keras_rss)
+    row("frozen epoch once cached (s)", [f"{by[p]['frozen']['frozen_epoch_s_after_cache']:.2f}" for p in precisions])
     for name, value in results["features"]["photos_to_features_images_per_s"].items():
-        lines.append(f"| photos -> features img/s ({results['features']['runtime']}, {name}) | {value:.0f} | | |")
+        lines.append(f"| photos -> features img/s ({results['features']['runtime']} fp32, {name}) | {value:.0f} | |")
     for name, value in results["runtimes"]["runtimes"].items():
-        lines.append(f"| backbone img/s, {name} (rel. error {value['relative_error']:.0e}) | {value['images_per_s']:.1f} | | |")
-    lines.append(f"| augmentation seed-keras img/s (one thread) | {results['augment']['augment_seed_keras_images_per_s_one_thread']:.0f} | | |")
+        lines.append(f"| backbone img/s, {name} (rel. error {value['relative_error']:.0e}, cosine {value['min_cosine']:.4f}) | {value['images_per_s']:.1f} | |")
+    lines.append(f"| augmentation seed-keras img/s (one thread) | {results['augment']['augment_seed_keras_images_per_s_one_thread']:.0f} | |")
     return "\n".join(lines)
 
 
@@ -261,7 +306,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--work", default=None)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "speed.json")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "auto"], choices=["fp32", "auto"])
+    parser.add_argument("--twenty-layers", action="store_true", help="also a finetune epoch with the last 20 weight layers unfrozen")
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.work = args.work or tempfile.mkdtemp(prefix="tlab-speed-")
     if args.stage:
@@ -274,19 +322,31 @@ def main() -> None:
     import timm
     import torch
 
+    import openvino
+
+    machine = cpu()
     results = {
+        "cpu": machine,
         "machine": {"platform": platform.platform(), "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()},
-        "versions": {"torch": torch.__version__, "timm": timm.__version__, "lightning": lightning.__version__},
+        "versions": {"torch": torch.__version__, "timm": timm.__version__, "lightning": lightning.__version__, "openvino": openvino.__version__},
         "data": str(args.data),
+        "by_precision": {},
     }
-    for name in ("runtimes", "augment", "features", "frozen", "finetune", "finetune_last_block"):
+    print(f"cpu: {describe(machine)}", file=sys.stderr, flush=True)
+    for name in ("runtimes", "augment", "features"):
         print(f"stage {name}...", file=sys.stderr, flush=True)
         results[name] = run_stage(name, args)
+    for precision in args.precisions:
+        stages = ("frozen", "finetune_last_block", *(("finetune",) if args.twenty_layers else ()))
+        for name in stages:
+            print(f"stage {name} ({precision})...", file=sys.stderr, flush=True)
+            results["by_precision"].setdefault(precision, {})[name] = run_stage(name, args, precision)
     if args.keras_python and Path(args.keras_python).exists():
         print("stage keras...", file=sys.stderr, flush=True)
         results["keras"] = keras(args)
     results["table"] = table(results)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"cpu: {describe(machine)}")
     print(results["table"])
 
 

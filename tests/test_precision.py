@@ -199,3 +199,20 @@ def test_decoded_photos_are_the_fresh_decode_and_follow_a_changed_photo(tmp_path
 
     store._path(cache.hashes([photo])[0]).write_bytes(b"damaged")  # a damaged entry is decoded again
     assert torch.equal(PhotoDataset(samples, config, decoded=store, photos=cache).load_uint8(0), changed)
+
+
+def test_after_reduced_precision_inference_signal_handlers_have_room(tmp_path):
+    """OpenVINO's bf16 path leaves its thread a 20 KB alternate signal stack, too small for a signal frame with AMX
+    state: Python's handlers (SIGINT, DataLoader's SIGCHLD) overflowed it into the heap. The runtime enlarges it."""
+    _needs_openvino()
+    import ctypes
+
+    from transferlab.models.classifier import build_classifier
+    from transferlab.models.runtime import SIGNAL_STACK_BYTES, SS_DISABLE, _SignalStack, feature_runtime
+
+    model, _ = build_classifier("efficientnet_lite0", 3, True)
+    for precision in ("fp32", "bf16"):
+        feature_runtime(model.backbone, 64, tmp_path, "openvino", 2, precision=precision).run(np.zeros((2, 3, 64, 64), np.float32))
+        current = _SignalStack()
+        ctypes.CDLL(None).sigaltstack(None, ctypes.byref(current))
+        assert current.ss_flags & SS_DISABLE or current.ss_size >= SIGNAL_STACK_BYTES

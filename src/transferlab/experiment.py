@@ -198,7 +198,7 @@ class Experiment:
         if verdict is not None:
             (log.info if verdict.passed else log.warning)("%s: inference precision %s", result.stage.name, verdict.reason)
         used = precision if verdict is None or verdict.passed else "fp32"
-        if used != result.trained_precision:
+        if used == "fp32" and result.trained_precision != "fp32":
             fp32 = self.settings.model_copy(update={"inference_precision": "fp32"})
             log.warning("%s: training it again with its frozen part in fp32", result.stage.name)
             data = self._features("fp32") if result.cached_features else self._photos(start, image_size)

@@ -12,7 +12,9 @@ import functools
 import hashlib
 import io
 import logging
+import ctypes
 import os
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -134,6 +136,37 @@ def onnxruntime_runtime(onnx_path: Path, threads: int) -> FeatureRuntime:
     return FeatureRuntime("onnxruntime", lambda images: session.run(None, {"images": images})[0])
 
 
+SIGNAL_STACK_BYTES = 1 << 20
+_signal_stacks: list[Any] = []
+"""Alternate signal stacks given to threads by `roomy_signal_stack`, kept alive: the kernel writes signal frames there."""
+
+
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def roomy_signal_stack() -> None:
+    """Give the calling thread a 1 MiB alternate signal stack when a library left it a smaller one (Linux).
+
+    OpenVINO's bf16 inference leaves a 20 KB one on the thread that ran it; with AMX tiles in use the kernel's
+    signal frame alone takes about 12 KB, so a Python signal handler (installed with SA_ONSTACK: SIGINT, the
+    SIGCHLD handler of DataLoader workers) overflowed it into the heap and the process died later, at random."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    current = _SignalStack()
+    if libc.sigaltstack(None, ctypes.byref(current)) != 0 or current.ss_flags & SS_DISABLE or current.ss_flags & SS_ONSTACK:
+        return
+    if current.ss_size >= SIGNAL_STACK_BYTES:
+        return
+    stack = ctypes.create_string_buffer(SIGNAL_STACK_BYTES)
+    if libc.sigaltstack(ctypes.byref(_SignalStack(ctypes.addressof(stack), 0, SIGNAL_STACK_BYTES)), None) == 0:
+        _signal_stacks.append(stack)
+
+
+SS_ONSTACK, SS_DISABLE = 1, 2
+
+
 Calibration = Callable[[], Iterable[np.ndarray]]
 """Normalised float32 batches of training photos, for int8 quantization."""
 
@@ -152,7 +185,13 @@ def openvino_runtime(onnx_path: Path, threads: int, precision: str = "fp32", cal
     )
     request = compiled.create_infer_request()
     output = compiled.output(0)
-    return FeatureRuntime("openvino", lambda images: request.infer({0: images})[output].copy(), precision)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        result = request.infer({0: images})[output].copy()
+        roomy_signal_stack()  # cheap (one system call); OpenVINO may have set a small one on this thread
+        return result
+
+    return FeatureRuntime("openvino", run, precision)
 
 
 def quantized_model(onnx_path: Path, calibration: Calibration | None) -> Any:
