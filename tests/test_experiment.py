@@ -166,7 +166,7 @@ def test_the_frozen_model_is_evaluated_on_its_cached_features_with_the_same_answ
     experiment = tl.Experiment(three_classes, out=tmp_path / "run", image_size=48, batch_size=4, augment="none", runtime="torch")
     experiment.fit("frozen", epochs=2)
     decoded, photos = [], evaluation.PhotoDataset
-    monkeypatch.setattr(evaluation, "PhotoDataset", lambda *args: decoded.append(args) or photos(*args))
+    monkeypatch.setattr(evaluation, "PhotoDataset", lambda *args, **kwargs: decoded.append(args) or photos(*args, **kwargs))
     fast = experiment.evaluate()
     assert decoded == [], "no photo is decoded for a frozen model evaluated on its cached features"
     fast_predictions = read_predictions(experiment.run.predictions_file)["frozen"]

@@ -216,3 +216,22 @@ def test_after_reduced_precision_inference_signal_handlers_have_room(tmp_path):
         current = _SignalStack()
         ctypes.CDLL(None).sigaltstack(None, ctypes.byref(current))
         assert current.ss_flags & SS_DISABLE or current.ss_size >= SIGNAL_STACK_BYTES
+
+
+def test_int8_is_quantized_on_training_photos_and_needs_them(woof_mini, tmp_path):
+    _needs_openvino()
+    pytest.importorskip("nncf", reason="int8 quantization needs NNCF (the int8 extra)")
+    from transferlab.data.sources import folder_source
+    from transferlab.models.classifier import build_classifier, data_config
+    from transferlab.models.runtime import feature_runtime, min_cosine, torch_runtime
+    from transferlab.train.fit import calibration_photos
+
+    model, _ = build_classifier("efficientnet_lite0", 10, True)
+    config = data_config(model.backbone, 96)
+    index = folder_source(woof_mini)
+    runtime = feature_runtime(model.backbone, 96, tmp_path, "openvino", 2, precision="int8",
+                              calibration=calibration_photos(index.train[:64], config, 0))
+    assert runtime.precision == "int8"
+    photos = torch.stack([PhotoDataset(index.val[:16], config)[i][0] for i in range(16)]).numpy()
+    assert min_cosine(runtime.run(photos), torch_runtime(model.backbone).run(photos)) > 0.9
+    assert feature_runtime(model.backbone, 96, tmp_path, "openvino", 2, precision="int8").precision == "fp32"  # no photos

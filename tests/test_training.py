@@ -97,7 +97,10 @@ def test_run_directory_has_every_file(frozen_run):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and {r["strategy"] for r in rows} == {"frozen"}
     assert all(math.isfinite(float(r[c])) for r in rows for c in HISTORY_COLUMNS if c not in ("epoch", "strategy"))
     metrics = json.loads(run.metrics_file.read_text())
-    assert set(metrics["frozen"]) == {"val_acc", "val_loss", "best_val_acc", "best_epoch", "epochs", "seconds"}
+    assert set(metrics["frozen"]) == {
+        "val_acc", "val_loss", "best_val_acc", "best_epoch", "epochs", "seconds", "training_precision", "inference_precision",
+    }
+    assert metrics["frozen"]["inference_precision"]["requested"] == "auto"
     config = yaml.safe_load(run.config_file.read_text())
     assert config["config"]["strategy"] == "frozen" and config["versions"]["torch"].startswith("2.14")
     assert config["weights"]["source"] == "bundled"

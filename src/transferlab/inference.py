@@ -6,6 +6,7 @@
 """
 
 import glob
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Sequence
@@ -27,6 +28,8 @@ from .models.precision import recorded_precision
 from .models.runtime import module_runtime
 from .models.weights import WeightsError
 from .rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 ONNX_METADATA_KEY = "transferlab"
 BATCH = 32
@@ -153,6 +156,19 @@ def best_strategy(run: RunDir) -> str:
     return choose(accuracy, costs(trained), predictions, seed)[0]
 
 
+def run_calibration(run: RunDir, config: DataConfig) -> Callable[[], list[np.ndarray]] | None:
+    """For int8: calibration photos from the run's training photos, if they are still where config.yaml says."""
+    from .evaluate.evaluation import run_samples
+    from .train.fit import calibration_photos
+
+    try:
+        train = run_samples(run, split="train")
+    except Exception as error:  # the photos moved or the source is gone: no calibration, fp32 then
+        log.warning("%s: no training photos to calibrate int8 on (%s)", run.path, short_reason(error))
+        return None
+    return calibration_photos(train, config, run.read_config()["config"]["seed"])
+
+
 def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch", precision: str = "auto") -> Predictor:
     recorded: dict[str, Any] = {}
     if path.is_dir():
@@ -170,7 +186,11 @@ def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch", p
     model, hparams = load_checkpoint_classifier(path, strategy or "frozen")
     model.eval()
     config = data_config(model.backbone, hparams["image_size"])
-    runner = module_runtime(model, (3, config.image_size, config.image_size), runtimes_dir(), runtime, precision=precision)
+    calibration = run_calibration(RunDir(path), config) if precision == "int8" and path.is_dir() else None
+    runner = module_runtime(model, (3, config.image_size, config.image_size), runtimes_dir(), runtime, precision=precision, calibration=calibration)
+    if runner.precision != precision:
+        log.warning("%s: runs in %s, not %s (%s)", path, runner.precision, precision,
+                    "int8 needs a run directory's training photos to calibrate on" if precision == "int8" else "see the log above")
     return Predictor(
         classes=list(hparams["classes"]), config=config, logits=lambda batch: runner.run(batch.numpy()),
         source=str(find_checkpoint(path, strategy or "frozen")), backend=runner.name,
@@ -239,8 +259,8 @@ def load(source: str | Path, strategy: str | None = None, runtime: str = "torch"
     `runtime` "auto" (or "openvino", "onnxruntime") runs a checkpoint's model in the fastest runtime installed that
     matches PyTorch within 1e-4 (models.runtime); "torch" runs it in PyTorch. `precision` "auto": the inference
     precision the run's accuracy gate kept for the strategy (metrics.json), where this CPU runs it natively and the
-    runtime is not PyTorch, else fp32; "bf16" or "int8" run in OpenVINO as asked (int8 quantized without
-    calibration photos is refused).
+    runtime is not PyTorch, else fp32; "bf16" or "int8" run in OpenVINO as asked (int8 calibrates on a run
+    directory's training photos; without them, or without NNCF, the model runs in fp32 and a warning says so).
     """
     path = Path(source).expanduser()
     if not path.exists():

@@ -64,8 +64,10 @@ def evaluate_models(
     }
     logits = {strategy: runtime.run for strategy, runtime in runtimes.items()}
     paths = [s.path for s in samples]
-    dataset = PhotoDataset(samples, config, decoded=DecodedStore.for_config(config, data_dir), photos=PhotoCache.in_cache(data_dir))
-    computed = predict(logits, dataset, paths, batch_size) if logits else {}
+    computed = {}
+    if logits:
+        dataset = PhotoDataset(samples, config, decoded=DecodedStore.for_config(config, data_dir), photos=PhotoCache.in_cache(data_dir))
+        computed = predict(logits, dataset, paths, batch_size)
     labels = np.array([s.label for s in samples])
     known = {strategy: top_predictions(strategy, paths, labels, known_logits[strategy]) for strategy in models if strategy in known_logits}
     predictions_of = {strategy: computed.get(strategy) or known[strategy] for strategy in models}
@@ -89,15 +91,16 @@ def evaluation_samples(data: DataSpec, classes: Sequence[str]) -> list[Sample]:
     return sorted((Sample(s.path, label_of[s.label]) for s in readable(samples)), key=lambda s: s.path)
 
 
-def run_samples(run: RunDir) -> list[Sample]:
-    """The validation photos a run was trained with, from its config.yaml alone."""
+def run_samples(run: RunDir, split: str = "val") -> list[Sample]:
+    """The validation (or training) photos a run was trained with, from its config.yaml alone."""
     header = run.read_config()
     config = header["config"]
     data_dir = config.get("data_dir")
     if config["data"] == STANFORD_DOGS and not data_dir:
         data_dir = Path(header["data"]["root"]).parent.parent  # the cache the run used
     spec = DataSpec(config["data"], config.get("breeds"), config["val_fraction"], config["seed"], data_dir, config.get("source_url"))
-    return readable(open_data(spec).val)
+    index = open_data(spec)
+    return readable(index.val if split == "val" else index.train)
 
 
 def summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
