@@ -71,6 +71,10 @@ def test_export_onnx_parity_and_predict_through_onnxruntime(frozen_run, tmp_path
     assert "same top-1 on 24/24: OK" in result.output
     onnx_clf, torch_clf = transferlab.load(out), transferlab.load(frozen_run.path)
     assert onnx_clf.backend == "onnxruntime" and onnx_clf.classes == torch_clf.classes
+    import onnx
+
+    metadata = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["transferlab"])
+    assert metadata["inference_precision"] == frozen_run.read_metrics()["frozen"]["inference_precision"]["used"]
     paths = read_predictions(frozen_run.predictions_file)["frozen"].paths[:20]
     assert [r.predictions[0].class_name for r in onnx_clf.predict(paths)] == [r.predictions[0].class_name for r in torch_clf.predict(paths)]
     json_out = runner.invoke(app, ["predict", str(out), paths[0], "--format", "json"])

@@ -1,5 +1,7 @@
 """`tlab export`: the whole classifier as ONNX (dynamic batch, preprocessing and classes in its metadata),
-checked against PyTorch on real photos."""
+checked against PyTorch on real photos. The graph is fp32; the metadata names the inference precision the run's
+accuracy gate kept (`inference_precision`), for a deployment whose runtime can apply it (OpenVINO's
+INFERENCE_PRECISION_HINT)."""
 
 import json
 from dataclasses import dataclass
@@ -37,8 +39,10 @@ def export_onnx(source: str | Path, out: Path, strategy: str | None = None) -> P
     """Write the classifier of `source` (run directory or checkpoint) to `out` with its metadata."""
     import onnx
 
+    gated = None
     if Path(source).is_dir():
         strategy = strategy or best_strategy(RunDir(source))
+        gated = (RunDir(source).read_metrics().get(strategy, {}).get("inference_precision") or {}).get("used")
     model, hparams = load_checkpoint_classifier(find_checkpoint(source, strategy or "frozen"))
     config = data_config(model.backbone, hparams["image_size"])
     names = [readable_name(c) for c in hparams["classes"]]
@@ -54,6 +58,7 @@ def export_onnx(source: str | Path, out: Path, strategy: str | None = None) -> P
         "names": names,
         "backbone": hparams["backbone"],
         "strategy": hparams.get("strategy"),
+        "inference_precision": gated or "fp32",
         "input": "RGB float32 (N, 3, S, S): resize short side to S / crop_pct, centre crop S, scale to [0, 1], (x - mean) / std",
         "output": "logits (N, classes); softmax gives probabilities",
     }

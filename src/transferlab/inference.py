@@ -9,7 +9,7 @@ import glob
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Sequence
+from typing import Annotated, Any, Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -209,6 +209,8 @@ class OnnxMetadata(BaseModel):
     classes: list[str] = Field(min_length=2)
     names: list[str]
     strategy: str | None = None
+    inference_precision: Literal["fp32", "bf16", "int8"] = "fp32"
+    """The precision the run's accuracy gate kept; the graph itself is fp32."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "OnnxMetadata":
