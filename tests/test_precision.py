@@ -40,7 +40,7 @@ def test_the_gate_keeps_a_precision_that_gives_the_same_answers():
     result = gate("bf16", logits, logits + 1e-4 * rng.standard_normal(logits.shape), labels)
     assert result.passed and result.agreement == 1.0 and result.accuracy == result.accuracy_fp32 == 0.9
     assert result.standard_error == pytest.approx(math.sqrt(0.9 * 0.1 / 200))
-    assert "kept" in result.reason and "200 validation photos" in result.reason
+    assert "kept" in result.reason and f"{200 - result.near_ties} validation photos" in result.reason
 
 
 def test_the_gate_fails_below_the_agreement_or_beyond_one_standard_error():
@@ -54,6 +54,26 @@ def test_the_gate_fails_below_the_agreement_or_beyond_one_standard_error():
     one[:1] = np.roll(one[:1], 1, axis=1)  # 1 of 200: agreement 99.5 %, accuracy 1.0 -> 0.995 = one photo's worth
     assert gate("bf16", logits, one, labels).passed
     assert MIN_AGREEMENT == 0.99
+
+
+def test_near_ties_may_flip_but_confident_answers_may_not():
+    """Photos whose fp32 answer leads by less than NEAR_TIE flip under any perturbation; they do not count against
+    the agreement, and the accuracy criterion covers them in aggregate."""
+    labels = np.arange(200) % 10
+    runner_up = (labels + 1) % 10
+    logits = np.eye(10)[labels] * 5
+    logits[np.arange(6), runner_up[:6]] = 4.99  # six near-ties, fp32 answers the label by a hair
+    reduced = logits.copy()
+    reduced[np.arange(6), runner_up[:6]] = 5.01  # the reduced precision flips all six
+    truth = labels.copy()
+    truth[:3] = runner_up[:3]  # three of them fp32 got wrong: flipping wins three and loses three
+    balanced = gate("bf16", logits, reduced, truth)
+    assert balanced.near_ties == 6 and balanced.agreement == 1.0 and balanced.agreement_all == pytest.approx(0.97)
+    assert balanced.accuracy == balanced.accuracy_fp32 and balanced.passed
+    assert not gate("bf16", logits, reduced, labels).passed  # six answers lost: beyond one standard error
+    confident = logits.copy()
+    confident[10:13] = np.roll(confident[10:13], 1, axis=1)  # three decisive answers change: 98.5 % of 194
+    assert not gate("bf16", logits, confident, labels).passed
 
 
 def test_the_gate_looks_at_a_seeded_sample_of_many_photos():
