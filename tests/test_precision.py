@@ -71,6 +71,8 @@ def test_near_ties_may_flip_but_confident_answers_may_not():
     assert balanced.near_ties == 6 and balanced.agreement == 1.0 and balanced.agreement_all == pytest.approx(0.97)
     assert balanced.accuracy == balanced.accuracy_fp32 and balanced.passed
     assert not gate("bf16", logits, reduced, labels).passed  # six answers lost: beyond one standard error
+    undecided = gate("bf16", np.zeros((50, 10)), np.zeros((50, 10)), np.arange(50) % 10)  # an untrained model
+    assert undecided.passed and "none of the 50 validation photos decisively" in undecided.reason
     confident = logits.copy()
     confident[10:13] = np.roll(confident[10:13], 1, axis=1)  # three decisive answers change: 98.5 % of 194
     assert not gate("bf16", logits, confident, labels).passed

@@ -96,10 +96,17 @@ class GateResult:
     def reason(self) -> str:
         """Why the gate passed or failed, in one line."""
         verdict = "kept" if self.passed else "not used: fp32 instead"
+        decisive = self.photos - self.near_ties
+        if decisive:
+            agreement = (
+                f"top-1 agrees with fp32 on {self.agreement:.1%} of {decisive} validation photos, need >= {MIN_AGREEMENT:.0%}; "
+                f"{self.agreement_all:.1%} with the {self.near_ties} near-ties"
+            )
+        else:
+            agreement = f"fp32 answers none of the {self.photos} validation photos decisively; top-1 agrees on {self.agreement_all:.1%}"
         return (
-            f"{self.precision} {verdict} (top-1 agrees with fp32 on {self.agreement:.1%} of {self.photos - self.near_ties} "
-            f"validation photos, need >= {MIN_AGREEMENT:.0%}; {self.agreement_all:.1%} with the {self.near_ties} near-ties; "
-            f"accuracy {self.accuracy:.3f} vs {self.accuracy_fp32:.3f}, one standard error {self.standard_error:.3f})"
+            f"{self.precision} {verdict} ({agreement}; accuracy {self.accuracy:.3f} vs {self.accuracy_fp32:.3f}, one standard "
+            f"error {self.standard_error:.3f})"
         )
 
     def as_dict(self) -> dict[str, Any]:
