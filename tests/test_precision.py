@@ -3,7 +3,6 @@ training; the decoded-photo cache."""
 
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
