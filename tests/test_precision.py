@@ -256,3 +256,13 @@ def test_int8_is_quantized_on_training_photos_and_needs_them(woof_mini, tmp_path
     photos = torch.stack([PhotoDataset(index.val[:16], config)[i][0] for i in range(16)]).numpy()
     assert min_cosine(runtime.run(photos), torch_runtime(model.backbone).run(photos)) > 0.9
     assert feature_runtime(model.backbone, 96, tmp_path, "openvino", 2, precision="int8").precision == "fp32"  # no photos
+
+
+def test_an_unknown_precision_is_one_line_naming_the_choices(tmp_path):
+    from typer.testing import CliRunner
+
+    from transferlab.cli import app
+
+    for command in (["evaluate", str(tmp_path)], ["predict", str(tmp_path), "x.jpg"]):
+        result = CliRunner().invoke(app, [*command, "--inference-precision", "bf17"])
+        assert result.exit_code == 2 and "expected auto, fp32, bf16, int8 (got 'bf17')" in result.output, result.output

@@ -117,6 +117,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from .data.decode import UnreadableImageError
     from .data.sources import DataSourceError
     from .models.backbones import BackboneError
+    from .models.precision import PrecisionError
     from .models.weights import WeightsError
     from .train.distributed import DeviceError
     from .train.strategies import StrategyError
@@ -124,7 +125,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
 
     return (
         DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, AugmentConfigError,
-        StrategyError, MisconfigurationException, FileNotFoundError,
+        StrategyError, PrecisionError, MisconfigurationException, FileNotFoundError,
     )
 
 
@@ -364,7 +365,10 @@ def evaluate(
 
     if runtime not in ("auto", *RUNTIMES):
         _fail(f"--runtime: expected one of auto, {', '.join(RUNTIMES)} (got {runtime!r})")
+    from .models.precision import check_precision
+
     with _one_line_errors():
+        check_precision(inference_precision)
         spec = DataSpec(data, breeds, data_dir=data_dir, source_url=source_url) if data else None
         experiment = Experiment.open(run_dir, batch_size=batch_size, runtime=runtime)
         results = experiment.evaluate(spec, inference_precision)

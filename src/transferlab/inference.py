@@ -24,7 +24,7 @@ from .data.names import readable_name
 from .files import runtimes_dir, short_reason
 from .models.checkpoints import find_checkpoint, load_checkpoint_classifier
 from .models.classifier import DataConfig, data_config
-from .models.precision import recorded_precision
+from .models.precision import check_precision, recorded_precision
 from .models.runtime import module_runtime
 from .models.weights import WeightsError
 from .rundir import RunDir
@@ -264,6 +264,7 @@ def load(source: str | Path, strategy: str | None = None, runtime: str = "torch"
     runtime is not PyTorch, else fp32; "bf16" or "int8" run in OpenVINO as asked (int8 calibrates on a run
     directory's training photos; without them, or without NNCF, the model runs in fp32 and a warning says so).
     """
+    check_precision(precision)
     path = Path(source).expanduser()
     if not path.exists():
         raise WeightsError(f"{path}: no such run directory, checkpoint or model file")

@@ -15,7 +15,7 @@ from ..data.sources import DataSourceError, DatasetIndex, Sample
 from ..files import runtimes_dir
 from ..models.checkpoints import load_checkpoint_classifier
 from ..models.classifier import Classifier, data_config
-from ..models.precision import recorded_precision
+from ..models.precision import check_precision, recorded_precision
 from ..models.runtime import default_device, module_runtime
 from ..rundir import RunDir
 from .metrics import compute_metrics, predict, top_predictions, write_predictions
@@ -142,6 +142,7 @@ def evaluate_run(
     `known_logits` (on the run's own validation photos, computed in `known_precision`) instead of running those
     models. `precision` "auto": each strategy in the inference precision its gate kept (metrics.json) where this
     CPU runs it natively, else fp32; or the one named."""
+    check_precision(precision)
     run = RunDir(run_path)
     if not run.config_file.is_file():
         raise FileNotFoundError(f"{run_path}: not a run directory (no config.yaml)")

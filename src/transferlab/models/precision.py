@@ -38,6 +38,17 @@ CALIBRATION_PHOTOS = 192
 CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "int8": ("avx512_vnni", "avx_vnni", "amx_int8")}
 
 
+class PrecisionError(ValueError):
+    """An inference precision that does not exist; names the ones that do."""
+
+
+def check_precision(name: str) -> str:
+    """`name` when it is auto or one of `PRECISIONS`, else a `PrecisionError`."""
+    if name != "auto" and name not in PRECISIONS:
+        raise PrecisionError(f"--inference-precision: expected auto, {', '.join(PRECISIONS)} (got {name!r})")
+    return name
+
+
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The first CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
     try:

@@ -153,7 +153,7 @@ def roomy_signal_stack() -> None:
     SIGCHLD handler of DataLoader workers) overflowed it into the heap and the process died later, at random."""
     if not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     current = _SignalStack()
     if libc.sigaltstack(None, ctypes.byref(current)) != 0 or current.ss_flags & SS_DISABLE or current.ss_flags & SS_ONSTACK:
         return
@@ -165,6 +165,11 @@ def roomy_signal_stack() -> None:
 
 
 SS_ONSTACK, SS_DISABLE = 1, 2
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 Calibration = Callable[[], Iterable[np.ndarray]]
