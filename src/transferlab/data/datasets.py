@@ -112,19 +112,22 @@ class PhotoDataset(Dataset):
     """Labelled photos as normalised tensors; `augment` (on uint8 tensors) runs between crop and normalise.
 
     Indexed by `index` or `(index, epoch)`: the augmentation of a sample is seeded by (seed, epoch, index).
-    With `decoded`, each photo is decoded once and its pixels read back from that store afterwards.
+    With `decoded`, each photo is decoded once and its pixels read back from that store afterwards (by content
+    hash: `digests` when the caller has them, else from `photos`).
     """
 
     def __init__(
         self, samples: Sequence[Sample], config: DataConfig, augment: Pipeline | None = None, seed: int = 0,
-        decoded: DecodedStore | None = None, photos: PhotoCache | None = None,
+        decoded: DecodedStore | None = None, photos: PhotoCache | None = None, digests: Sequence[str] | None = None,
     ):
         self.samples = list(samples)
         self.config = config
         self.augment = augment
         self.seed = seed
         self.decoded = decoded
-        self.digests = (photos or PhotoCache()).hashes([s.path for s in self.samples]) if decoded is not None else []
+        if digests is None and decoded is not None:
+            digests = (photos or PhotoCache()).hashes([s.path for s in self.samples])
+        self.digests = list(digests or [])
         self._to_tensor = resize_and_crop(config)
         self._normalize = normalize(config)
         self._min_size = int(config.image_size / config.crop_pct)

@@ -88,9 +88,9 @@ class ViewDataset(Dataset):
 
     def __init__(
         self, samples: Sequence[Sample], digests: Sequence[str], config: DataConfig, augment: Pipeline | None, views: int,
-        decoded: DecodedStore | None = None, photos: PhotoCache | None = None,
+        decoded: DecodedStore | None = None,
     ):
-        self.photos = PhotoDataset(samples, config, decoded=decoded, photos=photos)
+        self.photos = PhotoDataset(samples, config, decoded=decoded, digests=digests)
         self.normalize = normalize(config)
         self.digests = list(digests)
         self.augment = augment
@@ -127,7 +127,7 @@ def extract_features(
     cached = [store.load(d, views) for d in digests]
     if any(array is None for array in cached):
         with exclusive_lock(store.root / ".lock", f"{store.root}: another process is computing features; waiting"):
-            _compute_missing(samples, digests, cached, store, runtime, config, augment, views, workers, photos, decoded)
+            _compute_missing(samples, digests, cached, store, runtime, config, augment, views, workers, decoded)
     return np.stack(cached)
 
 
@@ -141,7 +141,6 @@ def _compute_missing(
     augment: Pipeline | None,
     views: int,
     workers: int,
-    photos: PhotoCache | None = None,
     decoded: DecodedStore | None = None,
 ) -> None:
     """Fill the holes of `cached` from the store (another process may have just written them), else compute them."""
@@ -152,7 +151,7 @@ def _compute_missing(
     if missing:
         backbone = runtime()
         started = time.perf_counter()
-        dataset = ViewDataset([samples[i] for i in missing], [digests[i] for i in missing], config, augment, views, decoded, photos)
+        dataset = ViewDataset([samples[i] for i in missing], [digests[i] for i in missing], config, augment, views, decoded)
         photos_per_batch = max(1, RUNTIME_BATCH // views)
         loader = DataLoader(dataset, batch_size=photos_per_batch, num_workers=workers, persistent_workers=False)
         position = 0
