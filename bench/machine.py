@@ -1,7 +1,10 @@
 """The machine a benchmark ran on: CPU model, core count and the vector/matrix extensions that change the figures."""
 
+import atexit
 import os
 import platform
+import shutil
+import tempfile
 
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
@@ -27,3 +30,10 @@ def cpu() -> dict:
 
 def describe(info: dict) -> str:
     return f"{info['model']}, {info['cores']} cores, {' '.join(info['flags']) or 'no AVX2'}"
+
+
+def scratch(prefix: str = "tlab-bench-") -> str:
+    """A temporary folder removed when the benchmark's process exits (feature and photo caches run to gigabytes)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

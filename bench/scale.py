@@ -17,11 +17,10 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from machine import cpu, describe
+from machine import cpu, describe, scratch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +37,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "scale.json")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="tlab-scale-"))
+    work = Path(scratch(prefix="tlab-scale-"))
     os.environ["TLAB_DATA_DIR"] = str(work / "cache")  # cold feature and photo caches
 
     seconds = {"data check, cold": timed_check(args.data), "data check, photo cache warm": timed_check(args.data)}

@@ -16,7 +16,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from machine import cpu, describe
+from machine import cpu, describe, scratch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -106,7 +105,7 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["auto"], help="--inference-precision of this checkout's server")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "serve.json")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="tlab-serve-"))
+    work = Path(scratch(prefix="tlab-serve-"))
     run = args.run or trained_run(work)
     photos = [p.read_bytes() for p in sorted((SHARED / "woof-bench" / "val").rglob("*.JPEG"))[:200]]
     servers = ([("baseline", args.baseline_src, "fp32")] if args.baseline_src else []) + [("this", None, p) for p in args.precision]

@@ -21,12 +21,11 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from machine import cpu, describe
+from machine import cpu, describe, scratch
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "woof-bench"
@@ -58,7 +57,7 @@ def stage_runtimes(args) -> dict:
         with torch.inference_mode():
             return backbone.forward_features(torch.from_numpy(batch)).mean((2, 3)).numpy()
 
-    onnx_path = export_onnx(backbone, 224, Path(tempfile.mkdtemp()) / "lite0.onnx")
+    onnx_path = export_onnx(backbone, 224, Path(scratch()) / "lite0.onnx")
     runners = {"torch eager": eager, "torch channels_last": torch_runtime(backbone).run}
     compiled = torch.compile(backbone.forward_features)
     runners["torch.compile"] = lambda batch: compiled(torch.from_numpy(batch)).mean((2, 3)).detach().numpy()
@@ -117,8 +116,8 @@ def stage_features(args) -> dict:
     config = data_config(model.backbone)
     results = {}
     for workers in (0, 1, 2):
-        runtime = feature_runtime(model.backbone, 224, Path(tempfile.mkdtemp()))
-        store = FeatureStore(Path(tempfile.mkdtemp()))
+        runtime = feature_runtime(model.backbone, 224, Path(scratch()))
+        store = FeatureStore(Path(scratch()))
         started = time.perf_counter()
         extract_features(index.val, store, lambda: runtime, config, None, 1, workers)
         results[f"workers={workers}"] = len(index.val) / (time.perf_counter() - started)
@@ -152,7 +151,7 @@ def stage_frozen(args) -> dict:
     from transferlab.config import TrainConfig
     from transferlab.experiment import train
 
-    os.environ["TLAB_DATA_DIR"] = tempfile.mkdtemp()  # cold feature and decoded-photo caches: photos -> trained head
+    os.environ["TLAB_DATA_DIR"] = scratch()  # cold feature and decoded-photo caches: photos -> trained head
     out = Path(args.work) / f"frozen-{args.precision}"
     started = time.perf_counter()
     run = train(TrainConfig(
@@ -180,7 +179,7 @@ def stage_finetune(args, **unfreeze) -> dict:
     from transferlab.data.sources import folder_source
     from transferlab.experiment import train
 
-    os.environ["TLAB_DATA_DIR"] = tempfile.mkdtemp()  # a cold decoded-photo cache: the epoch decodes every photo
+    os.environ["TLAB_DATA_DIR"] = scratch()  # a cold decoded-photo cache: the epoch decodes every photo
     timer = EpochTimer().callback
     out = Path(args.work) / ("finetune" + "".join(f"_{k}{v}" for k, v in unfreeze.items()) + f"-{args.precision}")
     run = train(
@@ -316,7 +315,7 @@ def main() -> None:
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.work = args.work or tempfile.mkdtemp(prefix="tlab-speed-")
+    args.work = args.work or scratch(prefix="tlab-speed-")
     if args.stage:
         result = STAGES[args.stage](args)
         result["peak_rss_mib"] = peak_rss_mib()

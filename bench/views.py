@@ -11,9 +11,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from machine import scratch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,12 +27,12 @@ def main() -> None:
     parser.add_argument("--no-fresh", action="store_true", help="skip the --no-cache run")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "views.json")
     args = parser.parse_args()
-    os.environ.setdefault("TLAB_DATA_DIR", tempfile.mkdtemp(prefix="tlab-views-"))
+    os.environ.setdefault("TLAB_DATA_DIR", scratch(prefix="tlab-views-"))
 
     from transferlab.config import TrainConfig
     from transferlab.experiment import train
 
-    work = Path(tempfile.mkdtemp(prefix="tlab-views-runs-"))
+    work = Path(scratch(prefix="tlab-views-runs-"))
     rows = []
     runs = [(f"cached, K={k}", dict(views=k)) for k in sorted(args.views, reverse=True)]
     if not args.no_fresh:
