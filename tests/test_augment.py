@@ -16,6 +16,7 @@ from transferlab.augment.ops import (
     GaussianNoise,
     Rotation,
     Translation,
+    affine_with_fill,
 )
 from transferlab.augment.pipeline import (
     AugmentConfigError,
@@ -224,3 +225,19 @@ def test_train_config_takes_a_list_of_ops():
     assert build_augment(config.augment, config.augment_set).ops[0].p == 0.5
     with pytest.raises(ValidationError, match="unknown augmentation op"):
         TrainConfig(data="d", out="o", augment=[{"op": "spin"}])
+
+
+def test_affine_warp_has_torchvision_geometry_and_fills_every_corner():
+    """The one-pass warp puts pixels where torchvision's F.affine does, and a reflected fill leaves no black corner
+    even when a large rotation and shift combine."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    generator = torch.Generator().manual_seed(0)
+    image = (torch.rand(3, 48, 64, generator=generator) * 200 + 40).to(torch.uint8)
+    expected = F.affine(image, angle=30.0, translate=[0.1 * 64, -0.05 * 48], scale=1.0, shear=[0.0, 0.0],
+                        interpolation=InterpolationMode.BILINEAR)
+    warped = affine_with_fill(image, 30.0, 0.1, -0.05, "constant")
+    assert (warped.int() - expected.int()).abs().max() <= 1
+    for mode in ("reflect", "symmetric", "edge"):
+        assert affine_with_fill(image, -54.0, 0.1, 0.1, mode).min() >= 40, mode

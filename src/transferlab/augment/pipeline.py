@@ -148,7 +148,7 @@ class Pipeline:
 
 def apply_steps(image: torch.Tensor, steps: Sequence[tuple[RandomOp, dict[str, Any]]]) -> torch.Tensor:
     """Apply (op, params) in order; a rotation directly followed by a translation with the same fill is one affine
-    warp: the same geometry with one interpolation instead of two, in 2.2 ms instead of 3.6 at 224 px."""
+    warp: the same geometry with one interpolation instead of two."""
     index = 0
     while index < len(steps):
         op, params = steps[index]
