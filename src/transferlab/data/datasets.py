@@ -14,6 +14,7 @@ from ..models.classifier import DataConfig
 from .decode import load_uint8
 from .decoded import DecodedStore
 from .photo_cache import PhotoCache
+from .threads import map_in_threads
 from .sources import DatasetIndex, Sample
 
 
@@ -152,6 +153,10 @@ class PhotoDataset(Dataset):
         if self.augment is not None:
             image = self.augment(image, seeded_generator(self.seed, epoch, index))
         return self._normalize(image), self.samples[index].label
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[tuple[torch.Tensor, int]]:
+        """A batch for a DataLoader, its photos loaded by the process's loading threads."""
+        return map_in_threads(self.__getitem__, keys)
 
 
 class PhotoDataModule(L.LightningDataModule):

@@ -27,6 +27,7 @@ from ..data.datasets import Placement, PhotoDataset, epoch_loader, normalize
 from ..data.decoded import DecodedStore
 from ..data.photo_cache import PhotoCache
 from ..data.sources import Sample
+from ..data.threads import map_in_threads
 from ..files import exclusive_lock, write_atomic
 from ..models.classifier import DataConfig
 from ..models.runtime import FeatureRuntime, model_fingerprint
@@ -105,6 +106,10 @@ class ViewDataset(Dataset):
         for view in range(1, self.views):
             views.append(self.augment(image, seeded_generator(view_seed(self.digests[index]), view)))
         return torch.stack([self.normalize(v) for v in views])
+
+    def __getitems__(self, indices: Sequence[int]) -> list[torch.Tensor]:
+        """A batch for a DataLoader, its photos loaded by the process's loading threads."""
+        return map_in_threads(self.__getitem__, indices)
 
 
 def extract_features(
