@@ -10,21 +10,16 @@ from typer.testing import CliRunner
 
 import transferlab
 from transferlab.cli import app
-from transferlab.config import TrainConfig
 from transferlab.evaluate.evaluation import evaluate_run
 from transferlab.evaluate.metrics import read_predictions
-from transferlab.experiment import train
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def frozen_run(woof_mini, tmp_path_factory):
-    out = tmp_path_factory.mktemp("predict") / "run"
-    run = train(TrainConfig(data=str(woof_mini), out=str(out), strategy="frozen", epochs=3, image_size=128))
-    evaluate_run(run.path)
-    return run
+def frozen_run(woof_frozen_run):
+    return woof_frozen_run
 
 
 def test_predict_agrees_with_evaluate(frozen_run, woof_mini):
@@ -44,12 +39,13 @@ def test_output_formats_parse(frozen_run, woof_mini):
     as_json = runner.invoke(app, ["predict", str(frozen_run.path), str(folder), "--format", "json", "--top-k", "2"])
     assert as_json.exit_code == 0, as_json.output
     payload = json.loads(as_json.stdout)
-    assert len(payload) == 10 and set(payload[0]) == {"path", "predictions"}
-    assert set(payload[0]["predictions"][0]) == {"label", "class", "probability"} and len(payload[0]["predictions"]) == 2
+    assert len(payload) == 10 and set(payload[0]) == {"path", "label", "predictions"}
+    assert set(payload[0]["predictions"][0]) == {"label", "class", "probability", "raw_probability"}
+    assert len(payload[0]["predictions"]) == 2 and payload[0]["label"] == payload[0]["predictions"][0]["label"]
     assert sum(p["predictions"][0]["label"] == "beagle" for p in payload) >= 6
     as_csv = runner.invoke(app, ["predict", str(frozen_run.path), str(folder / "*.JPEG"), "--format", "csv"])
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
-    assert len(rows) == 50 and set(rows[0]) == {"path", "rank", "label", "class", "probability"}
+    assert len(rows) == 50 and set(rows[0]) == {"path", "rank", "label", "class", "probability", "raw_probability", "not_sure"}
     table = runner.invoke(app, ["predict", str(frozen_run.path), str(next(folder.iterdir()))])
     assert table.exit_code == 0 and "%" in table.stdout
 

@@ -1,6 +1,7 @@
 """tlab serve: every endpoint, every bad request, a concurrent load, and the page in headless Chromium."""
 
 import io
+import json
 import logging
 import socket
 import threading
@@ -54,8 +55,28 @@ def test_predict_returns_the_cli_json_shape(client, woof_mini):
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert [len(item["predictions"]) for item in body] == [3, 3]
-    assert set(body[0]) == {"path", "predictions"} and set(body[0]["predictions"][0]) == {"label", "class", "probability"}
-    assert body[0]["predictions"][0]["label"] == "Samoyed"
+    assert set(body[0]) == {"path", "label", "predictions"}
+    assert set(body[0]["predictions"][0]) == {"label", "class", "probability", "raw_probability"}
+    assert body[0]["label"] == body[0]["predictions"][0]["label"] == "Samoyed"
+
+
+def test_min_confidence_withholds_unsure_answers(client, woof_mini):
+    files = [("files", _photo(woof_mini)), ("files", _photo(woof_mini, "n02088364-beagle"))]
+    strict = client.post("/predict?min_confidence=1", files=files).json()
+    assert all(item["label"] is None and item["not_sure"].startswith("not sure") and item["predictions"] for item in strict)
+    assert all(item["label"] for item in client.post("/predict?min_confidence=0", files=files).json())
+
+
+def test_explain_returns_a_png_and_refuses_what_it_cannot_explain(client, woof_mini):
+    answer = client.post("/explain", files=[("files", _photo(woof_mini))])
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(answer.content)) as overlay:
+        assert overlay.size == (128, 128)
+    assert json.loads(answer.headers["x-predictions"])[0]["label"] == "Samoyed"
+    other = client.post("/explain?class=beagle", files=[("files", _photo(woof_mini))])
+    assert other.status_code == 200 and other.content != answer.content
+    assert client.post("/explain", files=[("files", ("notes.txt", b"not a photo"))]).status_code == 415
+    assert client.post("/explain?class=unicorn", files=[("files", _photo(woof_mini))]).status_code == 422
 
 
 @pytest.mark.parametrize(
@@ -109,25 +130,74 @@ def serving(app, **config):
         thread.join(timeout=10)
 
 
+def wait_until(condition, seconds: float = 30.0) -> None:
+    """Poll `condition` (the page's CSP forbids the eval behind Playwright's wait_for_function)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+OVERLAPS = """() => {
+  const shown = el => {
+    const box = el.getBoundingClientRect(), style = getComputedStyle(el);
+    return box.width > 1 && box.height > 1 && style.visibility !== "hidden" && el.checkVisibility({ contentVisibilityAuto: true, visibilityProperty: true });
+  };
+  const leaves = [...document.body.querySelectorAll("*")].filter(el => el.tagName !== "SCRIPT" && shown(el) && ![...el.children].some(shown));
+  const found = [];
+  for (let i = 0; i < leaves.length; i++) for (let j = i + 1; j < leaves.length; j++) {
+    const a = leaves[i].getBoundingClientRect(), b = leaves[j].getBoundingClientRect();
+    const w = Math.min(a.right, b.right) - Math.max(a.left, b.left), h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    if (w > 1 && h > 1) found.push(`${leaves[i].id || leaves[i].className || leaves[i].tagName} / ${leaves[j].id || leaves[j].className || leaves[j].tagName}`);
+  }
+  const wide = [...document.body.querySelectorAll("*")].filter(el => shown(el) && el.getBoundingClientRect().right > window.innerWidth + 1);
+  return found.concat(wide.map(el => `${el.id || el.tagName} wider than the window`));
+}"""
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)")
-def test_the_page_labels_an_uploaded_photo_in_chromium(run, woof_mini, tmp_path):
+@pytest.mark.parametrize("width", [360, 1280])
+def test_the_page_in_chromium_at_phone_and_desktop_widths(run, woof_mini, tmp_path, width):
+    """No broken image before a photo; the photo beside its five calibrated answers; the heatmap toggle; the class
+    list; nothing overlaps or runs off the screen; keyboard reaches the file chooser; no console error and no request
+    leaves the server."""
     playwright = pytest.importorskip("playwright.sync_api")
     photo = sorted((woof_mini / "val" / "n02111889-Samoyed").iterdir())[1]
     errors: list[str] = []
+    requests: list[str] = []
     with serving(create_app(run.path)) as port, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page()
+        page = browser.new_page(viewport={"width": width, "height": 900})
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.on("console", lambda message: message.type == "error" and errors.append(message.text))  # CSP violations land here
+        page.on("request", lambda request: requests.append(request.url))
         page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#model:has-text('breeds')")
+        page.wait_for_selector("#class-list li", state="attached")
+        before = {"result": page.is_visible("#result"), "preview": page.is_visible("#preview"), "overlaps": page.evaluate(OVERLAPS)}
+        page.screenshot(path=str(tmp_path / f"empty-{width}.png"), full_page=True)
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.id")
         page.set_input_files("#file", str(photo))
-        page.wait_for_selector("#bars .row", timeout=30_000)
-        top = page.inner_text("#bars .row .label")
-        title, line = page.title(), page.inner_text("#model")
-        page.screenshot(path=str(tmp_path / "serve.png"))
+        page.wait_for_selector("#bars li", timeout=30_000)
+        answers = page.locator("#bars li .label").all_inner_texts()
+        verdict, preview = page.inner_text("#verdict"), page.get_attribute("#preview", "src")
+        page.check("#explain")
+        wait_until(lambda: page.get_attribute("#preview", "src") != preview and page.evaluate("() => document.getElementById('preview').complete"))
+        page.click("#classes summary")
+        after = page.evaluate(OVERLAPS)
+        page.screenshot(path=str(tmp_path / f"answered-{width}.png"), full_page=True)
+        title, heading, line = page.title(), page.inner_text("h1"), page.inner_text("#model")
         browser.close()
-    assert top.startswith("Samoyed") and errors == []
-    assert title == "transferlab: woof-mini" and line.startswith("woof-mini · 10 breeds")
+    assert errors == []
+    assert before == {"result": False, "preview": False, "overlaps": []}
+    assert after == [], after
+    assert focused == "file"
+    assert len(answers) == 5 and answers[0].startswith("Samoyed") and verdict.startswith("It looks like: Samoyed")
+    assert title == "transferlab: woof-mini" and heading == "Which breed is it?" and line.startswith("woof-mini · 10 breeds")
+    server = f"http://127.0.0.1:{port}/"
+    assert all(url.startswith((server, "blob:", "data:")) for url in requests), requests
+    assert any(url.startswith(server + "explain") for url in requests)
 
 
 def test_report_is_served_when_the_run_has_one(run, tmp_path):

@@ -98,6 +98,22 @@ InferencePrecisionOption = _field_option(
     RunSettings, "inference_precision",
     help="auto (the precision the run's accuracy gate kept for the strategy, where this CPU runs it natively; else fp32), fp32, bf16 or int8.",
 )
+def calibration_line(calibration: dict) -> str:
+    """'calibration error 0.081 -> 0.023 (temperature 1.62, fitted on these photos)' for an evaluation's metrics."""
+    where = "fitted on these photos" if calibration.get("fitted_here") else "the run's"
+    return (
+        f"calibration error (ECE) {calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f} "
+        f"(temperature {calibration['temperature']:.2f}, {where})"
+    )
+
+
+TtaOption = Annotated[bool, typer.Option(
+    "--tta", help="Test-time augmentation: average each photo's answer with its flips' (those the run trained with; else the horizontal flip). Slower by that many passes.",
+)]
+MinConfidenceOption = Annotated[float, typer.Option(
+    min=0.0, max=1.0,
+    help="Answer 'not sure' (label null, with the reason) when the top calibrated probability is below this; the report's accuracy-coverage plot shows what each value costs.",
+)]
 
 
 INTERRUPTED = 130
@@ -116,6 +132,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from .augment.pipeline import AugmentConfigError
     from .data.decode import UnreadableImageError
     from .data.sources import DataSourceError
+    from .explain.gradcam import ExplainError
     from .models.backbones import BackboneError
     from .models.precision import PrecisionError
     from .models.weights import WeightsError
@@ -125,7 +142,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
 
     return (
         DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, AugmentConfigError,
-        StrategyError, PrecisionError, MisconfigurationException, FileNotFoundError,
+        StrategyError, PrecisionError, ExplainError, MisconfigurationException, FileNotFoundError,
     )
 
 
@@ -349,6 +366,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     runtime: RuntimeOption = "auto",
     inference_precision: InferencePrecisionOption = "auto",
+    tta: TtaOption = False,
     breeds: BreedsOption = None,
     data_dir: DataDirOption = None,
     source_url: SourceUrlOption = None,
@@ -371,7 +389,7 @@ def evaluate(
         check_precision(inference_precision)
         spec = DataSpec(data, breeds, data_dir=data_dir, source_url=source_url) if data else None
         experiment = Experiment.open(run_dir, batch_size=batch_size, runtime=runtime)
-        results = experiment.evaluate(spec, inference_precision)
+        results = experiment.evaluate(spec, inference_precision, tta)
         where = evaluation_dir(experiment.run, spec)
         chosen = strategy or best_strategy(experiment.run)
     if chosen not in results:
@@ -384,7 +402,7 @@ def evaluate(
     for name, metrics in results.items():
         out.print(
             f"{name}: accuracy {metrics['accuracy']:.3f}, top-5 {metrics['top5_accuracy']:.3f}, "
-            f"macro-F1 {metrics['macro_f1']:.3f} on {metrics['n_images']} photos",
+            f"macro-F1 {metrics['macro_f1']:.3f} on {metrics['n_images']} photos; {calibration_line(metrics['calibration'])}",
             highlight=False,
         )
         for pair in metrics["most_confused"][:3]:
@@ -395,6 +413,7 @@ def evaluate(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")]) -> None:
     """Rebuild report.html and report.md from the run directory alone."""
+    from .inference import run_explainer
     from .report.html import build_report
     from .rundir import RunDir
 
@@ -402,7 +421,7 @@ def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run di
     if not run.config_file.is_file() or not run.history_file.is_file():
         _fail(f"{run_dir}: not a run directory (no config.yaml and history.csv)")
     with _one_line_errors():
-        html, markdown = build_report(run)
+        html, markdown = build_report(run, run_explainer(run))
     console.print(f"{html}\n{markdown}")
 
 
@@ -415,8 +434,10 @@ def predict(
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     runtime: Annotated[str, typer.Option(help="torch, or auto / openvino / onnxruntime (faster for many photos; exported on first use).")] = "torch",
     inference_precision: InferencePrecisionOption = "auto",
+    min_confidence: MinConfidenceOption = 0.0,
+    tta: TtaOption = False,
 ) -> None:
-    """Label new photos with a trained model: the top-k breeds and their probabilities."""
+    """Label new photos with a trained model: the top-k classes and their calibrated probabilities."""
     import csv
     import json
     import sys
@@ -428,13 +449,13 @@ def predict(
     if output_format not in ("table", "csv", "json"):
         _fail(f"--format: expected table, csv or json, got {output_format!r}")
     with _one_line_errors():
-        predictor = load(run_dir, strategy, runtime, inference_precision)
+        predictor = load(run_dir, strategy, runtime, inference_precision, tta)
         files = expand_paths(paths)
     if not files:
         _fail(f"no image files in {' '.join(paths)}")
     with Progress(console=console, transient=True, disable=len(files) < 64) as bar:
         task = bar.add_task("predicting", total=len(files))
-        results = predictor.predict(files, top_k, progress=lambda n: bar.advance(task, n))
+        results = predictor.predict(files, top_k, progress=lambda n: bar.advance(task, n), min_confidence=min_confidence)
     for result in results:
         if result.error:
             console.print(f"[yellow]skipped[/] {result.error}", highlight=False)
@@ -443,16 +464,53 @@ def predict(
         typer.echo(json.dumps([r.as_dict() for r in answered], indent=2))
     elif output_format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["path", "rank", "label", "class", "probability"])
+        writer.writerow(["path", "rank", "label", "class", "probability", "raw_probability", "not_sure"])
         for r in answered:
             for rank, p in enumerate(r.predictions, start=1):
-                writer.writerow([r.path, rank, p.label, p.class_name, f"{p.probability:.6f}"])
+                writer.writerow([r.path, rank, p.label, p.class_name, f"{p.probability:.6f}", f"{p.raw_probability:.6f}", r.not_sure or ""])
     else:
         out = Console(soft_wrap=True)
         for r in answered:
             answers = ", ".join(f"{p.label} {p.probability:.1%}" for p in r.predictions)
-            out.print(f"{r.path}: {answers}", highlight=False)
+            out.print(f"{r.path}: {'NOT SURE — ' if r.not_sure else ''}{answers}", highlight=False)
     if len(answered) < len(results):
+        raise typer.Exit(FOUND_ERRORS)
+
+
+@app.command()
+def explain(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory or a .ckpt checkpoint (an exported .onnx model has no gradients to explain with).")],
+    paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Photos, folders (searched recursively) or glob patterns.")],
+    out: Annotated[Path, typer.Option(help="Folder for the overlays, one <photo>.gradcam.png each.")] = Path("explanations"),
+    class_name: Annotated[Optional[str], typer.Option("--class", help="Explain this class (folder or readable name) instead of each photo's top answer.")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="Which strategy's model of a run directory (default: the one the run recommends).")] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=20, help="Answers shown above each overlay.")] = 3,
+) -> None:
+    """Show what the model looked at: a Grad-CAM heatmap over each photo, with its top-k answers."""
+    from .data.decode import UnreadableImageError
+    from .explain.explanation import output_names
+    from .inference import expand_paths, load
+
+    with _one_line_errors():
+        predictor = load(run_dir, strategy, "torch", "fp32")
+        predictor.require_model()
+        files = expand_paths(paths)
+        if class_name is not None:
+            predictor.class_index(class_name)
+    if not files:
+        _fail(f"no image files in {' '.join(paths)}")
+    skipped = 0
+    for path, name in zip(files, output_names(files)):
+        try:
+            explanation = predictor.explain(path, top_k, class_name)[0]
+        except UnreadableImageError as error:
+            console.print(f"[yellow]skipped[/] {error}", highlight=False)
+            skipped += 1
+            continue
+        with _one_line_errors():
+            written = explanation.save(out / name)
+        console.print(f"{path}: {explanation.caption()} -> {written}", highlight=False, soft_wrap=True)
+    if skipped:
         raise typer.Exit(FOUND_ERRORS)
 
 
@@ -495,8 +553,10 @@ def serve(
     max_megapixels: Annotated[float, typer.Option(min=1, max=10_000, help="Pixels one request may make the server decode, in millions (JPEGs count at the reduced scale they decode at).")] = 100.0,
     token: Annotated[Optional[str], typer.Option(help="Require this token (Authorization: Bearer <token>; the page asks for it) on every endpoint but the page and /health. Default: $TLAB_SERVE_TOKEN.")] = None,
     inference_precision: InferencePrecisionOption = "auto",
+    min_confidence: MinConfidenceOption = 0.0,
+    tta: TtaOption = False,
 ) -> None:
-    """A local web service (POST /predict, GET /classes, /health, /report, /openapi.json) and a page at / to try the model."""
+    """A local web service (POST /predict, POST /explain, GET /classes, /health, /report, /openapi.json) and a page at / to try the model."""
     from .serve import TOKEN_ENV, is_loopback, resolve_token
     from .serve import serve as run_server
 
@@ -508,7 +568,7 @@ def serve(
             highlight=False,
         )
     with _one_line_errors():
-        run_server(run_dir, host, port, strategy, int(max_mb * 1024 * 1024), max_megapixels, token, inference_precision)
+        run_server(run_dir, host, port, strategy, int(max_mb * 1024 * 1024), max_megapixels, token, inference_precision, min_confidence, tta)
 
 
 data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True)

@@ -32,6 +32,7 @@ from .data.resolve import data_name
 from .data.sources import DatasetIndex
 from .evaluate.diagnose import Finding
 from .evaluate.evaluation import evaluate_run
+from .inference import run_explainer
 from .files import runtimes_dir
 from .models.backbones import resolve_backbone
 from .models.checkpoints import find_checkpoint, load_checkpoint_classifier
@@ -211,10 +212,11 @@ class Experiment:
 
     # -- evaluation, diagnosis, report ---------------------------------------------------------------------------
 
-    def evaluate(self, data: "DataSpec | None" = None, precision: str = "auto") -> dict[str, dict[str, Any]]:
+    def evaluate(self, data: "DataSpec | None" = None, precision: str = "auto", tta: bool = False) -> dict[str, dict[str, Any]]:
         """Every trained strategy's best model on the validation photos (or on another labelled set, `data`):
-        predictions.csv, evaluation.json and the confusion and mistakes figures; returns the metrics. `precision`
-        "auto": each model in the inference precision its gate kept (metrics.json); or fp32, bf16, int8."""
+        predictions.csv, evaluation.json, calibration.json and the confusion, calibration and mistakes figures;
+        returns the metrics. `precision` "auto": each model in the inference precision its gate kept (metrics.json);
+        or fp32, bf16, int8. `tta`: answers averaged over each photo and its flips (see `evaluate.tta`)."""
         with self._claimed():
             results, out = evaluate_run(
                 self.run.path, data, self.settings.batch_size, self.settings.runtime,
@@ -227,8 +229,12 @@ class Experiment:
                 precision=precision,
                 known_precision=self._feature_data.precision if self._feature_data is not None else "fp32",
                 data_dir=self.settings.data_dir,
+                tta=tta,
             )
-            save_evaluation_figures(out, self.classes, noun=class_noun([entry["folder"] for entry in self.run.read_classes()]))
+            save_evaluation_figures(
+                out, self.classes, noun=class_noun([entry["folder"] for entry in self.run.read_classes()]),
+                explainer=run_explainer(self.run), temperatures={name: self.run.temperature(name) for name in results},
+            )
         return results
 
     def _logits_from_cached_features(self) -> dict[str, "np.ndarray"]:
@@ -252,7 +258,7 @@ class Experiment:
         """report.html (self-contained) and report.md, with the data figures; returns their paths."""
         with self._claimed():
             self._write_data_figures()
-            return build_report(self.run)
+            return build_report(self.run, run_explainer(self.run))
 
     # -- figures -------------------------------------------------------------------------------------------------
 

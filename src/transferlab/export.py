@@ -12,7 +12,7 @@ import torch
 
 from .data.sources import Sample
 from .data.names import readable_name
-from .inference import ONNX_METADATA_KEY, best_strategy, load
+from .inference import ONNX_METADATA_KEY, best_strategy, load, run_of
 from .models.checkpoints import find_checkpoint, load_checkpoint_classifier
 from .models.classifier import data_config
 from .files import write_atomic
@@ -39,11 +39,14 @@ def export_onnx(source: str | Path, out: Path, strategy: str | None = None) -> P
     """Write the classifier of `source` (run directory or checkpoint) to `out` with its metadata."""
     import onnx
 
-    gated = None
+    gated, temperature = None, 1.0
     if Path(source).is_dir():
         strategy = strategy or best_strategy(RunDir(source))
         gated = (RunDir(source).read_metrics().get(strategy, {}).get("inference_precision") or {}).get("used")
     model, hparams = load_checkpoint_classifier(find_checkpoint(source, strategy or "frozen"))
+    run = run_of(Path(source))
+    if run is not None:
+        temperature = run.temperature(strategy or hparams.get("strategy") or "frozen")
     config = data_config(model.backbone, hparams["image_size"])
     names = [readable_name(c) for c in hparams["classes"]]
     size = config.image_size
@@ -59,8 +62,9 @@ def export_onnx(source: str | Path, out: Path, strategy: str | None = None) -> P
         "backbone": hparams["backbone"],
         "strategy": hparams.get("strategy"),
         "inference_precision": gated or "fp32",
+        "temperature": temperature,
         "input": "RGB float32 (N, 3, S, S): resize short side to S / crop_pct, centre crop S, scale to [0, 1], (x - mean) / std",
-        "output": "logits (N, classes); softmax gives probabilities",
+        "output": "logits (N, classes); softmax(logits / temperature) gives calibrated probabilities",
     }
     onnx.helper.set_model_props(proto, {ONNX_METADATA_KEY: json.dumps(info)})
     write_atomic(out, proto.SerializeToString())

@@ -21,40 +21,65 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from .data.datasets import normalize, resize_and_crop
 from .data.decode import UnreadableImageError, is_image_file, load_uint8, to_rgb
 from .data.names import readable_name
+from .explain.explanation import Explanation
+from .evaluate.calibration import softmax_with_temperature
+from .evaluate.tta import DEFAULT_VIEWS, run_views, with_flips
+from .explain.gradcam import ExplainError, grad_cam
 from .files import runtimes_dir, short_reason
 from .models.checkpoints import find_checkpoint, load_checkpoint_classifier
-from .models.classifier import DataConfig, data_config
+from .models.classifier import Classifier, DataConfig, data_config
 from .models.precision import check_precision, recorded_precision
 from .models.runtime import module_runtime
 from .models.weights import WeightsError
-from .rundir import RunDir
+from .rundir import RunDir, RunDirError
 
 log = logging.getLogger(__name__)
 
 ONNX_METADATA_KEY = "transferlab"
 BATCH = 32
+EXPLAIN_BATCH = 8
+"""Photos explained at once (a backward pass holds every activation)."""
 
 
 @dataclass(frozen=True)
 class Prediction:
+    """One answer: `probability` calibrated (the model's temperature applied), `raw_probability` as the softmax gave it."""
+
     label: str
     class_name: str
     probability: float
+    raw_probability: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "class": self.class_name, "probability": self.probability}
+        raw = self.probability if self.raw_probability is None else self.raw_probability
+        return {"label": self.label, "class": self.class_name, "probability": self.probability, "raw_probability": raw}
 
 
 @dataclass(frozen=True)
 class PhotoPrediction:
-    """The top-k answers for one photo, best first; `error` says why a photo could not be read."""
+    """The top-k answers for one photo, best first; `error` says why a photo could not be read, `not_sure` why no
+    answer is given (the top probability is below the minimum confidence asked for)."""
 
     path: str | None
     predictions: tuple[Prediction, ...] = ()
     error: str | None = None
+    not_sure: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        """The answer: the top class's readable name, or None when not sure (or unreadable)."""
+        return None if self.not_sure or not self.predictions else self.predictions[0].label
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "predictions": [p.as_dict() for p in self.predictions]}
+        answer = {"path": self.path, "label": self.label, "predictions": [p.as_dict() for p in self.predictions]}
+        return {**answer, "not_sure": self.not_sure} if self.not_sure else answer
+
+
+def not_sure_reason(top: Prediction, min_confidence: float) -> str | None:
+    """Why the top answer is withheld (its probability is below `min_confidence`), or None."""
+    if top.probability >= min_confidence:
+        return None
+    return f"not sure: the top answer, {top.label}, has {top.probability:.0%}, below the {min_confidence:.0%} asked for"
 
 
 @dataclass
@@ -69,36 +94,65 @@ class Predictor:
     strategy: str | None = None
     names: list[str] = field(default_factory=list)
     precision: str = "fp32"
+    model: Classifier | None = None
+    """The PyTorch classifier (explanations need its gradients); None for an exported ONNX model."""
+    temperature: float = 1.0
+    """Logits are divided by it before the softmax (fitted on the validation photos; 1: not calibrated)."""
+    tta: tuple[str, ...] = ()
+    """Flips whose logits are averaged with the photo's (test-time augmentation); empty: none."""
 
     def __post_init__(self) -> None:
         self.names = self.names or [readable_name(c) for c in self.classes]
         self._to_tensor = resize_and_crop(self.config)
         self._normalize = normalize(self.config)
 
-    def preprocess(self, item: str | Path | Image.Image) -> torch.Tensor:
-        """A file path or a PIL image -> the normalised (3, S, S) tensor the model takes."""
+    def view(self, item: str | Path | Image.Image) -> torch.Tensor:
+        """A file path or a PIL image -> the (3, S, S) uint8 photo the model sees: resized and centre-cropped."""
         if isinstance(item, Image.Image):
             image = pil_to_tensor(to_rgb(item))
         else:
             image = load_uint8(item, min_size=int(self.config.image_size / self.config.crop_pct))
-        return self._normalize(self._to_tensor(image))
+        return self._to_tensor(image)
 
-    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
-        logits = self.logits(batch)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+    def preprocess(self, item: str | Path | Image.Image) -> torch.Tensor:
+        """A file path or a PIL image -> the normalised (3, S, S) tensor the model takes."""
+        return self._normalize(self.view(item))
 
-    def top(self, probabilities: np.ndarray, top_k: int) -> tuple[Prediction, ...]:
+    def model_logits(self, batch: torch.Tensor) -> np.ndarray:
+        """(N, classes) logits of a normalised batch, averaged over the `tta` flips when there are any."""
+        if not self.tta:
+            return self.logits(batch)
+        return with_flips(lambda flipped: self.logits(torch.from_numpy(flipped)), self.tta)(batch.numpy())
+
+    def probabilities(self, batch: torch.Tensor, calibrated: bool = True) -> np.ndarray:
+        """(N, classes) probabilities of a normalised batch: calibrated by the temperature, or raw."""
+        return softmax_with_temperature(self.model_logits(batch), self.temperature if calibrated else 1.0)
+
+    def answers(self, batch: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(calibrated, raw) probabilities of each photo of a normalised batch, from one pass of the model."""
+        logits = self.model_logits(batch)
+        calibrated, raw = softmax_with_temperature(logits, self.temperature), softmax_with_temperature(logits)
+        return list(zip(calibrated, raw))
+
+    def top(self, probabilities: np.ndarray, top_k: int, raw: np.ndarray | None = None) -> tuple[Prediction, ...]:
         """The `top_k` classes of one photo's probabilities, best first (ties: the lower class index)."""
         best = np.argsort(-probabilities, kind="stable")[: max(1, min(top_k, len(self.classes)))]
-        return tuple(Prediction(self.names[c], self.classes[c], float(probabilities[c])) for c in best)
+        return tuple(
+            Prediction(self.names[c], self.classes[c], float(probabilities[c]), None if raw is None else float(raw[c]))
+            for c in best
+        )
+
+    def answer(self, path: str | None, probabilities: np.ndarray, raw: np.ndarray, top_k: int, min_confidence: float = 0.0) -> PhotoPrediction:
+        """One photo's `PhotoPrediction`, withheld as not sure below `min_confidence`."""
+        predictions = self.top(probabilities, top_k, raw)
+        return PhotoPrediction(path, predictions, not_sure=not_sure_reason(predictions[0], min_confidence))
 
     def predict(
         self, items: str | Path | Image.Image | Iterable[str | Path | Image.Image], top_k: int = 5,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | None = None, min_confidence: float = 0.0,
     ) -> list[PhotoPrediction]:
-        """Top-k (readable name, folder name, probability) per photo; unreadable files get `error` set."""
+        """Top-k (readable name, folder name, calibrated and raw probability) per photo; unreadable files get `error`
+        set; below `min_confidence` a photo's answer is withheld (`label` None, `not_sure` says why)."""
         if isinstance(items, (str, Path, Image.Image)):
             items = [items]
         items = list(items)
@@ -113,12 +167,60 @@ class Predictor:
                 results[i] = PhotoPrediction(names[i], error=str(error))
         for start in range(0, len(readable), BATCH):
             chunk = readable[start : start + BATCH]
-            probabilities = self.probabilities(torch.stack([tensor for _, tensor in chunk]))
-            for (i, _), row in zip(chunk, probabilities):
-                results[i] = PhotoPrediction(names[i], self.top(row, top_k))
+            answers = self.answers(torch.stack([tensor for _, tensor in chunk]))
+            for (i, _), (calibrated, raw) in zip(chunk, answers):
+                results[i] = self.answer(names[i], calibrated, raw, top_k, min_confidence)
             if progress:
                 progress(len(chunk))
         return results
+
+
+    def class_index(self, name: str) -> int:
+        """The index of a class given by its folder name or its readable name (case-insensitive)."""
+        for names in (self.classes, self.names):
+            folded = [n.casefold() for n in names]
+            if name.casefold() in folded:
+                return folded.index(name.casefold())
+        raise ExplainError(f"unknown class {name!r}; the classes: {', '.join(self.classes)}")
+
+    def require_model(self) -> Classifier:
+        """The PyTorch classifier, or an `ExplainError` saying that an exported model cannot be explained."""
+        if self.model is None:
+            raise ExplainError(
+                f"{self.source}: an exported ONNX model has no gradients to explain with; explain the run directory "
+                "or its checkpoint instead"
+            )
+        return self.model
+
+    def explain(
+        self, items: str | Path | Image.Image | Iterable[str | Path | Image.Image], top_k: int = 3,
+        class_name: str | None = None,
+    ) -> list[Explanation]:
+        """Grad-CAM explanations (`explain.Explanation`: the photo, its top-k answers, the heatmap of the top class or
+        of `class_name`), computed by the PyTorch model. An unreadable photo raises `UnreadableImageError`."""
+        model = self.require_model()
+        if isinstance(items, (str, Path, Image.Image)):
+            items = [items]
+        items = list(items)
+        target = None if class_name is None else self.class_index(class_name)
+        top_k = max(1, min(top_k, len(self.classes)))
+        explanations: list[Explanation] = []
+        for start in range(0, len(items), EXPLAIN_BATCH):
+            chunk = items[start : start + EXPLAIN_BATCH]
+            views = [self.view(item) for item in chunk]
+            batch = torch.stack([self._normalize(v) for v in views])
+            with torch.no_grad():
+                logits = model.eval()(batch).float().numpy()
+            probabilities, raw = softmax_with_temperature(logits, self.temperature), softmax_with_temperature(logits)
+            targets = [int(row.argmax()) if target is None else target for row in probabilities]
+            heatmaps = grad_cam(model, batch, targets)
+            for item, view, row, raw_row, explained, heatmap in zip(chunk, views, probabilities, raw, targets, heatmaps):
+                explanations.append(Explanation(
+                    path=None if isinstance(item, Image.Image) else str(item), predictions=self.top(row, top_k, raw_row),
+                    explained=self.classes[explained], explained_label=self.names[explained], heatmap=heatmap,
+                    image=view.permute(1, 2, 0).numpy(),
+                ))
+        return explanations
 
 
 def expand_paths(patterns: Sequence[str]) -> list[Path]:
@@ -169,7 +271,7 @@ def run_calibration(run: RunDir, config: DataConfig) -> Callable[[], list[np.nda
     return calibration_photos(train, config, run.read_config()["config"]["seed"])
 
 
-def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch", precision: str = "auto") -> Predictor:
+def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch", precision: str = "auto", tta: bool = False) -> Predictor:
     recorded: dict[str, Any] = {}
     if path.is_dir():
         run = RunDir(path)
@@ -185,6 +287,8 @@ def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch", p
         runtime = "openvino"  # only OpenVINO runs a reduced precision
     model, hparams = load_checkpoint_classifier(path, strategy or "frozen")
     model.eval()
+    run = run_of(path)
+    temperature = run.temperature(strategy or hparams.get("strategy") or "frozen") if run else 1.0
     config = data_config(model.backbone, hparams["image_size"])
     calibration = run_calibration(RunDir(path), config) if precision == "int8" and path.is_dir() else None
     runner = module_runtime(model, (3, config.image_size, config.image_size), runtimes_dir(), runtime, precision=precision, calibration=calibration)
@@ -194,8 +298,28 @@ def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch", p
     return Predictor(
         classes=list(hparams["classes"]), config=config, logits=lambda batch: runner.run(batch.numpy()),
         source=str(find_checkpoint(path, strategy or "frozen")), backend=runner.name,
-        strategy=hparams.get("strategy"), precision=runner.precision,
+        strategy=hparams.get("strategy"), precision=runner.precision, model=model, temperature=temperature,
+        tta=(run_views(run.read_config().get("augment_ops")) if run else DEFAULT_VIEWS) if tta else (),
     )
+
+
+def run_explainer(run: RunDir) -> Callable[[str], Predictor | None]:
+    """strategy → its PyTorch `Predictor` for explanations, or None (with a warning) when its checkpoint is unusable."""
+
+    def explainer(strategy: str) -> Predictor | None:
+        try:
+            return load(run.path, strategy, "torch", "fp32")
+        except (WeightsError, RunDirError, FileNotFoundError) as error:
+            log.warning("%s: no Grad-CAM maps for %s (%s)", run.path, strategy, short_reason(error))
+            return None
+
+    return explainer
+
+
+def run_of(path: Path) -> RunDir | None:
+    """The run directory of a run path or of a checkpoint inside one (RUN/checkpoints/<strategy>/<name>.ckpt)."""
+    folder = path if path.is_dir() else path.parent.parent.parent
+    return RunDir(folder) if (folder / "config.yaml").is_file() else None
 
 
 class OnnxMetadata(BaseModel):
@@ -211,6 +335,8 @@ class OnnxMetadata(BaseModel):
     strategy: str | None = None
     inference_precision: Literal["fp32", "bf16", "int8"] = "fp32"
     """The precision the run's accuracy gate kept; the graph itself is fp32."""
+    temperature: float = Field(1.0, gt=0)
+    """Calibration: logits are divided by it before the softmax (1: not calibrated)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "OnnxMetadata":
@@ -220,7 +346,7 @@ class OnnxMetadata(BaseModel):
         return self
 
 
-def _onnx_predictor(path: Path) -> Predictor:
+def _onnx_predictor(path: Path, tta: bool = False) -> Predictor:
     import onnx
     import onnxruntime
 
@@ -250,11 +376,13 @@ def _onnx_predictor(path: Path) -> Predictor:
     return Predictor(
         classes=info.classes, names=info.names, config=config,
         logits=lambda batch: session.run(None, {input_name: batch.numpy()})[0], source=str(path), backend="onnxruntime",
-        strategy=info.strategy,
+        strategy=info.strategy, temperature=info.temperature, tta=DEFAULT_VIEWS if tta else (),
     )
 
 
-def load(source: str | Path, strategy: str | None = None, runtime: str = "torch", precision: str = "auto") -> Predictor:
+def load(
+    source: str | Path, strategy: str | None = None, runtime: str = "torch", precision: str = "auto", tta: bool = False,
+) -> Predictor:
     """A `Predictor` from a run directory (the strategy it recommends — `best_strategy` — or `strategy`), a .ckpt,
     or an exported .onnx.
 
@@ -263,11 +391,13 @@ def load(source: str | Path, strategy: str | None = None, runtime: str = "torch"
     precision the run's accuracy gate kept for the strategy (metrics.json), where this CPU runs it natively and the
     runtime is not PyTorch, else fp32; "bf16" or "int8" run in OpenVINO as asked (int8 calibrates on a run
     directory's training photos; without them, or without NNCF, the model runs in fp32 and a warning says so).
+    `tta`: each photo's logits averaged with its flips' (those the run trained with; else the horizontal one).
+    Probabilities are calibrated with the temperature the run's evaluation fitted (1 before there is one).
     """
     check_precision(precision)
     path = Path(source).expanduser()
     if not path.exists():
         raise WeightsError(f"{path}: no such run directory, checkpoint or model file")
     if path.suffix == ".onnx":
-        return _onnx_predictor(path)
-    return _torch_predictor(path, strategy, runtime, precision)
+        return _onnx_predictor(path, tta)
+    return _torch_predictor(path, strategy, runtime, precision, tta)

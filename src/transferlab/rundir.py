@@ -58,6 +58,11 @@ class RunDir:
         return self.path / "evaluation.json"
 
     @property
+    def calibration_file(self) -> Path:
+        """Each strategy's temperature, fitted on the validation photos, and its calibration errors."""
+        return self.path / "calibration.json"
+
+    @property
     def diagnosis_file(self) -> Path:
         return self.path / "diagnosis.json"
 
@@ -119,6 +124,13 @@ class RunDir:
 
     def read_evaluation(self) -> dict[str, Any]:
         return _read(self.evaluation_file, json.loads) if self.evaluation_file.exists() else {}
+
+    def read_calibration(self) -> dict[str, Any]:
+        return _read(self.calibration_file, json.loads) if self.calibration_file.exists() else {}
+
+    def temperature(self, strategy: str) -> float:
+        """The strategy's fitted temperature; 1 (the raw probabilities) before an evaluation has fitted one."""
+        return float(self.read_calibration().get(strategy, {}).get("temperature", 1.0))
 
     def trained_strategies(self) -> list[str]:
         """Strategies with a best checkpoint, in the order they were trained (their first row in history.csv)."""
@@ -189,6 +201,9 @@ class RunDir:
         metrics = self.read_metrics()
         if metrics.pop(strategy, None) is not None:
             self.write_json(self.metrics_file, metrics)
+        calibration = self.read_calibration()
+        if calibration.pop(strategy, None) is not None:
+            self.write_json(self.calibration_file, calibration)
         self.plot_file(f"history_{strategy}").unlink(missing_ok=True)
 
     def truncate_history(self, strategy: str, epochs: int) -> None:

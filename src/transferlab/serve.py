@@ -10,14 +10,16 @@ what it may load (CSP), and the report is served sandboxed: it holds class names
 
 import asyncio
 import hmac
+import io
 import ipaddress
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -31,6 +33,7 @@ from .batching import MicroBatcher, QueueFull
 from .data.names import class_noun, plural
 from .data.resolve import data_title
 from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_bytes, open_checked
+from .explain.gradcam import ExplainError
 from .inference import Predictor, load
 from .rundir import RunDir
 
@@ -200,6 +203,13 @@ def decode_uploads(
     return images
 
 
+def overlay_png(pixels: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 image as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 @contextmanager
 def _http_errors() -> Iterator[None]:
     """Decode errors as 415 (not an image), 413 (too large) or 422 (broken)."""
@@ -221,16 +231,21 @@ def create_app(
     max_megapixels: float = MAX_MEGAPIXELS,
     token: str | None = None,
     precision: str = "auto",
+    min_confidence: float = 0.0,
+    tta: bool = False,
 ) -> ASGIApp:
     """The app for the model of `source` (run directory, checkpoint or exported .onnx). With `token`, every endpoint
-    but the page and /health needs it: `Authorization: Bearer <token>`, or the cookie the page sets."""
-    predictor: Predictor = load(source, strategy, runtime="auto", precision=precision)
+    but the page and /health needs it: `Authorization: Bearer <token>`, or the cookie the page sets. Below
+    `min_confidence` (calibrated top probability) an answer is withheld as not sure; `?min_confidence=` overrides it."""
+    predictor: Predictor = load(source, strategy, runtime="auto", precision=precision, tta=tta)
     run = RunDir(source) if Path(source).is_dir() else None
     model_name = Path(source).name
     data_name = data_title(run.read_config()["config"]["data"]) if run is not None and run.config_file.is_file() else None
-    nouns = plural(class_noun(predictor.classes))
+    noun = class_noun(predictor.classes)
+    nouns = plural(noun)
     decoder = ThreadPoolExecutor(1, thread_name_prefix="tlab-decode")  # one photo set decoding at a time
-    batcher: MicroBatcher[np.ndarray] = MicroBatcher(predictor.probabilities, MAX_BATCH, BATCH_WAIT_S, MAX_WAITING)
+    batcher: MicroBatcher[tuple[np.ndarray, np.ndarray]] = MicroBatcher(predictor.answers, MAX_BATCH, BATCH_WAIT_S, MAX_WAITING)
+    explainer = ThreadPoolExecutor(1, thread_name_prefix="tlab-explain")  # gradients in PyTorch, one request at a time
     draft_size = int(predictor.config.image_size / predictor.config.crop_pct)
 
     def authorized(request: Request) -> None:
@@ -254,7 +269,8 @@ def create_app(
             "precision": predictor.precision, "waiting": batcher.waiting,
             "mean_batch": round(float(np.mean(batcher.batches)), 2) if batcher.batches else None,
             "classes": len(predictor.classes), "image_size": predictor.config.image_size, "token_required": token is not None,
-            "data": data_name, "nouns": nouns,
+            "data": data_name, "noun": noun, "nouns": nouns, "temperature": predictor.temperature, "min_confidence": min_confidence,
+            "tta": list(predictor.tta), "explain": predictor.model is not None,
         }
 
     @app.get("/classes", dependencies=guarded)
@@ -262,7 +278,10 @@ def create_app(
         return [{"index": i, "class": c, "label": n} for i, (c, n) in enumerate(zip(predictor.classes, predictor.names))]
 
     @app.post("/predict", dependencies=guarded)
-    async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000)) -> JSONResponse:
+    async def predict(
+        request: Request, top_k: int = Query(5, ge=1, le=1000),
+        min_confidence: float = Query(min_confidence, ge=0, le=1, description="Withhold answers below this top probability."),
+    ) -> JSONResponse:
         uploads = await read_uploads(request, max_bytes, max_files)
         if not uploads:
             raise HTTPException(422, "no image in the request: send multipart/form-data with one or more files")
@@ -279,8 +298,33 @@ def create_app(
             raise HTTPException(503, f"busy: {busy}; try again", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
         rows = await asyncio.wrap_future(answers)
         return JSONResponse([
-            {"path": name, "predictions": [p.as_dict() for p in predictor.top(row, top_k)]} for (name, _), row in zip(photos, rows)
+            predictor.answer(name, calibrated, raw, top_k, min_confidence).as_dict()
+            for (name, _), (calibrated, raw) in zip(photos, rows)
         ])
+
+    @app.post("/explain", dependencies=guarded, response_class=Response)
+    async def explain(request: Request, class_name: str | None = Query(None, alias="class")) -> Response:
+        """The Grad-CAM overlay of the first uploaded photo as a PNG (the top class, or `?class=`); its answers in
+        the X-Predictions header (JSON)."""
+        if predictor.model is None:
+            raise HTTPException(409, "this server runs an exported ONNX model: it has no gradients to explain with")
+        if class_name is not None:
+            try:
+                predictor.class_index(class_name)
+            except ExplainError as error:
+                raise HTTPException(422, str(error)) from None
+        uploads = await read_uploads(request, max_bytes, 1)
+        if not uploads:
+            raise HTTPException(422, "no image in the request: send multipart/form-data with one file")
+        loop = asyncio.get_running_loop()
+        photos = await loop.run_in_executor(decoder, decode_uploads, uploads, draft_size, max_megapixels, lambda image: image)
+        explanation = (await loop.run_in_executor(explainer, predictor.explain, photos[0][1], 5, class_name))[0]
+        png = await loop.run_in_executor(explainer, overlay_png, explanation.overlay)
+        answers = [p.as_dict() for p in explanation.predictions]
+        return Response(png, media_type="image/png", headers={
+            "X-Predictions": json.dumps(answers, ensure_ascii=True), "X-Explained": quote(explanation.explained),
+            "Cache-Control": "no-store",
+        })
 
     @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
     def openapi() -> dict:
@@ -332,11 +376,16 @@ def serve(
     max_megapixels: float = MAX_MEGAPIXELS,
     token: str | None = None,
     precision: str = "auto",
+    min_confidence: float = 0.0,
+    tta: bool = False,
 ) -> None:
     """Run the app with uvicorn: h11 with a deadline for request headers, idle keep-alive closed after 5 s."""
     import uvicorn
 
-    app = create_app(source, strategy, max_bytes, max_megapixels=max_megapixels, token=resolve_token(token), precision=precision)
+    app = create_app(
+        source, strategy, max_bytes, max_megapixels=max_megapixels, token=resolve_token(token), precision=precision,
+        min_confidence=min_confidence, tta=tta,
+    )
     uvicorn.run(
         app, host=host, port=port, log_level="info", http=header_deadline_protocol(), timeout_keep_alive=5,
         limit_concurrency=64, server_header=False,

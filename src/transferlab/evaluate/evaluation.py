@@ -1,9 +1,10 @@
 """Evaluate a run's models on labelled photos: predictions.csv, metrics, confusion matrices, worst mistakes."""
 
+import time
 from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from typing import Any, Mapping, Sequence
 
 from ..data.datasets import PhotoDataset
 from ..data.decoded import DecodedStore
@@ -18,7 +19,9 @@ from ..models.classifier import Classifier, data_config
 from ..models.precision import check_precision, recorded_precision
 from ..models.runtime import default_device, module_runtime
 from ..rundir import RunDir
-from .metrics import compute_metrics, predict, top_predictions, write_predictions
+from .calibration import calibrate, expected_calibration_error
+from .tta import FLIP_AXES, run_views
+from .metrics import compute_metrics, predict_logits, top_predictions, write_predictions
 
 SUMMARY_KEYS = ("accuracy", "top5_accuracy", "macro_f1", "n_images")
 
@@ -43,8 +46,15 @@ def evaluate_models(
     known_logits: Mapping[str, np.ndarray] | None = None,
     precisions: Mapping[str, str] | None = None,
     data_dir: str | Path | None = None,
+    temperatures: Mapping[str, float] | None = None,
+    tta: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Predict with every model on `samples`; write predictions.csv and evaluation.json into `out`.
+
+    Probabilities are calibrated: with `temperatures` (strategy → T, e.g. a run's, on other photos) as given, else
+    each model's temperature is fitted on these photos; either way each strategy's metrics hold its `calibration`.
+    With `tta` (flips, `evaluate.tta`), the answers average the photo's logits with its flips'; each strategy's
+    metrics then hold `tta`: the accuracy and seconds per photo with and without.
 
     Every photo is decoded once for all models; each model runs in the fastest runtime that matches PyTorch
     (`models.runtime`) when there are enough photos to pay for its export, in PyTorch on `device` otherwise.
@@ -52,7 +62,7 @@ def evaluate_models(
     models the photos. `precisions` (strategy → inference precision, default fp32) apply where OpenVINO runs the
     model; each strategy's metrics say which precision its answers came from. Returns the full metrics per strategy.
     """
-    known_logits = known_logits or {}
+    known_logits = {} if tta else (known_logits or {})  # cached features hold no flipped photo
     precisions = precisions or {}
     config = data_config(next(iter(models.values())).backbone, image_size)
     prefer = runtime if len(samples) >= FAST_RUNTIME_MIN_PHOTOS else "torch"
@@ -62,22 +72,74 @@ def evaluate_models(
         for strategy, model in models.items()
         if strategy not in known_logits
     }
-    logits = {strategy: runtime.run for strategy, runtime in runtimes.items()}
+    clocks: dict[str, list[float]] = {}
+    logits = {}
+    for strategy, runtime in runtimes.items():
+        for view in ("", *tta):
+            clocks[f"{strategy}|{view}"] = clock = [0.0]
+            logits[f"{strategy}|{view}"] = timed(with_flip(runtime.run, view), clock)
     paths = [s.path for s in samples]
-    computed = {}
+    labels = np.array([s.label for s in samples])
+    logits_of = dict(known_logits)
+    tta_records = {}
     if logits:
         dataset = PhotoDataset(samples, config, decoded=DecodedStore.for_config(config, data_dir), photos=PhotoCache.in_cache(data_dir))
-        computed = predict(logits, dataset, paths, batch_size)
-    labels = np.array([s.label for s in samples])
-    known = {strategy: top_predictions(strategy, paths, labels, known_logits[strategy]) for strategy in models if strategy in known_logits}
-    predictions_of = {strategy: computed.get(strategy) or known[strategy] for strategy in models}
-    results = {strategy: compute_metrics(predictions, names) for strategy, predictions in predictions_of.items()}
-    for strategy in results:
-        used = runtimes[strategy].precision if strategy in runtimes else precisions.get(strategy, "fp32")
-        results[strategy]["inference_precision"] = used
+        labels, computed = predict_logits(logits, dataset, batch_size)
+        for strategy in runtimes:
+            plain = computed[f"{strategy}|"]
+            logits_of[strategy] = np.mean([computed[f"{strategy}|{view}"] for view in ("", *tta)], axis=0)
+            if tta:
+                tta_records[strategy] = {
+                    "views": ["original", *tta],
+                    "accuracy_without": float((plain.argmax(axis=1) == labels).mean()),
+                    "accuracy": float((logits_of[strategy].argmax(axis=1) == labels).mean()),
+                    "seconds_per_photo_without": clocks[f"{strategy}|"][0] / max(1, len(samples)),
+                    "seconds_per_photo": sum(clocks[f"{strategy}|{view}"][0] for view in ("", *tta)) / max(1, len(samples)),
+                }
+    results, predictions_of = {}, {}
+    for strategy in models:
+        calibration = calibration_of(logits_of[strategy], labels, None if temperatures is None else temperatures.get(strategy, 1.0))
+        predictions_of[strategy] = top_predictions(strategy, paths, labels, logits_of[strategy], calibration["temperature"])
+        results[strategy] = compute_metrics(predictions_of[strategy], names)
+        results[strategy]["calibration"] = calibration
+        results[strategy]["inference_precision"] = runtimes[strategy].precision if strategy in runtimes else precisions.get(strategy, "fp32")
+        if strategy in tta_records:
+            results[strategy]["tta"] = tta_records[strategy]
     write_predictions(out.predictions_file, list(predictions_of.values()), names)
     out.write_json(out.evaluation_file, results)
     return results
+
+
+def timed(function: Callable[[np.ndarray], np.ndarray], clock: list[float]) -> Callable[[np.ndarray], np.ndarray]:
+    """`function`, adding the seconds each call takes to `clock[0]`."""
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        result = function(batch)
+        clock[0] += time.perf_counter() - started
+        return result
+
+    return run
+
+
+def with_flip(function: Callable[[np.ndarray], np.ndarray], view: str) -> Callable[[np.ndarray], np.ndarray]:
+    """`function` on the batch flipped as `view` says ("" leaves it as it is)."""
+    if not view:
+        return function
+    axis = FLIP_AXES[view]
+    return lambda batch: function(np.ascontiguousarray(np.flip(batch, axis=axis)))
+
+
+def calibration_of(logits: np.ndarray, labels: np.ndarray, temperature: float | None) -> dict[str, Any]:
+    """`calibrate` on these photos (temperature None: fit it), or the ECE with a given temperature."""
+    if temperature is None:
+        return {**calibrate(logits, labels).as_dict(), "fitted_here": True}
+    scaled, raw = (top_predictions("", [], labels, logits, t) for t in (temperature, 1.0))
+    return {
+        "temperature": temperature, "photos": int(len(labels)), "fitted_here": False,
+        "ece_before": expected_calibration_error(raw.probability, raw.correct),
+        "ece_after": expected_calibration_error(scaled.probability, scaled.correct),
+    }
 
 
 def evaluation_samples(data: DataSpec, classes: Sequence[str]) -> list[Sample]:
@@ -113,6 +175,14 @@ def record_summary(run: RunDir, results: Mapping[str, Mapping[str, Any]]) -> Non
         run.update_metrics(strategy, {**run.read_metrics().get(strategy, {}), **values})
 
 
+def record_calibration(run: RunDir, results: Mapping[str, Mapping[str, Any]]) -> None:
+    """calibration.json: each evaluated strategy's temperature and calibration errors on the validation photos."""
+    calibration = run.read_calibration()
+    for strategy, metrics in results.items():
+        calibration[strategy] = {key: value for key, value in metrics["calibration"].items() if key != "fitted_here"}
+    run.write_json(run.calibration_file, calibration)
+
+
 def evaluation_dir(run: RunDir, data: DataSpec | None) -> RunDir:
     """Where an evaluation is written: the run itself, or `evaluations/<name of DATA>/` inside it."""
     if data is None:
@@ -135,13 +205,15 @@ def evaluate_run(
     precision: str = "auto",
     known_precision: str = "fp32",
     data_dir: str | Path | None = None,
+    tta: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], RunDir]:
     """Evaluate the trained strategies of a run (`strategies`, default all) on its validation photos, or on `data`,
     on a GPU when there is one; returns (metrics, where written). `models` (name → model and input size) and
     `samples` given by a caller that holds them are used instead of reading checkpoints and the data again, and
     `known_logits` (on the run's own validation photos, computed in `known_precision`) instead of running those
     models. `precision` "auto": each strategy in the inference precision its gate kept (metrics.json) where this
-    CPU runs it natively, else fp32; or the one named."""
+    CPU runs it natively, else fp32; or the one named. `tta`: answers averaged over the photo and the flips the run
+    trained with. Temperatures are fitted when the run's own validation photos are evaluated without `tta`."""
     check_precision(precision)
     run = RunDir(run_path)
     if not run.config_file.is_file():
@@ -169,11 +241,16 @@ def evaluate_run(
         else recorded_precision(metrics.get(strategy, {})) if precision == "auto" else precision
         for strategy in strategies
     }
+    own_photos = data is None and not tta
+    temperatures = None if own_photos else {strategy: run.temperature(strategy) for strategy in strategies}
+    views = run_views(run.read_config().get("augment_ops")) if tta else ()
     with run.claimed():
         results = evaluate_models(
             out, {name: models[name][0] for name in strategies}, samples, names, image_size, batch_size, runtime,
-            device or default_device(), export_dir, known_logits, precisions, data_dir,
+            device or default_device(), export_dir, known_logits, precisions, data_dir, temperatures, views,
         )
+        if own_photos:
+            record_calibration(run, results)
         if data is None:
             record_summary(run, results)
     return results, out

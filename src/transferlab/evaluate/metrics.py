@@ -12,12 +12,15 @@ from torch.utils.data import DataLoader, Dataset
 from ..files import write_csv_atomic
 
 TOP_K = 5
-PREDICTION_COLUMNS = ("strategy", "path", "label", "label_name", "predicted", "predicted_name", "probability", "top5")
+PREDICTION_COLUMNS = (
+    "strategy", "path", "label", "label_name", "predicted", "predicted_name", "probability", "top5", "raw_probability",
+)
 
 
 @dataclass(frozen=True)
 class Predictions:
-    """One model's answers on N photos: true label, top-1 with its probability, and the top-5 classes."""
+    """One model's answers on N photos: true label, top-1 with its probability (calibrated: softmax of the logits
+    divided by the model's temperature) and its raw probability (temperature 1), and the top-5 classes."""
 
     strategy: str
     paths: tuple[str, ...]
@@ -25,38 +28,46 @@ class Predictions:
     predicted: np.ndarray
     probability: np.ndarray
     top5: np.ndarray
+    raw_probability: np.ndarray | None = None
+
+    @property
+    def raw(self) -> np.ndarray:
+        return self.probability if self.raw_probability is None else self.raw_probability
 
     @property
     def correct(self) -> np.ndarray:
         return self.predicted == self.labels
 
 
-def predict(
-    logits: Mapping[str, Callable[[np.ndarray], np.ndarray]], dataset: Dataset, paths: Sequence[str], batch_size: int = 64
-) -> dict[str, Predictions]:
-    """Every strategy's `logits` (normalised batch -> logits) over `dataset`, whose items are (image, label) in the
-    order of `paths`; each photo is decoded once for all of them."""
+def predict_logits(
+    logits: Mapping[str, Callable[[np.ndarray], np.ndarray]], dataset: Dataset, batch_size: int = 64
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(labels, logits per strategy) of every strategy's `logits` (normalised batch -> logits) over `dataset`, whose
+    items are (image, label); each photo is decoded once for all of them."""
     labels, chunks = [], {strategy: [] for strategy in logits}
     for images, batch_labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         batch = np.ascontiguousarray(images.numpy())
         for strategy, run in logits.items():
             chunks[strategy].append(run(batch))
         labels.append(batch_labels)
-    truth = torch.cat(labels).numpy()
-    return {strategy: top_predictions(strategy, paths, truth, np.concatenate(parts)) for strategy, parts in chunks.items()}
+    return torch.cat(labels).numpy(), {strategy: np.concatenate(parts) for strategy, parts in chunks.items()}
 
 
-def top_predictions(strategy: str, paths: Sequence[str], labels: np.ndarray, logits: np.ndarray) -> Predictions:
+def top_predictions(
+    strategy: str, paths: Sequence[str], labels: np.ndarray, logits: np.ndarray, temperature: float = 1.0
+) -> Predictions:
     """One model's `Predictions` from its logits (N, classes) on photos of known `labels`."""
-    probabilities = torch.softmax(torch.from_numpy(logits).double(), dim=1)
-    top = probabilities.topk(min(TOP_K, probabilities.shape[1]), dim=1)
+    raw = torch.softmax(torch.from_numpy(logits).double(), dim=1)
+    top = raw.topk(min(TOP_K, raw.shape[1]), dim=1)
+    calibrated = torch.softmax(torch.from_numpy(logits).double() / temperature, dim=1)
     return Predictions(
         strategy=strategy,
         paths=tuple(str(p) for p in paths),
         labels=labels,
         predicted=top.indices[:, 0].numpy(),
-        probability=top.values[:, 0].float().numpy(),
+        probability=calibrated.gather(1, top.indices[:, :1])[:, 0].float().numpy(),
         top5=top.indices.numpy(),
+        raw_probability=top.values[:, 0].float().numpy(),
     )
 
 
@@ -72,6 +83,7 @@ def write_predictions(path: Path, predictions: Sequence[Predictions], names: Seq
             "predicted_name": names[p.predicted[i]],
             "probability": f"{p.probability[i]:.6f}",
             "top5": " ".join(str(int(c)) for c in p.top5[i]),
+            "raw_probability": f"{p.raw[i]:.6f}",
         }
         for p in predictions
         for i in range(len(p.paths))
@@ -93,6 +105,7 @@ def read_predictions(path: Path) -> dict[str, Predictions]:
             predicted=np.array([int(row["predicted"]) for row in rows]),
             probability=np.array([float(row["probability"]) for row in rows]),
             top5=np.array([[int(c) for c in row["top5"].split()] for row in rows]),
+            raw_probability=np.array([float(row.get("raw_probability") or row["probability"]) for row in rows]),
         )
         for strategy, rows in by_strategy.items()
     }

@@ -5,7 +5,7 @@ import datetime
 import html
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 import numpy as np
@@ -18,7 +18,7 @@ from ..train.strategies import costs, get_strategy, order, strategy_names
 from ..evaluate.metrics import compute_metrics, read_predictions
 from ..files import write_atomic
 from ..rundir import RunDir
-from .plots import compare_figure, history_figure, save_evaluation_figures, save_figure
+from .plots import compare_figure, coverage_at, history_figure, save_evaluation_figures, save_figure
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -79,6 +79,26 @@ SHOWN_CLASSES = 10
 """Per-class rows shown at once; the rest of a long table is folded (HTML) or left to evaluation.json (Markdown)."""
 
 
+def calibration_summary(calibration: dict[str, Any] | None, predictions: Any) -> dict[str, Any]:
+    """What the report says about a strategy's confidence: its temperature and errors (calibration.json) in words,
+    and the accuracy and coverage at a few minimum confidences."""
+    return {"text": calibration_text(calibration) if calibration else None, "coverage": coverage_at(predictions)}
+
+
+def calibration_text(c: dict[str, Any]) -> str:
+    errors = (
+        f"expected calibration error {100 * c['ece_before']:.1f}% before, {100 * c['ece_after']:.1f}% after "
+        f"({100 * c['ece_after_cross_fitted']:.1f}% when fitted on one half of the photos and measured on the other, "
+        "as a new photo sees it)"
+    )
+    if c["temperature"] == 1.0 and c.get("temperature_nll", 1.0) != 1.0:
+        return (
+            f"Confidence: the raw probabilities are kept (T = 1): the temperature that fits these {c['photos']} validation "
+            f"photos best (T = {c['temperature_nll']:.2f}, by likelihood) would have raised the calibration error on them; {errors}."
+        )
+    return f"Confidence: probabilities are calibrated by temperature scaling (T = {c['temperature']:.2f}, fitted on the {c['photos']} validation photos); {errors}."
+
+
 def worst_first(accuracy: dict[str, float | None], predictions: Any, names: list[str]) -> list[dict[str, Any]]:
     """Per-class rows, lowest accuracy first: name, validation photos, accuracy."""
     photos = np.bincount(predictions.labels, minlength=len(names))
@@ -103,8 +123,10 @@ def run_findings(run: RunDir, histories: dict[str, list[dict[str, Any]]] | None 
     return diagnose(histories, predictions, n_val, seed=run.read_config()["config"]["seed"], costs=costs(known), continues=continues)
 
 
-def report_context(run: RunDir) -> dict[str, Any]:
-    """Everything the templates show, from the run directory's files; (re)draws the curves and writes diagnosis.json."""
+def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Everything the templates show, from the run directory's files; (re)draws the curves and writes diagnosis.json.
+    Evaluation figures missing from the run are drawn, with Grad-CAM maps of the mistakes when an `explainer`
+    (strategy → `Predictor`) is given."""
     config = run.read_config()
     names = [entry["name"] for entry in run.read_classes()]
     folders = [entry["folder"] for entry in run.read_classes()]
@@ -117,8 +139,10 @@ def report_context(run: RunDir) -> dict[str, Any]:
     predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else {}
     evaluation = {s: compute_metrics(p, names) for s, p in predictions.items()}
     per_class = {s: worst_first(metrics["per_class_accuracy"], predictions[s], names) for s, metrics in evaluation.items()}
-    if predictions and not all(run.plot_file(f"confusion_{name}").is_file() for name in predictions):
-        save_evaluation_figures(run, names, predictions, class_noun(folders))  # evaluation draws them; a run evaluated elsewhere may lack them
+    drawn = all(run.plot_file(f"{kind}_{name}").is_file() for name in predictions for kind in ("confusion", "calibration"))
+    if predictions and not drawn:  # evaluation draws them; a run evaluated elsewhere, or before they existed, may lack them
+        temperatures = {name: run.temperature(name) for name in predictions}
+        save_evaluation_figures(run, names, predictions, class_noun(folders), explainer, temperatures)
     findings = run_findings(run, histories, predictions)
     run.write_json(run.diagnosis_file, [finding.as_dict() for finding in findings])
 
@@ -158,7 +182,10 @@ def report_context(run: RunDir) -> dict[str, Any]:
             **{f"history_{s}": image(f"history_{s}") for s in histories},
             **{f"confusion_{s}": image(f"confusion_{s}") for s in histories},
             **{f"mistakes_{s}": image(f"mistakes_{s}") for s in histories},
+            **{f"calibration_{s}": image(f"calibration_{s}") for s in histories},
         },
+        "tta": {s: run.read_evaluation().get(s, {}).get("tta") for s in predictions},
+        "calibration": {s: calibration_summary(run.read_calibration().get(s), predictions[s]) for s in predictions},
     }
 
 
@@ -182,11 +209,11 @@ def _environment(markdown: bool = False) -> jinja2.Environment:
     return environment
 
 
-def build_report(run: RunDir | str | Path) -> tuple[Path, Path]:
-    """Write report.html and report.md into the run directory; return their paths."""
+def build_report(run: RunDir | str | Path, explainer: Callable[[str], Any] | None = None) -> tuple[Path, Path]:
+    """Write report.html and report.md into the run directory; return their paths. `explainer`: see `report_context`."""
     run = run if isinstance(run, RunDir) else RunDir(run)
     with run.claimed():
-        context = report_context(run)
+        context = report_context(run, explainer)
         write_atomic(run.report_file, _environment().get_template("report.html.j2").render(context))
         write_atomic(run.report_markdown_file, _environment(markdown=True).get_template("report.md.j2").render(context))
     return run.report_file, run.report_markdown_file

@@ -4,16 +4,18 @@ import io
 import math
 import random
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from ..data.datasets import square_view
 from ..data.names import plural
 from ..data.decode import UnreadableImageError, load_uint8
 from ..data.sources import DatasetIndex
+from ..evaluate.calibration import BINS, expected_calibration_error, reliability
 from ..evaluate.metrics import Predictions, confident_mistakes, confusion_matrix, read_predictions
 from ..files import write_atomic
 from ..rundir import RunDir
@@ -85,8 +87,7 @@ def history_figure(rows: Sequence[dict[str, Any]], strategy: str) -> Figure:
         ax.set_ylabel(label)
         ax.legend(loc="best")
         ax.grid(alpha=0.3)
-        if len(epochs) < 15:
-            ax.set_xticks(epochs)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle(f"{strategy}: accuracy and loss per epoch")
     figure.tight_layout()
     return figure
@@ -113,6 +114,7 @@ def compare_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Figure:
         ax.set_xlabel("epoch of the strategy")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     acc_ax.legend(loc="best", fontsize=8)
     figure.tight_layout()
     return figure
@@ -171,36 +173,115 @@ def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str], s
 
 
 def save_evaluation_figures(
-    out: RunDir, names: Sequence[str], predictions: Mapping[str, Predictions] | None = None, noun: str = "class"
+    out: RunDir, names: Sequence[str], predictions: Mapping[str, Predictions] | None = None, noun: str = "class",
+    explainer: Callable[[str], Any] | None = None, temperatures: Mapping[str, float] | None = None,
 ) -> None:
-    """plots/confusion_<strategy>.png and plots/mistakes_<strategy>.png from `predictions` (default: the
-    predictions.csv in `out`); `noun` is what the classes are called ("class", "breed")."""
+    """plots/confusion_, mistakes_ and calibration_<strategy>.png from `predictions` (default: the predictions.csv in
+    `out`); `noun` is what the classes are called ("class", "breed"). With `explainer` (strategy → a `Predictor` with
+    its PyTorch model, or None), each mistake is shown beside the Grad-CAM maps of the answer given and of the truth."""
     for strategy, predictions in (predictions or read_predictions(out.predictions_file)).items():
         confusion = confusion_matrix(predictions.labels, predictions.predicted, len(names))
         save_figure(confusion_figure(confusion, names, strategy, noun), out.plot_file(f"confusion_{strategy}"))
-        save_figure(mistakes_figure(predictions, confident_mistakes(predictions), names, strategy), out.plot_file(f"mistakes_{strategy}"))
+        predictor = explainer(strategy) if explainer else None
+        figure = mistakes_figure(predictions, confident_mistakes(predictions), names, strategy, predictor=predictor)
+        save_figure(figure, out.plot_file(f"mistakes_{strategy}"))
+        temperature = (temperatures or {}).get(strategy, 1.0)
+        save_figure(calibration_figure(predictions, strategy, temperature), out.plot_file(f"calibration_{strategy}"))
 
 
 @LITERAL_TEXT
-def mistakes_figure(predictions: Any, indices: Sequence[int], names: Sequence[str], strategy: str, image_size: int = 160) -> Figure:
-    """The most confident mistakes: each photo titled with its true class and the wrong answer's probability."""
-    columns = 4
-    rows = max(1, math.ceil(len(indices) / columns))
-    figure = Figure(figsize=(3 * columns, 3.4 * rows))
-    axes = figure.subplots(rows, columns, squeeze=False)
+def mistakes_figure(
+    predictions: Any, indices: Sequence[int], names: Sequence[str], strategy: str, image_size: int = 160, predictor: Any = None,
+) -> Figure:
+    """The most confident mistakes: each photo titled with its true class and the wrong answer's probability; with
+    a `predictor`, beside it the Grad-CAM overlays of the wrong answer and of the true class (what each saw)."""
+    panels = 3 if predictor is not None else 1
+    per_row = 2 if predictor is not None else 4
+    rows = max(1, math.ceil(len(indices) / per_row))
+    figure = Figure(figsize=(2.3 * panels * per_row, 2.9 * rows + 0.5), layout="constrained")
+    axes = figure.subplots(rows, panels * per_row, squeeze=False)
     to_square = square_view(image_size)
-    for ax, i in zip(axes.flat, indices):
+    for slot, i in enumerate(indices):
+        row, first = divmod(slot, per_row)
+        photo_ax, *map_axes = axes[row, first * panels : (first + 1) * panels]
+        true, said = names[predictions.labels[i]], names[predictions.predicted[i]]
+        photo_ax.set_title(f"true: {true}\nsaid: {said} ({predictions.probability[i]:.0%})", fontsize=8)
         try:
-            ax.imshow(to_square(load_uint8(predictions.paths[i], min_size=image_size)).permute(1, 2, 0).numpy())
+            photo_ax.imshow(to_square(load_uint8(predictions.paths[i], min_size=image_size)).permute(1, 2, 0).numpy())
+            explained = [predictor.explain(predictions.paths[i], 1, name)[0] for name in (said, true)] if predictor else []
         except UnreadableImageError:
-            ax.text(0.5, 0.5, "photo not found", ha="center", va="center")
-        title = f"true: {names[predictions.labels[i]]}\nsaid: {names[predictions.predicted[i]]} ({predictions.probability[i]:.0%})"
-        ax.set_title(title, fontsize=9)
+            photo_ax.text(0.5, 0.5, "photo not found", ha="center", va="center")
+            explained = []
+        for ax, explanation, name in zip(map_axes, explained, (said, true)):
+            ax.imshow(explanation.overlay)
+            ax.set_title(f"looked at, for\n{name}", fontsize=8)
+    for ax in axes.flat:
         ax.axis("off")
-    for ax in list(axes.flat)[len(indices):]:
-        ax.remove()
     if not indices:
         figure.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14)
-    figure.suptitle(f"{strategy}: the most confident mistakes")
-    figure.tight_layout()
+    caption = "the most confident mistakes" + (", and where the model looked (Grad-CAM) for each answer" if predictor else "")
+    figure.suptitle(f"{strategy}: {caption}")
     return figure
+
+
+COVERAGE_MARKS = (0.5, 0.8, 0.9, 0.95)
+"""Minimum confidences marked on the accuracy-coverage curve."""
+
+
+def accuracy_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Selective classification: answering only the photos with the highest confidence, (threshold, coverage,
+    accuracy) at each possible cut, most confident first."""
+    order = np.argsort(-confidence, kind="stable")
+    hits = np.cumsum(correct[order])
+    answered = np.arange(1, len(order) + 1)
+    return confidence[order], answered / len(order), hits / answered
+
+
+def calibration_figure(predictions: Predictions, strategy: str, temperature: float) -> Figure:
+    """Left: the reliability diagram (accuracy per confidence bin, raw and calibrated, against the diagonal); right:
+    accuracy against coverage when photos below a minimum confidence are answered "not sure"."""
+    figure = Figure(figsize=(11, 4.4), layout="constrained")
+    reliability_ax, coverage_ax = figure.subplots(1, 2)
+    width = 1.0 / BINS
+    centres = (np.arange(BINS) + 0.5) * width
+    for probability, label, style in (
+        (predictions.raw, "raw", {"fill": False, "edgecolor": "#555555", "hatch": "//", "width": width * 0.95}),
+        (predictions.probability, f"calibrated (T = {temperature:.2f})", {"color": "#4c72b0", "alpha": 0.8, "width": width * 0.6}),
+    ):
+        table = reliability(probability, predictions.correct)
+        shown = np.array(table["count"]) > 0
+        ece = expected_calibration_error(probability, predictions.correct)
+        reliability_ax.bar(centres[shown], np.array(table["accuracy"])[shown], label=f"{label}: ECE {ece:.3f}", **style)
+    reliability_ax.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1, label="perfectly calibrated")
+    reliability_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence of the top answer", ylabel="accuracy of those answers",
+                       title="reliability: is 80 % sure right 80 % of the time?")
+    reliability_ax.legend(loc="upper left", fontsize=8)
+    thresholds, coverage, accuracy = accuracy_coverage(predictions.probability, predictions.correct)
+    coverage_ax.plot(coverage, accuracy, color="#4c72b0", label="answering the most confident photos first")
+    for mark, colour in zip(COVERAGE_MARKS, ("#dd8452", "#55a868", "#c44e52", "#8172b3")):
+        kept = thresholds >= mark
+        if kept.any():
+            last = int(np.flatnonzero(kept)[-1])
+            coverage_ax.plot(coverage[last], accuracy[last], marker="o", linestyle="none", color=colour,
+                             label=f"min. confidence {mark:.0%}: {coverage[last]:.0%} answered, {accuracy[last]:.1%} right")
+    low = float(accuracy.min()) if len(accuracy) else 0.0
+    coverage_ax.set(xlim=(0, 1.02), ylim=(max(0.0, min(low - 0.05, 0.9)), 1.01), xlabel="photos answered (the rest: not sure)",
+                    ylabel="accuracy of the answers", title="--min-confidence: accuracy against coverage")
+    coverage_ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    coverage_ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    coverage_ax.grid(alpha=0.3)
+    coverage_ax.legend(loc="lower left", fontsize=8)
+    figure.suptitle(f"{strategy}: how far its confidence can be trusted")
+    return figure
+
+
+def coverage_at(predictions: Predictions, marks: Sequence[float] = COVERAGE_MARKS) -> list[dict[str, float]]:
+    """For each minimum confidence: the share of photos answered and the accuracy of those answers."""
+    rows = []
+    for mark in marks:
+        answered = predictions.probability >= mark
+        rows.append({
+            "min_confidence": mark, "coverage": float(answered.mean()),
+            "accuracy": float(predictions.correct[answered].mean()) if answered.any() else None,
+        })
+    return rows
