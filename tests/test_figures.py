@@ -1,0 +1,69 @@
+"""Report figures: integer epochs on the curves, mistakes whose captions never cover a photo, the calibration plot."""
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from conftest import make_image
+from transferlab.evaluate.metrics import Predictions
+from transferlab.explain.explanation import Explanation
+from transferlab.report.plots import calibration_figure, history_figure, mistakes_figure
+
+
+def _row(epoch: int) -> dict:
+    return {"epoch": epoch, "strategy": "frozen", "train_loss": 1.0 / epoch, "train_acc": 0.5, "val_loss": 1.0 / epoch,
+            "val_acc": 0.6, "lr": 0.01, "seconds": 1.5}
+
+
+def _predictions(paths: list[str]) -> Predictions:
+    n = len(paths)
+    labels = np.arange(n) % 3
+    predicted = (labels + 1) % 3
+    return Predictions("frozen", tuple(paths), labels, predicted, np.linspace(0.99, 0.6, n), np.stack([predicted, labels], 1),
+                       np.linspace(0.999, 0.7, n))
+
+
+class _Explainer:
+    """Stands in for a Predictor: a heatmap of the right size for any photo and class."""
+
+    def explain(self, path, top_k, class_name):
+        heatmap = np.random.default_rng(len(class_name)).random((64, 64)).astype(np.float32)
+        return [Explanation(str(path), (), class_name, class_name, heatmap, np.zeros((64, 64, 3), np.uint8))]
+
+
+def _overlaps(figure) -> list[str]:
+    """Axes titles (and the figure's title) whose drawn box runs into another axes' image area."""
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    shown = [ax for ax in figure.axes if ax.images]
+    found = []
+    for ax in figure.axes:
+        title = ax.title.get_window_extent(renderer)
+        for other in shown:
+            if other is not ax and title.overlaps(other.get_window_extent(renderer)):
+                found.append(f"{ax.get_title()!r} covers a photo")
+    return found
+
+
+def test_curves_label_epochs_with_whole_numbers():
+    figure = history_figure([_row(epoch) for epoch in range(1, 31)], "frozen")
+    FigureCanvasAgg(figure).draw()
+    ticks = [tick for tick in figure.axes[0].get_xticks() if 1 <= tick <= 30]
+    assert ticks and all(float(tick).is_integer() for tick in ticks)
+
+
+def test_mistake_captions_never_cover_the_photos_above(tmp_path):
+    paths = [str(make_image(tmp_path / f"p{i}.png", size=(80, 60), seed=i)) for i in range(8)]
+    names = ["a class with a rather long name", "b", "c"]
+    for explainer in (None, _Explainer()):
+        figure = mistakes_figure(_predictions(paths), list(range(8)), names, "frozen", image_size=64, predictor=explainer)
+        assert _overlaps(figure) == []
+        assert len([ax for ax in figure.axes if ax.images]) == (24 if explainer else 8)
+
+
+def test_calibration_figure_has_the_reliability_diagram_and_the_coverage_curve(tmp_path):
+    paths = [f"p{i}.png" for i in range(40)]
+    figure = calibration_figure(_predictions(paths), "frozen", 1.7)
+    reliability, coverage = figure.axes
+    assert "reliability" in reliability.get_title() and "coverage" in coverage.get_title()
+    labels = [text.get_text() for text in reliability.get_legend().get_texts()]
+    assert any(label.startswith("raw: ECE") for label in labels) and any("T = 1.70" in label for label in labels)
