@@ -15,11 +15,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[openvino]'
+	$(BIN)/pip install --quiet -e '.[openvino,audit]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,openvino]'
+	$(BIN)/pip install --quiet -e '.[test,openvino,audit]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -4,6 +4,7 @@
     exp = tl.Experiment("photos/")       # see transferlab.experiment
     exp.fit("frozen", epochs=5)
     clf = tl.load("runs/compare")        # a trained classifier: see transferlab.inference
+    tl.audit("photos/")                  # duplicates, leaks, label errors, off-topic photos: a DataFrame
 
 Importing transferlab is cheap and changes no global state; what a name needs is imported when it is first used.
 """
@@ -17,6 +18,7 @@ _LAZY = {
     "load": ("transferlab.inference", "load"),
     "train": ("transferlab.experiment", "train"),
     "compare": ("transferlab.experiment", "compare"),
+    "audit": ("transferlab.audits.findings", "audit"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -14,6 +14,7 @@ from pydantic_core import PydanticUndefined
 from rich.console import Console
 
 from .config import CompareConfig, RunSettings, TrainConfig
+from .models.backbones import DEFAULT_BACKBONE
 from .train.distributed import is_rank_zero
 from .train.strategies import get_strategy, strategy_names
 
@@ -629,6 +630,42 @@ def data_check(
         + ("" if errors else ": no errors")
     )
     if errors:
+        raise typer.Exit(FOUND_ERRORS)
+
+
+@data_app.command("audit")
+def data_audit(
+    data: DataArgument,
+    out: Annotated[Path, typer.Option(help="Folder for audit.html (thumbnails by finding) and audit.csv (path,issue,score,suggested).")] = Path("audit"),
+    breeds: BreedsOption = None,
+    data_dir: DataDirOption = None,
+    source_url: SourceUrlOption = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of each class held out when DATA has no split.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split when DATA has none, and of the cross-validation.")] = 42,
+    backbone: Annotated[str, typer.Option(help="Backbone whose features compare the photos (as in tlab train).")] = DEFAULT_BACKBONE,
+) -> None:
+    """Duplicates and train/val leaks, likely label errors, off-topic photos and class imbalance, from the pretrained
+    backbone's features (cached: the frozen strategy reuses them). Advice only: exit 0, 1 when photos were unreadable."""
+    from .audits.findings import audit_index, missing_packages
+    from .data.resolve import data_title
+    from .report.audit import write_audit
+    from .train.fit import load_data
+
+    if missing_packages():
+        _fail(f"tlab data audit needs {', '.join(missing_packages())}: pip install 'transferlab[audit]'")
+
+    with _one_line_errors():
+        settings = RunSettings(data=data, out=str(out), breeds=breeds, data_dir=data_dir, source_url=source_url,
+                               val_fraction=val_fraction, seed=seed, backbone=backbone)
+        index = load_data(settings)
+        result = audit_index(settings, index)
+        page, table = write_audit(result, out, f"Audit of {data_title(data)}")
+    for line in result.summary():
+        console.print(line, highlight=False)
+    if index.skipped:
+        console.print(f"{len(index.skipped)} unreadable file(s) left out (tlab data check lists them)", highlight=False)
+    console.print(f"{page}\n{table}", highlight=False)
+    if index.skipped:
         raise typer.Exit(FOUND_ERRORS)
 
 

@@ -50,6 +50,10 @@ class RunSettings(BaseModel):
         "finetune: unfreeze the last K timm blocks (default 1: the last block and the head conv, the notebook's "
         "trainable set); gradual: K stages, one more each epoch (default 3)."
     ))
+    balance: Literal["none", "weights", "sampler"] = Field("none", description=(
+        "Class imbalance: none; weights (the loss weighs each class by the inverse of its training photos); sampler "
+        "(each epoch draws photos with replacement, every class equally often)."
+    ))
     early_stop: int | None = Field(None, ge=1, le=10_000, description="Stop when val_loss has not improved for this many epochs.")
     workers: int | None = Field(None, ge=0, le=64, description="DataLoader worker processes (0: decode in the training process; default 0 on CPU, the cores per device on GPUs).")
     overwrite: bool = Field(False, description="Replace a finished run in the run directory (an interrupted one is resumed without it).")

@@ -18,6 +18,15 @@ from .threads import map_in_threads
 from .sources import DatasetIndex, Sample
 
 
+def balanced_weights(labels: Sequence[int], classes: int) -> tuple[list[float], list[float]]:
+    """(per class, per sample) weights inverse to each class's photos: the class weights average 1 over the photos,
+    and the sample weights draw every class equally often."""
+    counts = torch.bincount(torch.as_tensor(list(labels), dtype=torch.long), minlength=classes).double()
+    per_class = torch.where(counts > 0, len(labels) / (classes * counts.clamp(min=1)), torch.zeros_like(counts))
+    per_sample = (1.0 / counts.clamp(min=1))[torch.as_tensor(list(labels), dtype=torch.long)]
+    return per_class.tolist(), per_sample.tolist()
+
+
 def resize_and_crop(config: DataConfig) -> v2.Transform:
     """Decoded photo (uint8 tensor or PIL image) -> uint8 tensor: resize the short side to size / crop_pct, centre crop to size (timm's eval)."""
     resize_to = int(config.image_size / config.crop_pct)
@@ -44,12 +53,18 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """Shuffles with a generator seeded by (seed, epoch) and yields `(index, epoch)`, so that each
     sample's augmentation seed is known in whichever worker decodes it. Lightning calls `set_epoch`.
 
+    With `weights` (one per sample), a training epoch draws `length` samples with replacement in proportion to them
+    (a balanced sampler), from the same seeded generator.
+
     In a distributed run, process `rank` of `world_size` takes every `world_size`-th sample of the same order.
     Training shards are padded from the order's start to one length (the processes step together);
     validation shards are not, so every validation photo is counted exactly once.
     """
 
-    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+        weights: Sequence[float] | None = None,
+    ):
         if length < world_size:
             raise ValueError(f"{length} samples cannot be shared among {world_size} processes")
         self.length = length
@@ -57,6 +72,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -69,7 +85,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = list(range(self.length))
-        if self.shuffle:
+        if self.shuffle and self.weights is not None:
+            order = torch.multinomial(self.weights, self.length, replacement=True, generator=seeded_generator(self.seed, self.epoch)).tolist()
+        elif self.shuffle:
             order = torch.randperm(self.length, generator=seeded_generator(self.seed, self.epoch)).tolist()
             order += order[: len(self) * self.world_size - self.length]
         return iter([(index, self.epoch) for index in order[self.rank :: self.world_size]])
@@ -92,11 +110,12 @@ class Placement:
 
 
 def epoch_loader(
-    dataset: Dataset, batch_size: int, seed: int, shuffle: bool, workers: int = 0, placement: Placement = Placement()
+    dataset: Dataset, batch_size: int, seed: int, shuffle: bool, workers: int = 0, placement: Placement = Placement(),
+    weights: Sequence[float] | None = None,
 ) -> DataLoader:
-    """Batches in `EpochSampler` order. A lone last training sample is dropped: the head's BatchNorm cannot
-    train on a batch of one."""
-    sampler = EpochSampler(len(dataset), seed, shuffle, placement.rank, placement.world_size)
+    """Batches in `EpochSampler` order (drawn by `weights` when given). A lone last training sample is dropped: the
+    head's BatchNorm cannot train on a batch of one."""
+    sampler = EpochSampler(len(dataset), seed, shuffle, placement.rank, placement.world_size, weights if shuffle else None)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -172,9 +191,11 @@ class PhotoDataModule(L.LightningDataModule):
         seed: int = 0,
         decoded: DecodedStore | None = None,
         photos: PhotoCache | None = None,
+        sample_weights: Sequence[float] | None = None,
     ):
         super().__init__()
         self.index = index
+        self.sample_weights = sample_weights
         self.config = config
         self.batch_size = batch_size
         self.workers = workers
@@ -184,7 +205,7 @@ class PhotoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         placement = Placement.of(self.trainer)
-        return epoch_loader(self.train_set, self.batch_size, self.seed, True, self.workers, placement)
+        return epoch_loader(self.train_set, self.batch_size, self.seed, True, self.workers, placement, self.sample_weights)
 
     def val_dataloader(self) -> DataLoader:
         placement = Placement.of(self.trainer)

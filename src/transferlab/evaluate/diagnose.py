@@ -249,9 +249,11 @@ def diagnose(
     seed: int = 0,
     costs: Mapping[str, int] = NOTEBOOK_COSTS,
     continues: Mapping[str, str] = {"finetune": "frozen"},
+    train_counts: Mapping[str, int] | None = None,
 ) -> list[Finding]:
     """Every finding for a run: per strategy in the order given, then each continuing strategy against the one it
-    continued (`continues`: name → base), then the choice (`costs`: relative cost per epoch)."""
+    continued (`continues`: name → base), then the choice (`costs`: relative cost per epoch). With `train_counts`
+    (class name → training photos, in class order), minority classes whose recall suffers are named."""
     findings: list[Finding] = []
     for strategy, rows in histories.items():
         if not rows:
@@ -262,6 +264,11 @@ def diagnose(
         if noise:
             findings.append(noise)
     predictions = predictions or {}
+    if train_counts:
+        for strategy, answers in predictions.items():
+            finding = imbalance_finding(strategy, answers, train_counts)
+            if finding:
+                findings.append(finding)
     for tuned, base in continues.items():
         if tuned in predictions and base in predictions:
             findings.append(finetune_finding(predictions[base], predictions[tuned], seed))
@@ -271,3 +278,37 @@ def diagnose(
         }
         findings.append(choice_finding(predictions, seconds, seed, costs))
     return findings
+
+
+IMBALANCE_RATIO = 3.0
+"""Largest over smallest class (training photos) from which recall is checked for the small classes."""
+RECALL_GAP = 0.15
+
+
+def imbalance_finding(strategy: str, predictions: Predictions, train_counts: Mapping[str, int]) -> Finding | None:
+    """The classes with at most half the median training photos whose recall is `RECALL_GAP` below the mean, when
+    the data is imbalanced (`IMBALANCE_RATIO`)."""
+    names, counts = list(train_counts), np.array(list(train_counts.values()), dtype=float)
+    if counts.size < 2 or counts.min() <= 0 or counts.max() / counts.min() < IMBALANCE_RATIO:
+        return None
+    recall = {}
+    for label, name in enumerate(names):
+        mine = predictions.labels == label
+        if mine.any():
+            recall[name] = float((predictions.predicted[mine] == label).mean())
+    if not recall:
+        return None
+    mean = float(np.mean(list(recall.values())))
+    small = [
+        name for name, count in zip(names, counts)
+        if count <= np.median(counts) / 2 and name in recall and recall[name] < mean - RECALL_GAP
+    ]
+    if not small:
+        return None
+    worst = ", ".join(f"{name} {recall[name]:.0%} ({int(train_counts[name])} photos)" for name in small[:5])
+    return Finding(
+        strategy, "imbalance", "minority-recall",
+        f"Small classes are missed: recall {worst}, against {mean:.0%} on average; the largest class has "
+        f"{int(counts.max())} training photos ({counts.max() / counts.min():.0f}x the smallest). Try --balance weights or "
+        "--balance sampler, or add photos of these classes.",
+    )

@@ -120,7 +120,11 @@ def run_findings(run: RunDir, histories: dict[str, list[dict[str, Any]]] | None 
     n_val = len(next(iter(predictions.values())).paths) if predictions else run.read_config()["data"]["val"]
     known = [name for name in histories if name in strategy_names()]
     continues = {name: get_strategy(name).starts_from for name in known if get_strategy(name).starts_from}
-    return diagnose(histories, predictions, n_val, seed=run.read_config()["config"]["seed"], costs=costs(known), continues=continues)
+    counts = {entry["name"]: entry["train"] for entry in run.read_classes() if "train" in entry}
+    return diagnose(
+        histories, predictions, n_val, seed=run.read_config()["config"]["seed"], costs=costs(known), continues=continues,
+        train_counts=counts if len(counts) == len(run.read_classes()) else None,
+    )
 
 
 def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -> dict[str, Any]:

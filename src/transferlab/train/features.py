@@ -199,9 +199,13 @@ class FeatureDataset(Dataset):
 class FeatureDataModule(L.LightningDataModule):
     """Train and validation loaders over cached features, batched and ordered as `PhotoDataModule`."""
 
-    def __init__(self, train: FeatureDataset, val: FeatureDataset, config: DataConfig, batch_size: int, seed: int):
+    def __init__(
+        self, train: FeatureDataset, val: FeatureDataset, config: DataConfig, batch_size: int, seed: int,
+        sample_weights: Sequence[float] | None = None,
+    ):
         super().__init__()
         self.train_set, self.val_set = train, val
+        self.sample_weights = sample_weights
         self.config = config
         self.extraction_seconds = 0.0  # reading or computing the cached features; set by whoever built them
         self.precision = "fp32"  # the inference precision they were computed in
@@ -209,7 +213,7 @@ class FeatureDataModule(L.LightningDataModule):
         self.seed = seed
 
     def train_dataloader(self) -> DataLoader:
-        return epoch_loader(self.train_set, self.batch_size, self.seed, shuffle=True, placement=Placement.of(self.trainer))
+        return epoch_loader(self.train_set, self.batch_size, self.seed, shuffle=True, placement=Placement.of(self.trainer), weights=self.sample_weights)
 
     def val_dataloader(self) -> DataLoader:
         return epoch_loader(self.val_set, self.batch_size, self.seed, shuffle=False, placement=Placement.of(self.trainer))

@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from .. import __version__
 from ..augment.pipeline import build_augment, resolve_ops
 from ..config import RunSettings
-from ..data.datasets import PhotoDataModule, PhotoDataset
+from ..data.datasets import PhotoDataModule, PhotoDataset, balanced_weights
 from ..data.resolve import open_data
 from ..data.decoded import DecodedStore
 from ..data.photo_cache import PhotoCache
@@ -119,10 +119,11 @@ def write_run_header(run: RunDir, config: RunSettings, index: DatasetIndex, weig
             **recorded,
         }
     )
+    train_counts, val_counts = index.counts("train"), index.counts("val")
     run.write_json(
         run.classes_file,
         [
-            {"index": i, "folder": folder, "name": name}
+            {"index": i, "folder": folder, "name": name, "train": train_counts[folder], "val": val_counts[folder]}
             for i, (folder, name) in enumerate(zip(index.classes, index.readable_names))
         ],
     )
@@ -185,6 +186,7 @@ def fit_stage(
         image_size=datamodule.config.image_size,
         param_groups=strategy.param_groups,
         schedule=strategy.schedule,
+        class_weights=loss_weights(settings, datamodule, len(classes)),
     )
     if fast_runtime_applies(settings) and strategy.trains != "all" and isinstance(datamodule, PhotoDataModule):
         frozen_precision = attach_fast_runtime(module, model, stage, settings, datamodule.config.image_size, datamodule.index.train)
@@ -395,7 +397,26 @@ def make_datamodule(settings: RunSettings, index: DatasetIndex, model: Classifie
         seed=settings.seed,
         decoded=DecodedStore.for_config(config, settings.data_dir),
         photos=PhotoCache.in_cache(settings.data_dir),
+        sample_weights=sampler_weights(settings, index),
     )
+
+
+def sampler_weights(settings: RunSettings, index: DatasetIndex) -> list[float] | None:
+    """Per training photo, for `--balance sampler`; None otherwise."""
+    if settings.balance != "sampler":
+        return None
+    return balanced_weights([s.label for s in index.train], len(index.classes))[1]
+
+
+def loss_weights(settings: RunSettings, datamodule: "PhotoDataModule | FeatureDataModule", classes: int) -> list[float] | None:
+    """Per class, for `--balance weights`; None otherwise."""
+    if settings.balance != "weights":
+        return None
+    if isinstance(datamodule, PhotoDataModule):
+        labels = [s.label for s in datamodule.index.train]
+    else:
+        labels = [int(label) for label in datamodule.train_set.labels]
+    return balanced_weights(labels, classes)[0]
 
 
 def feature_datamodule(
@@ -433,6 +454,7 @@ def feature_datamodule(
         config,
         settings.batch_size,
         settings.seed,
+        sampler_weights(settings, index),
     )
     datamodule.extraction_seconds = round(time.perf_counter() - started, 3)
     datamodule.precision = precision

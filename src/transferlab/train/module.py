@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class ClassifierModule(L.LightningModule):
-    """Trains a `Classifier` with cross-entropy and Adam over the parameters that require grad.
+    """Trains a `Classifier` with cross-entropy (weighted per class with `class_weights`; validation loss never is)
+    and Adam over the parameters that require grad.
 
     The strategy (which parameters train, BatchNorm policy) is applied to `model` before training; this module
     optimises what it is given, in the strategy's parameter groups (`param_groups(model, lr)`), with its per-step
@@ -36,9 +37,11 @@ class ClassifierModule(L.LightningModule):
         epochs: int | None = None,
         param_groups: Callable[[nn.Module, float], list[dict]] | None = None,
         schedule: Callable[[torch.optim.Optimizer, int], Any] | None = None,
+        class_weights: list[float] | None = None,
     ):
         super().__init__()
         self.model = model
+        self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32), persistent=False)
         self.lr = lr
         self.strategy = strategy
         self.param_groups = param_groups
@@ -75,7 +78,8 @@ class ClassifierModule(L.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels)
+        weights = self.class_weights if stage == "train" and self.class_weights is not None else None
+        loss = F.cross_entropy(logits, labels, weight=None if weights is None else weights.to(logits.dtype))
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
         photos = labels.numel()
         for name, value in (("loss", loss), ("acc", accuracy)):
