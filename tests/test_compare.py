@@ -36,7 +36,7 @@ def test_every_strategy_has_rows_plots_metrics(compare_run):
     metrics = compare_run.read_metrics()
     for strategy in ("scratch", "frozen", "finetune"):
         assert {"accuracy", "top5_accuracy", "macro_f1", "best_val_acc", "seconds"} <= set(metrics[strategy])
-        for plot in ("history", "confusion", "mistakes"):
+        for plot in ("history", "confusion", "mistakes", "calibration"):
             assert compare_run.plot_file(f"{plot}_{strategy}").is_file()
     for plot in ("compare", "samples", "class_counts", "augment"):
         assert compare_run.plot_file(plot).is_file()
@@ -117,3 +117,16 @@ def test_report_renders_in_headless_chromium(compare_run, tmp_path):
     assert [alt for alt, complete, width in images if not complete or width == 0] == []
     assert errors == []
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_compare_audits_the_data_and_reports_calibration(compare_run):
+    """The audit comes from the frozen strategy's cached features; the report links it and says how sure the models are."""
+    audit = json.loads(compare_run.audit_file.read_text())
+    assert audit["photos"] == 400 and audit["summary"][0].startswith("400 photos, 10 classes")
+    assert (compare_run.path / "audit.html").is_file() and (compare_run.path / "audit.csv").is_file()
+    report = compare_run.report_file.read_text()
+    assert "Data audit" in report and 'href="audit.html"' in report
+    calibration = json.loads(compare_run.calibration_file.read_text())
+    assert set(calibration) == {"scratch", "frozen", "finetune"}
+    assert all(entry["ece_after"] <= entry["ece_before"] for entry in calibration.values())
+    assert "expected calibration error" in report and "not sure" in report

@@ -378,7 +378,7 @@ def test_binding_beyond_this_machine_warns_and_the_token_comes_from_the_environm
     monkeypatch.setenv("TLAB_SERVE_TOKEN", "from-env")
     guarded = runner.invoke(app, ["serve", str(run.path), "--host", "::"])
     assert "listening on ::" in guarded.output and "--token" not in guarded.output
-    assert [call[-2] for call in calls] == [None, None, "from-env"] and {call[-1] for call in calls} == {"auto"}
+    assert [call[6] for call in calls] == [None, None, "from-env"] and {call[7] for call in calls} == {"auto"}
     assert serve.is_loopback("::1") and serve.is_loopback("localhost") and not serve.is_loopback("192.168.1.5")
 
 

@@ -1,6 +1,7 @@
 """A batch's photos loaded by threads: the same tensors, in the same order, as one by one."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ def test_map_in_threads_keeps_the_order_and_uses_the_threads(three_threads):
 
     def square(x: int) -> int:
         seen.add(threading.current_thread().name)
+        time.sleep(0.01)  # long enough that every thread gets a chunk
         return x * x
 
     assert threads.map_in_threads(square, list(range(10))) == [x * x for x in range(10)]

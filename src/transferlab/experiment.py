@@ -28,7 +28,7 @@ from .augment.gallery import gallery_figure, gallery_image
 from .augment.pipeline import build_augment
 from .config import CompareConfig, RunSettings, TrainConfig
 from .data.names import class_noun
-from .data.resolve import data_name
+from .data.resolve import data_name, data_title
 from .data.sources import DatasetIndex
 from .evaluate.diagnose import Finding
 from .evaluate.evaluation import evaluate_run
@@ -254,6 +254,23 @@ class Experiment:
         """The curves and (after `evaluate`) the paired predictions read as a teacher would; see `evaluate.diagnose`."""
         return run_findings(self.run)
 
+    def audit(self) -> "pandas.DataFrame":
+        """The data audit of this experiment's photos (`audits`): duplicates and leaks, likely label errors, off-topic
+        photos, imbalance, from the frozen strategy's cached features (computed if absent). Writes audit.html,
+        audit.csv and audit.json into the run directory; returns the findings (summary in `.attrs["summary"]`)."""
+        from .audits.findings import audit_index
+        from .report.audit import write_audit
+
+        with self._claimed():
+            result = audit_index(self.settings, self.index)
+            write_audit(result, self.run.path, f"Audit of {data_title(self.settings.data)}")
+            self.run.write_json(self.run.audit_file, {
+                "summary": result.summary(), "photos": result.photos,
+                "issues": {issue: int((result.findings["issue"] == issue).sum()) for issue in result.findings["issue"].unique()},
+            })
+        result.findings.attrs["summary"] = result.summary()
+        return result.findings
+
     def report(self) -> tuple[Path, Path]:
         """report.html (self-contained) and report.md, with the data figures; returns their paths."""
         with self._claimed():
@@ -401,8 +418,18 @@ def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunD
         if not is_rank_zero():
             return experiment.run  # the other processes of a distributed run only train
         experiment.evaluate()
+        if audit_available():
+            experiment.audit()
+        else:
+            log.info("no data audit in the report: pip install 'transferlab[audit]' for one")
         experiment.report()
     return experiment.run
+
+
+def audit_available() -> bool:
+    from .audits.findings import missing_packages
+
+    return not missing_packages()
 
 
 __all__ = ["Experiment", "train", "compare"]

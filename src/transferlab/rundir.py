@@ -63,6 +63,11 @@ class RunDir:
         return self.path / "calibration.json"
 
     @property
+    def audit_file(self) -> Path:
+        """The data audit's summary (its findings: audit.csv, its page: audit.html, beside it)."""
+        return self.path / "audit.json"
+
+    @property
     def diagnosis_file(self) -> Path:
         return self.path / "diagnosis.json"
 

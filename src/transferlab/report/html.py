@@ -4,6 +4,7 @@ import base64
 import datetime
 import html
 import io
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -189,6 +190,7 @@ def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -
             **{f"calibration_{s}": image(f"calibration_{s}") for s in histories},
         },
         "tta": {s: run.read_evaluation().get(s, {}).get("tta") for s in predictions},
+        "audit": json.loads(run.audit_file.read_text()) if run.audit_file.is_file() else None,
         "calibration": {s: calibration_summary(run.read_calibration().get(s), predictions[s]) for s in predictions},
     }
 
