@@ -14,18 +14,16 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from transferlab.config import TrainConfig
 from transferlab.serve import create_app
-from transferlab.experiment import train
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
-def run(woof_mini, tmp_path_factory):
-    out = tmp_path_factory.mktemp("serve") / "run"
-    return train(TrainConfig(data=str(woof_mini), out=str(out), strategy="frozen", epochs=3, image_size=128))
+def run(woof_frozen_run):
+    """The suite's frozen woof-mini model (read only here: tests that add a report work on a copy)."""
+    return woof_frozen_run
 
 
 @pytest.fixture(scope="module")
