@@ -105,7 +105,7 @@ def test_run_directory_has_every_file(frozen_run):
     assert config["config"]["strategy"] == "frozen" and config["versions"]["torch"].startswith("2.14")
     assert config["weights"]["source"] == "bundled"
     classes = json.loads(run.classes_file.read_text())
-    assert len(classes) == 10 and classes[6] == {"index": 6, "folder": "n02099601-golden_retriever", "name": "golden retriever"}
+    assert len(classes) == 10 and classes[6] == {"index": 6, "folder": "n02099601-golden_retriever", "name": "golden retriever", "train": 30, "val": 10}
     assert run.best_checkpoint("frozen").is_file() and (run.checkpoint_dir("frozen") / "last.ckpt").is_file()
     assert run.plot_file("history_frozen").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -276,6 +276,7 @@ train = app.command("train", help="Train a classifier with one strategy; writes 
             "data": None,
             "out": _option("out", Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<strategy>).")]),
             "strategy": _option("strategy", Annotated[str, typer.Option(help=STRATEGIES_HELP)], "frozen"),
+            "lr": _option("lr", Annotated[Optional[str], typer.Option(help=TrainConfig.model_fields["lr"].description)]),
         },
     )
 )
@@ -476,6 +477,36 @@ def predict(
             out.print(f"{r.path}: {'NOT SURE — ' if r.not_sure else ''}{answers}", highlight=False)
     if len(answered) < len(results):
         raise typer.Exit(FOUND_ERRORS)
+
+
+@app.command("lr-find")
+def lr_find(
+    data: DataArgument,
+    strategy: Annotated[str, typer.Option(help="The strategy whose learning rate to find (frozen: the head on cached features, in seconds).")] = "frozen",
+    out: Annotated[Path, typer.Option(help="Run directory (a continuing strategy trains its base there first); the plot goes into it.")] = Path("runs/lr-find"),
+    image_size: Annotated[Optional[int], typer.Option(min=32, max=1024, help="Input size (default: the backbone's).")] = None,
+    batch_size: Annotated[int, typer.Option(min=2, max=4096, help="Images per batch.")] = 64,
+    backbone: Annotated[str, typer.Option(help="Backbone, as in tlab train.")] = DEFAULT_BACKBONE,
+    steps: Annotated[int, typer.Option(min=10, max=10_000, help="Steps of the ramp.")] = 100,
+    min_lr: Annotated[float, typer.Option(min=1e-10, max=1, help="First learning rate of the ramp.")] = 1e-6,
+    max_lr: Annotated[float, typer.Option(min=1e-8, max=100, help="Last learning rate of the ramp.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the batches.")] = 42,
+    breeds: BreedsOption = None,
+    data_dir: DataDirOption = None,
+    source_url: SourceUrlOption = None,
+) -> None:
+    """The learning-rate range test: loss against an exponentially growing rate, a suggested rate and its plot."""
+    from .experiment import Experiment
+    from .report.plots import save_figure
+
+    with _one_line_errors():
+        experiment = Experiment(data, out, image_size=image_size, batch_size=batch_size, backbone=backbone, seed=seed,
+                                breeds=breeds, data_dir=data_dir, source_url=source_url)
+        finding = experiment.lr_find(strategy, min_lr, max_lr, steps)
+        plot = out / f"lr_find_{strategy}.png"
+        save_figure(finding.figure(), plot)
+    console.print(f"{strategy}: suggested learning rate {finding.suggestion:.2g} ({finding.rule}); plot: {plot}", highlight=False)
+    console.print(f"use it: tlab train {data} --strategy {strategy} --lr {finding.suggestion:.2g}", highlight=False)
 
 
 @app.command()
@@ -719,6 +750,24 @@ def augment_show(
     figure = per_op_figure(image, pipeline) if per_op else gallery_figure(image, pipeline, n, seed)
     save_figure(figure, out)
     console.print(f"{path} -> {out}")
+
+
+@augment_app.command("check")
+def augment_check(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory (from tlab train or tlab compare).")],
+    strategy: Annotated[Optional[str], typer.Option(help="Whose model (default: the one the run recommends).")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="Check these ops instead of the run's: a preset or a YAML file.")] = None,
+    photos: Annotated[int, typer.Option(min=10, max=100_000, help="Validation photos used (a seeded sample).")] = 500,
+) -> None:
+    """Is each augmentation label-preserving for this data? The model's accuracy on validation photos changed by one op
+    at a time, against the clean photos; ops that cost far more than the others are flagged (augment_check.json, report)."""
+    from .experiment import Experiment
+
+    with _one_line_errors():
+        record = Experiment.open(run_dir).check_augmentation(strategy, augment, photos)
+    for line in record["summary"]:
+        console.print(line, highlight=False)
+    console.print(f"{Path(run_dir) / 'augment_check.json'}", highlight=False)
 
 
 def main() -> None:

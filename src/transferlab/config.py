@@ -1,6 +1,6 @@
 """Validated configuration of a run; every field names its allowed range."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -101,7 +101,10 @@ class TrainConfig(RunSettings):
 
     strategy: str = Field("frozen", description="The strategy to train (see `tlab strategies`); one that continues another trains that one first.")
     epochs: int | None = Field(None, ge=1, le=10_000, description="Epochs of the strategy (default: the seed recipe's, e.g. frozen 25, finetune 4).")
-    lr: float | None = Field(None, gt=0, le=10, description="Base learning rate (default: the seed recipe's, e.g. frozen 1e-2, finetune 1e-5).")
+    lr: Annotated[float, Field(gt=0, le=10)] | Literal["find"] | None = Field(None, description=(
+        "Base learning rate (default: the seed recipe's, e.g. frozen 1e-2, finetune 1e-5), or find: the learning-rate "
+        "range test's suggestion (tlab lr-find) for the strategy."
+    ))
     init: str | None = Field(None, description="A run directory or checkpoint that a continuing strategy (finetune, gradual) starts from, instead of training frozen first.")
     frozen_epochs: int | None = Field(None, ge=1, le=10_000, description="Epochs of the frozen stage a continuing strategy trains first (default 25).")
 

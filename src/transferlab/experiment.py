@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from .data.resolve import DataSpec
     from .inference import PhotoPrediction
+    from .train.lr_find import LrFinding
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,35 @@ class Experiment:
         self.results[strategy] = result
         return result
 
+    def lr_find(self, strategy: str = "frozen", min_lr: float = 1e-6, max_lr: float = 1.0, steps: int = 100) -> "LrFinding":
+        """The learning-rate range test of `strategy` from where it would start (`train.lr_find`): the frozen head on
+        the cached features in seconds; a continuing strategy from its base's model (trained first when needed).
+        Returns the curve, its figure and the suggested rate."""
+        from .train.distributed import trainer_options
+        from .train.strategies import Unfreeze
+        from .train.fit import stage_module
+        from .train.lr_find import range_test
+
+        stage = plan(strategy, self.recipe, None, None)
+        with self._claimed():
+            model, image_size = self._starting_model(stage, None, ())
+            cached = stage.strategy.feature_cache and self.settings.cache
+            data = self._features() if cached else self._photos(model, image_size)
+            model = copy.deepcopy(model)
+            stage.strategy.apply(model, Unfreeze(self.settings.unfreeze_layers, self.settings.unfreeze_blocks))
+            module = stage_module(model, stage, self.settings, self.index.classes, data)
+            options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, trains_backbone=stage.strategy.trains != "head")
+            L.seed_everything(self.settings.seed, workers=True, verbose=False)
+            return range_test(module, data, strategy, options, min_lr, max_lr, steps)
+
+    def found_lr(self, strategy: str) -> float:
+        """The range test's suggestion for `strategy`, its plot saved as plots/lr_find_<strategy>.png."""
+        finding = self.lr_find(strategy)
+        with self._claimed():
+            save_figure(finding.figure(), self.run.plot_file(f"lr_find_{strategy}"))
+        log.info("%s: learning rate %.2g from the range test", strategy, finding.suggestion)
+        return finding.suggestion
+
     def _starting_model(self, stage: Stage, init: str | Path | None, callbacks: Sequence[L.Callback]) -> tuple[Classifier, int | None]:
         """The model a stage starts from, and its input size: `init`'s, the model of the strategy it continues
         (trained first when it is not there), or a new one."""
@@ -270,6 +300,36 @@ class Experiment:
             })
         result.findings.attrs["summary"] = result.summary()
         return result.findings
+
+    def check_augmentation(
+        self, strategy: str | None = None, augment: "str | list[dict[str, Any]] | None" = None, photos: int = 500,
+    ) -> dict[str, Any]:
+        """The model's accuracy on up to `photos` validation photos changed by each op of the run's augmentation (or
+        of `augment`), against the clean photos; ops that cost far more than the others are flagged
+        (`evaluate.augment_check`). Written to augment_check.json and shown in the report."""
+        from .augment.pipeline import resolve_ops
+        from .evaluate.augment_check import check_ops, check_summary
+        from .evaluate.evaluation import run_samples
+        import numpy as np
+
+        from .data.datasets import PhotoDataset
+        from .data.decoded import DecodedStore
+        from .inference import best_strategy, load
+
+        strategy = strategy or best_strategy(self.run)
+        predictor = load(self.run.path, strategy, runtime="auto")
+        configs = resolve_ops(augment) if augment is not None else self.run.read_config().get("augment_ops", [])
+        samples = run_samples(self.run)
+        chosen = [samples[i] for i in sorted(np.random.default_rng(self.settings.seed).permutation(len(samples))[:photos])]
+        dataset = PhotoDataset(chosen, predictor.config, decoded=DecodedStore.for_config(predictor.config, self.settings.data_dir))
+        clean, checks = check_ops(lambda batch: predictor.logits(torch.from_numpy(batch)), dataset, configs, self.settings.seed)
+        record = {
+            "strategy": strategy, "photos": len(chosen), "clean_accuracy": clean, "ops": [c.as_dict() for c in checks],
+            "summary": check_summary(clean, checks, len(chosen)),
+        }
+        with self._claimed():
+            self.run.write_json(self.run.augment_check_file, record)
+        return record
 
     def report(self) -> tuple[Path, Path]:
         """report.html (self-contained) and report.md, with the data figures; returns their paths."""
@@ -396,7 +456,8 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
         for name in stages:
             last = name == config.strategy
             epochs = config.epochs if last else (config.frozen_epochs if name == "frozen" else None)
-            experiment.fit(name, epochs, config.lr if last else None, init=config.init if last else None,
+            lr = experiment.found_lr(name) if last and config.lr == "find" else config.lr if last else None
+            experiment.fit(name, epochs, lr, init=config.init if last else None,
                            callbacks=callbacks, keep_finished=True)
     return experiment.run
 

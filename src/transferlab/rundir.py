@@ -63,6 +63,11 @@ class RunDir:
         return self.path / "calibration.json"
 
     @property
+    def augment_check_file(self) -> Path:
+        """Accuracy on validation photos changed by each augmentation op (tlab augment check)."""
+        return self.path / "augment_check.json"
+
+    @property
     def audit_file(self) -> Path:
         """The data audit's summary (its findings: audit.csv, its page: audit.html, beside it)."""
         return self.path / "audit.json"

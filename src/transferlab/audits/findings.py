@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..config import RunSettings
@@ -13,8 +12,8 @@ from ..data.sources import DatasetIndex
 from ..files import write_csv_atomic
 from .duplicates import DuplicateGroup, duplicate_groups
 from .features import PhotoFeatures, photo_features
-from .labels import LabelIssue, label_issues
-from .outliers import Outlier, outliers
+from .labels import label_issues
+from .outliers import outliers
 
 COLUMNS = ("path", "issue", "score", "suggested")
 """audit.csv; the DataFrame adds split, label, group and evidence."""

@@ -191,6 +191,7 @@ def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -
         },
         "tta": {s: run.read_evaluation().get(s, {}).get("tta") for s in predictions},
         "audit": json.loads(run.audit_file.read_text()) if run.audit_file.is_file() else None,
+        "augment_check": json.loads(run.augment_check_file.read_text()) if run.augment_check_file.is_file() else None,
         "calibration": {s: calibration_summary(run.read_calibration().get(s), predictions[s]) for s in predictions},
     }
 

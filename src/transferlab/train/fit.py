@@ -175,19 +175,7 @@ def fit_stage(
         run.forget_stage(name)
     log.info("%s: %d of %d parameters train, %d BatchNorm frozen", name, freeze.trainable_params, freeze.total_params, freeze.frozen_batchnorms)
     L.seed_everything(settings.seed, workers=True, verbose=False)  # each stage draws the same numbers, resumed or not
-    module = ClassifierModule(
-        model,
-        lr=stage.lr,
-        epochs=stage.epochs,
-        strategy=name,
-        backbone=settings.backbone,
-        classes=list(classes),
-        dropout=settings.dropout,
-        image_size=datamodule.config.image_size,
-        param_groups=strategy.param_groups,
-        schedule=strategy.schedule,
-        class_weights=loss_weights(settings, datamodule, len(classes)),
-    )
+    module = stage_module(model, stage, settings, classes, datamodule)
     if fast_runtime_applies(settings) and strategy.trains != "all" and isinstance(datamodule, PhotoDataModule):
         frozen_precision = attach_fast_runtime(module, model, stage, settings, datamodule.config.image_size, datamodule.index.train)
     callbacks: list[L.Callback] = [RunCheckpoints(run, name), *strategy.callbacks(model, unfreeze), *extra_callbacks]
@@ -228,6 +216,25 @@ def fit_stage(
         run.update_metrics(name, metrics)
         save_figure(history_figure(run.read_history(name), name), run.plot_file(f"history_{name}"))
     return StageResult(stage, model, metrics, freeze, datamodule.config.image_size, cached_features, frozen_precision)
+
+
+def stage_module(
+    model: Classifier, stage: Stage, settings: RunSettings, classes: Sequence[str], datamodule: "PhotoDataModule | FeatureDataModule",
+) -> ClassifierModule:
+    """The LightningModule that trains `model` (the stage's strategy already applied to it) as `stage` says."""
+    return ClassifierModule(
+        model,
+        lr=stage.lr,
+        epochs=stage.epochs,
+        strategy=stage.name,
+        backbone=settings.backbone,
+        classes=list(classes),
+        dropout=settings.dropout,
+        image_size=datamodule.config.image_size,
+        param_groups=stage.strategy.param_groups,
+        schedule=stage.strategy.schedule,
+        class_weights=loss_weights(settings, datamodule, len(classes)),
+    )
 
 
 class _SeesInterrupt(L.Callback):
