@@ -20,10 +20,19 @@ def copies_found(findings, planted) -> int:
     return sum(kept_by_copy.get(str(copy)) == str(original) for copy, original in planted.copies.items())
 
 
-@pytest.mark.parametrize(("name", "strangers"), [("woof-mini", "clothing-mini"), ("clothing-mini", "woof-mini")])
-def test_planted_problems_are_found(name, strangers, woof_mini, clothing_mini, tmp_path):
-    sets = {"woof-mini": woof_mini, "clothing-mini": clothing_mini}
-    planted = plant(sets[name], sets[strangers], tmp_path / name)
+@pytest.fixture(scope="module")
+def planted_sets(woof_mini, clothing_mini, tmp_path_factory) -> dict:
+    """woof-mini with clothing photos as strangers, clothing-mini with dog photos (read only: tests share them)."""
+    root = tmp_path_factory.mktemp("planted")
+    return {
+        "woof-mini": plant(woof_mini, clothing_mini, root / "woof-mini"),
+        "clothing-mini": plant(clothing_mini, woof_mini, root / "clothing-mini"),
+    }
+
+
+@pytest.mark.parametrize("name", ["woof-mini", "clothing-mini"])
+def test_planted_problems_are_found(name, planted_sets):
+    planted = planted_sets[name]
     findings = tl.audit(planted.root)
     labels = findings[findings["issue"] == "label"]["path"].tolist()
     assert len({str(p) for p in planted.moved} & set(labels[:20])) >= 7, labels[:20]
@@ -41,8 +50,8 @@ def test_untouched_sets_have_few_duplicate_findings(name, woof_mini, clothing_mi
     assert len(findings[findings["issue"].isin(["leak", "duplicate", "near-duplicate"])]) <= 3
 
 
-def test_tlab_data_audit_writes_the_page_and_the_table(woof_mini, clothing_mini, tmp_path):
-    planted = plant(woof_mini, clothing_mini, tmp_path / "photos", seed=1)
+def test_tlab_data_audit_writes_the_page_and_the_table(planted_sets, tmp_path):
+    planted = planted_sets["woof-mini"]
     out = tmp_path / "audit"
     result = runner.invoke(app, ["data", "audit", str(planted.root), "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -26,7 +26,7 @@ def test_the_suggestion_for_the_frozen_head_is_near_the_best_of_a_grid(woof_mini
     experiment = tl.Experiment(woof_mini, out=tmp_path / "run", image_size=128)
     finding = experiment.lr_find("frozen")
     assert len(finding.lrs) == len(finding.losses) >= 50 and finding.figure().axes
-    grid = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
+    grid = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
     val_loss = {lr: experiment.fit("frozen", epochs=5, lr=lr).metrics["val_loss"] for lr in grid}
     best = min(val_loss, key=val_loss.get)
     assert best / 3 <= finding.suggestion <= best * 3, (finding.suggestion, val_loss)
