@@ -71,8 +71,11 @@ def test_export_onnx_parity_and_predict_through_onnxruntime(frozen_run, tmp_path
 
     metadata = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["transferlab"])
     assert metadata["inference_precision"] == frozen_run.read_metrics()["frozen"]["inference_precision"]["used"]
+    assert metadata["temperature"] == pytest.approx(frozen_run.temperature("frozen")) == onnx_clf.temperature
     paths = read_predictions(frozen_run.predictions_file)["frozen"].paths[:20]
-    assert [r.predictions[0].class_name for r in onnx_clf.predict(paths)] == [r.predictions[0].class_name for r in torch_clf.predict(paths)]
+    onnx_answers, torch_answers = onnx_clf.predict(paths), torch_clf.predict(paths)
+    assert [r.predictions[0].class_name for r in onnx_answers] == [r.predictions[0].class_name for r in torch_answers]
+    assert all(abs(a.predictions[0].probability - b.predictions[0].probability) < 1e-3 for a, b in zip(onnx_answers, torch_answers))
     json_out = runner.invoke(app, ["predict", str(out), paths[0], "--format", "json"])
     assert json.loads(json_out.stdout)[0]["predictions"][0]["class"] in torch_clf.classes
 
