@@ -509,6 +509,43 @@ def lr_find(
     console.print(f"use it: tlab train {data} --strategy {strategy} --lr {finding.suggestion:.2g}", highlight=False)
 
 
+@app.command("curve")
+def curve(
+    data: DataArgument,
+    out: Annotated[Path, typer.Option(help="Folder for curve.png and curve.json (the features are cached as for a frozen run).")] = Path("runs/curve"),
+    points: Annotated[Optional[str], typer.Option(help="Training photos per class to try, comma-separated (default 1,2,5,10,20,50,...; all of them is always the last point).")] = None,
+    seeds: Annotated[int, typer.Option(min=1, max=50, help="Draws per point (the band narrows with more).")] = 3,
+    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Epochs of the frozen head at each point.")] = 10,
+    image_size: Annotated[Optional[int], typer.Option(min=32, max=1024, help="Input size (default: the backbone's).")] = None,
+    backbone: Annotated[str, typer.Option(help="Backbone, as in tlab train.")] = DEFAULT_BACKBONE,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of the first draw.")] = 42,
+    breeds: BreedsOption = None,
+    data_dir: DataDirOption = None,
+    source_url: SourceUrlOption = None,
+) -> None:
+    """How many photos do you need? Validation accuracy of the frozen strategy against training photos per class."""
+    import json
+
+    from .experiment import Experiment
+    from .report.plots import save_figure
+
+    try:
+        chosen = [int(value) for value in points.split(",")] if points else None
+    except ValueError:
+        _fail(f"--points: expected whole numbers separated by commas, got {points!r}")
+    with _one_line_errors():
+        experiment = Experiment(data, out, image_size=image_size, backbone=backbone, seed=seed, breeds=breeds,
+                                data_dir=data_dir, source_url=source_url)
+        result = experiment.curve(chosen, seeds, epochs)
+        out.mkdir(parents=True, exist_ok=True)
+        save_figure(result.figure(), out / "curve.png")
+        (out / "curve.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    for line in result.table():
+        console.print(line, highlight=False)
+    console.print(result.verdict(), highlight=False)
+    console.print(f"{out / 'curve.png'}\n{out / 'curve.json'}", highlight=False)
+
+
 @app.command()
 def explain(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory or a .ckpt checkpoint (an exported .onnx model has no gradients to explain with).")],

@@ -17,6 +17,7 @@ Fitting a strategy again replaces its results, in memory and in the run director
 import copy
 import datetime
 import logging
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 
     from .data.resolve import DataSpec
     from .inference import PhotoPrediction
+    from .evaluate.curve import Curve
     from .train.lr_find import LrFinding
 
 log = logging.getLogger(__name__)
@@ -185,6 +187,46 @@ class Experiment:
             options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, trains_backbone=stage.strategy.trains != "head")
             L.seed_everything(self.settings.seed, workers=True, verbose=False)
             return range_test(module, data, strategy, options, min_lr, max_lr, steps)
+
+    def curve(self, points: Sequence[int] | None = None, seeds: int = 3, epochs: int = 10) -> "Curve":
+        """Data efficiency of the frozen strategy: its head trained on the cached features of `points` training photos
+        per class (and all of them), `seeds` draws each, validation accuracy on every validation photo."""
+        import time
+
+        import numpy as np
+
+        from .evaluate.curve import POINTS, Curve, subset
+        from .train.distributed import trainer_options
+        from .train.features import FeatureDataModule, FeatureDataset
+        from .train.fit import stage_module
+        from .train.strategies import Unfreeze
+
+        started = time.perf_counter()
+        data = self._features()
+        features, labels = data.train_set.features.numpy(), np.array(data.train_set.labels)
+        largest = int(np.bincount(labels).max())
+        photos = sorted({p for p in (points or POINTS) if p < largest} | {largest})
+        stage = plan("frozen", self.recipe, epochs, None)
+        options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, trains_backbone=False)
+        accuracy = []
+        for per_class in photos:
+            row = []
+            for seed in range(seeds):
+                chosen = subset(labels, per_class, self.settings.seed + seed)
+                train = FeatureDataset(features[chosen], labels[chosen].tolist(), self.settings.seed + seed, draw_views=True)
+                datamodule = FeatureDataModule(train, data.val_set, data.config, self.settings.batch_size, self.settings.seed + seed)
+                model = copy.deepcopy(self._pretrained_model()[0])
+                stage.strategy.apply(model, Unfreeze(None, None))
+                L.seed_everything(self.settings.seed + seed, workers=True, verbose=False)
+                trainer = L.Trainer(max_epochs=stage.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                    enable_model_summary=False, num_sanity_val_steps=0, **options)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*(does not have many workers|smaller than the logging interval).*")
+                    trainer.fit(stage_module(model, stage, self.settings, self.index.classes, datamodule), datamodule)
+                row.append(float(trainer.callback_metrics["val_acc"]))
+            accuracy.append(row)
+            log.info("curve: %d photos per class, accuracy %.3f (mean of %d seeds)", per_class, float(np.mean(row)), seeds)
+        return Curve(photos, accuracy, "frozen", time.perf_counter() - started, len(data.val_set))
 
     def found_lr(self, strategy: str) -> float:
         """The range test's suggestion for `strategy`, its plot saved as plots/lr_find_<strategy>.png."""
