@@ -93,7 +93,7 @@ def test_woof_mini_run_is_calibrated_on_its_validation_photos(woof_frozen_run):
 
 @pytest.mark.slow
 def test_clothing_mini_run_is_calibrated_on_its_validation_photos(clothing_mini, tmp_path):
-    run = train(TrainConfig(data=str(clothing_mini), out=str(tmp_path / "run"), strategy="frozen", epochs=3, image_size=128))
+    run = train(TrainConfig(data=str(clothing_mini), out=str(tmp_path / "run"), strategy="frozen", epochs=2, image_size=96))
     evaluate_run(run.path)
     check_run_calibration(run)
 

@@ -126,7 +126,7 @@ def test_two_cpu_processes_write_one_complete_run_and_count_every_val_photo_once
     out = tmp_path / "run"
     command = [
         sys.executable, "-m", "transferlab", "train", str(data), "--strategy", "finetune", "--frozen-epochs", "2",
-        "--epochs", "1", "--devices", "2", "--accelerator", "cpu", "--runtime", "torch", "--out", str(out),
+        "--epochs", "1", "--devices", "2", "--accelerator", "cpu", "--runtime", "torch", "--image-size", "96", "--out", str(out),
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE")}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
@@ -183,7 +183,7 @@ def test_torchrun_starts_every_process_at_once_and_overwrite_is_safe(woof_mini, 
         command = [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "transferlab",
             "train", str(data), "--strategy", "frozen", "--devices", "2", "--accelerator", "cpu", "--runtime", "torch",
-            "--augment", "none", "--out", str(out), *flags,
+            "--augment", "none", "--image-size", "96", "--out", str(out), *flags,
         ]
         return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 

@@ -53,7 +53,8 @@ class StepProbe(L.Callback):
 def frozen_run(woof_mini, tmp_path_factory):
     probe = StepProbe()
     out = tmp_path_factory.mktemp("runs") / "frozen"
-    config = TrainConfig(data=str(woof_mini), out=str(out), strategy="frozen", epochs=3, batch_size=32, cache=False, runtime="torch")
+    config = TrainConfig(data=str(woof_mini), out=str(out), strategy="frozen", epochs=3, batch_size=32, cache=False, runtime="torch",
+                         image_size=160)
     return train(config, callbacks=[probe]), probe
 
 
@@ -136,7 +137,7 @@ def test_scratch_one_epoch_through_the_cli(woof_mini, tmp_path):
     out = tmp_path / "scratch"
     result = subprocess.run(
         [sys.executable, "-m", "transferlab.cli", "train", str(woof_mini), "--strategy", "scratch",
-         "--epochs", "1", "--batch-size", "32", "--image-size", "160", "--out", str(out)],
+         "--epochs", "1", "--batch-size", "32", "--image-size", "96", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr
