@@ -1,7 +1,7 @@
 """The audit of a data set: every detector on the photos' pooled features, findings as one table."""
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ import pandas as pd
 from ..config import RunSettings
 from ..data.sources import DatasetIndex
 from ..files import write_csv_atomic
-from .duplicates import DuplicateGroup, duplicate_groups
+from .duplicates import duplicate_groups
 from .features import PhotoFeatures, photo_features
 from .labels import label_issues
 from .outliers import outliers
@@ -44,7 +44,6 @@ class Audit:
     counts: dict[str, dict[str, int]]
     photos: int
     seconds: float
-    groups: list[DuplicateGroup] = field(default_factory=list)
 
     @property
     def imbalance_ratio(self) -> float:
@@ -101,7 +100,6 @@ def audit_features(photos: PhotoFeatures, classes: list[str], seed: int = 0) -> 
     for found in outliers(photos.features):
         rows.append(_row(photos, classes, found.index, "off-topic", found.score, ""))
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "split", "label", "group", "evidence"])
-    frame.attrs["groups"] = groups
     return frame
 
 
@@ -121,7 +119,7 @@ def audit_index(settings: RunSettings, index: DatasetIndex) -> Audit:
     counts = {name: {"train": 0, "val": 0} for name in index.classes}
     for sample, split in zip(photos.samples, photos.splits):
         counts[index.classes[sample.label]][split] += 1
-    return Audit(findings, list(index.classes), counts, len(photos.samples), time.perf_counter() - started, findings.attrs["groups"])
+    return Audit(findings, list(index.classes), counts, len(photos.samples), time.perf_counter() - started)
 
 
 def audit(data: str | Path, **settings: Any) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from ..models.precision import check_precision, recorded_precision
 from ..models.runtime import default_device, module_runtime
 from ..rundir import RunDir
 from .calibration import calibrate, expected_calibration_error
-from .tta import FLIP_AXES, run_views
+from .tta import flipped, run_views
 from .metrics import compute_metrics, predict_logits, top_predictions, write_predictions
 
 SUMMARY_KEYS = ("accuracy", "top5_accuracy", "macro_f1", "n_images")
@@ -77,7 +77,7 @@ def evaluate_models(
     for strategy, runtime in runtimes.items():
         for view in ("", *tta):
             clocks[f"{strategy}|{view}"] = clock = [0.0]
-            logits[f"{strategy}|{view}"] = timed(with_flip(runtime.run, view), clock)
+            logits[f"{strategy}|{view}"] = timed(lambda batch, run=runtime.run, view=view: run(flipped(batch, view)), clock)
     paths = [s.path for s in samples]
     labels = np.array([s.label for s in samples])
     logits_of = dict(known_logits)
@@ -120,14 +120,6 @@ def timed(function: Callable[[np.ndarray], np.ndarray], clock: list[float]) -> C
         return result
 
     return run
-
-
-def with_flip(function: Callable[[np.ndarray], np.ndarray], view: str) -> Callable[[np.ndarray], np.ndarray]:
-    """`function` on the batch flipped as `view` says ("" leaves it as it is)."""
-    if not view:
-        return function
-    axis = FLIP_AXES[view]
-    return lambda batch: function(np.ascontiguousarray(np.flip(batch, axis=axis)))
 
 
 def calibration_of(logits: np.ndarray, labels: np.ndarray, temperature: float | None) -> dict[str, Any]:

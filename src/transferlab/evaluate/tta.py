@@ -21,6 +21,11 @@ def run_views(augment_ops: Sequence[dict[str, Any]] | None) -> tuple[str, ...]:
     return DEFAULT_VIEWS
 
 
+def flipped(batch: np.ndarray, view: str) -> np.ndarray:
+    """A normalised NCHW batch flipped as `view` says ("" leaves it as it is), contiguous for the runtimes."""
+    return batch if not view else np.ascontiguousarray(np.flip(batch, axis=FLIP_AXES[view]))
+
+
 def with_flips(logits: Callable[[np.ndarray], np.ndarray], views: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
     """`logits` (normalised NCHW batch -> logits) averaged over the batch and each flip in `views`."""
     if not views:
@@ -29,7 +34,7 @@ def with_flips(logits: Callable[[np.ndarray], np.ndarray], views: Sequence[str])
     def averaged(batch: np.ndarray) -> np.ndarray:
         total = np.asarray(logits(batch), dtype=np.float64)
         for view in views:
-            total = total + logits(np.ascontiguousarray(np.flip(batch, axis=FLIP_AXES[view])))
+            total = total + logits(flipped(batch, view))
         return (total / (len(views) + 1)).astype(np.float32)
 
     return averaged
