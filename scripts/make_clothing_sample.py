@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = REPO / "src" / "transferlab" / "data" / "clothing_sample"
-TRAIN, VAL, SIDE, QUALITY = 24, 8, 256, 72
+TRAIN, VAL, SIDE, QUALITY = 24, 8, 256, 64
 
 SOURCE_NOTE = """# The clothing sample
 
@@ -46,8 +46,9 @@ def main() -> None:
                 count += 1
     shutil.copy(args.source / "LICENSE", TARGET / "LICENSE")
     (TARGET / "SOURCE.md").write_text(SOURCE_NOTE.format(photos=count, train=TRAIN, val=VAL, side=SIDE, quality=QUALITY))
-    size = sum(p.stat().st_size for p in TARGET.rglob("*") if p.is_file())
-    print(f"{count} photos, {size / 2**20:.2f} MiB in {TARGET}")
+    files = [p.stat() for p in TARGET.rglob("*") if p.is_file()]
+    size, on_disk = sum(f.st_size for f in files), sum(f.st_blocks * 512 for f in files)
+    print(f"{count} photos, {size / 2**20:.2f} MiB ({on_disk / 2**20:.2f} MiB on disk) in {TARGET}")
 
 
 if __name__ == "__main__":

@@ -41,4 +41,4 @@ def test_accuracy_rises_with_photos_per_class_on_woof_mini(woof_mini, tmp_path):
     assert record["photos"] == [1, 5, 30] and len(record["accuracy"][0]) == 2
     mean = record["mean"]
     assert mean[0] < mean[1] <= mean[2] + 0.05 and mean[2] > 0.6  # rises, within noise at the end
-    assert (out / "curve.png").stat().st_size > 10_000 and record["verdict"] in result.output
+    assert (out / "plots" / "curve.png").stat().st_size > 10_000 and record["verdict"] in result.output

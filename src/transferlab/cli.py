@@ -290,7 +290,7 @@ def _per_strategy(values: list[str] | None, flag: str, cast) -> dict[str, float]
         try:
             parsed = cast(number)
         except ValueError:
-            _fail(f"{flag}: expected a number or strategy=number, got {value!r}")
+            _fail(f"{flag}: expected a number or strategy=number{' (or find)' if flag == '--lr' else ''}, got {value!r}")
         for strategy in [name] if name else strategy_names():
             if strategy not in strategy_names():
                 _fail(f"{flag}: unknown strategy {strategy!r} in {value!r} ({', '.join(strategy_names())})")
@@ -303,8 +303,8 @@ def _compare(ctx: typer.Context, parameters: dict[str, Any]) -> None:
 
     values = _flag_values(parameters, CompareConfig)
     values["epochs"] = _per_strategy(parameters["epochs"], "--epochs", int)
-    values["lr"] = _per_strategy(parameters["lr"], "--lr", float)
-    values["strategies"] = [name.strip() for name in parameters["strategies"].split(",") if name.strip()]
+    values["lr"] = _per_strategy(parameters["lr"], "--lr", lambda value: value if value == "find" else float(value))
+    values["strategies"] = [name.strip() for name in (parameters["strategies"] or "").split(",") if name.strip()]
     run = _configure_and_run(CompareConfig, values, run_compare)
     if run is None:
         return
@@ -322,9 +322,9 @@ compare = app.command("compare", help=(
         spelled={
             "data": None,
             "out": _option("out", Annotated[Path, typer.Option(help="Run directory.")], Path("runs/compare")),
-            "strategies": _option("strategies", Annotated[str, typer.Option(help=(
+            "strategies": _option("strategies", Annotated[Optional[str], typer.Option(help=(
                 CompareConfig.model_fields["strategies"].description + " Registered: " + ", ".join(strategy_names()) + "."
-            ))], "scratch,frozen,finetune"),
+            ), show_default=False)], None),
         },
     )
 )
@@ -512,7 +512,7 @@ def lr_find(
 @app.command("curve")
 def curve(
     data: DataArgument,
-    out: Annotated[Path, typer.Option(help="Folder for curve.png and curve.json (the features are cached as for a frozen run).")] = Path("runs/curve"),
+    out: Annotated[Path, typer.Option(help="Run directory for curve.json and plots/curve.png (a run's own: its report shows the curve).")] = Path("runs/curve"),
     points: Annotated[Optional[str], typer.Option(help="Training photos per class to try, comma-separated (default 1,2,5,10,20,50,...; all of them is always the last point).")] = None,
     seeds: Annotated[int, typer.Option(min=1, max=50, help="Draws per point (the band narrows with more).")] = 3,
     epochs: Annotated[int, typer.Option(min=1, max=1000, help="Epochs of the frozen head at each point.")] = 10,
@@ -524,10 +524,7 @@ def curve(
     source_url: SourceUrlOption = None,
 ) -> None:
     """How many photos do you need? Validation accuracy of the frozen strategy against training photos per class."""
-    import json
-
     from .experiment import Experiment
-    from .report.plots import save_figure
 
     try:
         chosen = [int(value) for value in points.split(",")] if points else None
@@ -537,13 +534,10 @@ def curve(
         experiment = Experiment(data, out, image_size=image_size, backbone=backbone, seed=seed, breeds=breeds,
                                 data_dir=data_dir, source_url=source_url)
         result = experiment.curve(chosen, seeds, epochs)
-        out.mkdir(parents=True, exist_ok=True)
-        save_figure(result.figure(), out / "curve.png")
-        (out / "curve.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     for line in result.table():
         console.print(line, highlight=False)
     console.print(result.verdict(), highlight=False)
-    console.print(f"{out / 'curve.png'}\n{out / 'curve.json'}", highlight=False)
+    console.print(f"{experiment.run.plot_file('curve')}\n{experiment.run.curve_file}", highlight=False)
 
 
 @app.command()

@@ -11,7 +11,8 @@ from .models.precision import InferencePrecision
 
 Accelerator = Literal["auto", "cpu", "gpu"]
 Precision = Literal["auto", "32", "16-mixed", "bf16-mixed"]
-RecipeName = Literal["seed", "quick"]
+RecipeName = Literal["seed", "quick", "auto"]
+Schedule = Literal["auto", "constant", "cosine", "onecycle"]
 DEFAULT_VIEWS = 2
 """Augmented views per training photo in the feature cache. bench/views.py (woof-bench, frozen, 10 epochs):
 validation accuracy 0.935 / 0.924 / 0.925 / 0.921 with K = 1 / 2 / 4 / 8 — no gain past one or two views,
@@ -53,6 +54,11 @@ class RunSettings(BaseModel):
     balance: Literal["none", "weights", "sampler"] = Field("none", description=(
         "Class imbalance: none; weights (the loss weighs each class by the inverse of its training photos); sampler "
         "(each epoch draws photos with replacement, every class equally often)."
+    ))
+    schedule: Schedule = Field("auto", description=(
+        "Learning rate over each stage's steps: constant; cosine (a linear warmup over the first 10%, then cosine "
+        "decay to 0); onecycle (up over 30%, then down); auto: constant in the seed recipe (the notebook's), cosine "
+        "in the others and in gradual."
     ))
     early_stop: int | None = Field(None, ge=1, le=10_000, description="Stop when val_loss has not improved for this many epochs.")
     workers: int | None = Field(None, ge=0, le=64, description="DataLoader worker processes (0: decode in the training process; default 0 on CPU, the cores per device on GPUs).")
@@ -113,18 +119,31 @@ class CompareConfig(RunSettings):
     """One `tlab compare` run: several strategies on one split (by default the notebook's scratch, frozen and
     finetune from the frozen model), evaluated and reported."""
 
-    recipe: RecipeName = Field("quick", description="seed: the notebook's epochs and learning rates (scratch 40, frozen 25, finetune 4); quick: a few epochs each, for a CPU.")
+    recipe: RecipeName = Field("quick", description=(
+        "seed: the notebook's epochs and learning rates (scratch 40, frozen 25, finetune 4); quick: a few epochs "
+        "each, for a CPU; auto: fitted to the data — the frozen head's learning rate, weight decay, dropout, label "
+        "smoothing and epochs searched on a split of the training photos, then gradual fine-tuning at the range "
+        "test's learning rate with early stopping (default strategies frozen,gradual)."
+    ))
     epochs: dict[str, int] = Field(default_factory=dict, description="Epochs for every strategy (N) or one (frozen=N); repeatable; overrides the recipe.")
-    lr: dict[str, float] = Field(default_factory=dict, description="Learning rate for every strategy or one (finetune=1e-4); repeatable.")
+    lr: dict[str, float | Literal["find"]] = Field(default_factory=dict, description=(
+        "Learning rate for every strategy or one (finetune=1e-4); find (or frozen=find): the range test's suggestion "
+        "(tlab lr-find), its plot in the report; repeatable."
+    ))
     strategies: list[str] = Field(
-        default_factory=lambda: ["scratch", "frozen", "finetune"],
-        description="Comma-separated strategies to train, in order; one that continues another (finetune, gradual: from frozen) comes after it.",
+        default_factory=list,
+        description=(
+            "Comma-separated strategies to train, in order; one that continues another (finetune, gradual: from "
+            "frozen) comes after it. Default: scratch,frozen,finetune (the notebook's), or frozen,gradual with --recipe auto."
+        ),
     )
 
     @model_validator(mode="after")
     def _numbers_in_range(self) -> "CompareConfig":
+        if not self.strategies:
+            self.strategies = ["frozen", "gradual"] if self.recipe == "auto" else ["scratch", "frozen", "finetune"]
         if any(not 1 <= n <= 10_000 for n in self.epochs.values()):
             raise ValueError("epochs must be between 1 and 10000")
-        if any(not 0 < lr <= 10 for lr in self.lr.values()):
+        if any(lr != "find" and not 0 < lr <= 10 for lr in self.lr.values()):
             raise ValueError("learning rates must be in (0, 10]")
         return self

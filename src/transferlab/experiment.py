@@ -152,7 +152,9 @@ class Experiment:
         with its defaults — or from `init` (a run directory or checkpoint). With `keep_finished` a stage already
         finished in the run directory is loaded instead of trained again (the CLI's resume, and every distributed
         run); an interrupted one always continues."""
-        stage = plan(strategy, self.recipe, epochs, lr)
+        stage = plan(strategy, self.recipe, epochs, lr, self.settings.schedule)
+        if self.recipe == "auto" and lr is None:
+            stage = self._fitted_stage(stage, epochs, init)
         check_devices(self.settings.accelerator, self.settings.devices)
         if self.settings.devices * self.settings.num_nodes > 1:
             keep_finished = True  # every process must make the same choice, before they can talk to each other
@@ -173,10 +175,10 @@ class Experiment:
         Returns the curve, its figure and the suggested rate."""
         from .train.distributed import trainer_options
         from .train.strategies import Unfreeze
-        from .train.fit import stage_module
+        from .train.fit import attach_fast_runtime, fast_runtime_applies, stage_module
         from .train.lr_find import range_test
 
-        stage = plan(strategy, self.recipe, None, None)
+        stage = plan(strategy, self.recipe, None, None, self.settings.schedule)
         with self._claimed():
             model, image_size = self._starting_model(stage, None, ())
             cached = stage.strategy.feature_cache and self.settings.cache
@@ -184,13 +186,16 @@ class Experiment:
             model = copy.deepcopy(model)
             stage.strategy.apply(model, Unfreeze(self.settings.unfreeze_layers, self.settings.unfreeze_blocks))
             module = stage_module(model, stage, self.settings, self.index.classes, data)
+            if not cached and stage.strategy.trains != "all" and fast_runtime_applies(self.settings):
+                attach_fast_runtime(module, model, stage, self.settings, data.config.image_size, self.index.train)
             options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, trains_backbone=stage.strategy.trains != "head")
             L.seed_everything(self.settings.seed, workers=True, verbose=False)
-            return range_test(module, data, strategy, options, min_lr, max_lr, steps)
+            return range_test(module, data, strategy, options, min_lr, max_lr, steps, root=str(self.run.path))
 
     def curve(self, points: Sequence[int] | None = None, seeds: int = 3, epochs: int = 10) -> "Curve":
         """Data efficiency of the frozen strategy: its head trained on the cached features of `points` training photos
-        per class (and all of them), `seeds` draws each, validation accuracy on every validation photo."""
+        per class (and all of them), `seeds` draws each, validation accuracy on every validation photo. Written to
+        curve.json and plots/curve.png (the report shows it)."""
         import time
 
         import numpy as np
@@ -206,7 +211,7 @@ class Experiment:
         features, labels = data.train_set.features.numpy(), np.array(data.train_set.labels)
         largest = int(np.bincount(labels).max())
         photos = sorted({p for p in (points or POINTS) if p < largest} | {largest})
-        stage = plan("frozen", self.recipe, epochs, None)
+        stage = plan("frozen", self.recipe, epochs, None, self.settings.schedule)
         options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, trains_backbone=False)
         accuracy = []
         for per_class in photos:
@@ -226,15 +231,48 @@ class Experiment:
                 row.append(float(trainer.callback_metrics["val_acc"]))
             accuracy.append(row)
             log.info("curve: %d photos per class, accuracy %.3f (mean of %d seeds)", per_class, float(np.mean(row)), seeds)
-        return Curve(photos, accuracy, "frozen", time.perf_counter() - started, len(data.val_set))
+        result = Curve(photos, accuracy, "frozen", time.perf_counter() - started, len(data.val_set))
+        with self._claimed():
+            save_figure(result.figure(), self.run.plot_file("curve"))
+            self.run.write_json(self.run.curve_file, result.as_dict())
+        return result
 
-    def found_lr(self, strategy: str) -> float:
-        """The range test's suggestion for `strategy`, its plot saved as plots/lr_find_<strategy>.png."""
-        finding = self.lr_find(strategy)
+    def found_lr(self, strategy: str, steps: int = 100, max_lr: float = 1.0) -> float:
+        """The range test's suggestion for `strategy` (`steps` batches up to `max_lr`), its plot saved as
+        plots/lr_find_<strategy>.png."""
+        finding = self.lr_find(strategy, max_lr=max_lr, steps=steps)
         with self._claimed():
             save_figure(finding.figure(), self.run.plot_file(f"lr_find_{strategy}"))
         log.info("%s: learning rate %.2g from the range test", strategy, finding.suggestion)
         return finding.suggestion
+
+    def _fitted_stage(self, stage: Stage, epochs: int | None, init: str | Path | None) -> Stage:
+        """`--recipe auto`: the frozen head's hyperparameters searched on the training photos' cached features
+        (`train.recipe`); a strategy that fine-tunes the backbone from frozen at the range test's learning rate with
+        early stopping; others (scratch) at the recipe's defaults. What was tried and chosen goes to recipe.json, which
+        a resumed run reads instead of searching again."""
+        from dataclasses import replace
+
+        from .train.recipe import PATIENCE, PHOTO_RAMP_MAX_LR, PHOTO_RAMP_STEPS, fitted_fields, search_head
+
+        recorded = self.run.read_recipe() if is_rank_zero() else {}
+        if stage.name in recorded:
+            return replace(stage, **{**recorded[stage.name]["stage"], **({"epochs": epochs} if epochs else {})})
+        record: dict[str, Any] = {}
+        if stage.strategy.feature_cache and self.settings.cache and init is None:
+            data = self._features()
+            search = search_head(self._pretrained_model()[0].head, data.train_set.features.numpy(), data.train_set.labels,
+                                 self.settings.seed, self.settings.batch_size)
+            stage, record = search.stage(stage, epochs), {"search": search.as_dict()}
+        elif stage.strategy.pretrained and stage.strategy.trains != "head":
+            stage = replace(stage, lr=self.found_lr(stage.name, PHOTO_RAMP_STEPS, PHOTO_RAMP_MAX_LR), patience=PATIENCE)
+            record = {"lr_find": f"plots/lr_find_{stage.name}.png"}
+        else:
+            return stage
+        if is_rank_zero():
+            with self._claimed():
+                self.run.write_json(self.run.recipe_file, {**self.run.read_recipe(), stage.name: {**record, "stage": fitted_fields(stage)}})
+        return stage
 
     def _starting_model(self, stage: Stage, init: str | Path | None, callbacks: Sequence[L.Callback]) -> tuple[Classifier, int | None]:
         """The model a stage starts from, and its input size: `init`'s, the model of the strategy it continues
@@ -517,7 +555,10 @@ def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunD
         L.seed_everything(config.seed, workers=True, verbose=False)
         experiment._run = experiment._prepare(refuse_finished=config.strategies)
         for name in config.strategies:
-            experiment.fit(name, config.epochs.get(name), config.lr.get(name), callbacks=callbacks, keep_finished=True)
+            lr = config.lr.get(name)
+            if lr == "find":  # a finished stage is loaded, not trained: no rate needed
+                lr = None if experiment.run.finished([name]) else experiment.found_lr(name)
+            experiment.fit(name, config.epochs.get(name), lr, callbacks=callbacks, keep_finished=True)
         if not is_rank_zero():
             return experiment.run  # the other processes of a distributed run only train
         experiment.evaluate()

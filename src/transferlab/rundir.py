@@ -68,6 +68,19 @@ class RunDir:
         return self.path / "augment_check.json"
 
     @property
+    def curve_file(self) -> Path:
+        """Validation accuracy against training photos per class (tlab curve; its plot: plots/curve.png)."""
+        return self.path / "curve.json"
+
+    @property
+    def recipe_file(self) -> Path:
+        """What `--recipe auto` tried and chose, per strategy (train.recipe)."""
+        return self.path / "recipe.json"
+
+    def read_recipe(self) -> dict[str, Any]:
+        return json.loads(self.recipe_file.read_text()) if self.recipe_file.is_file() else {}
+
+    @property
     def audit_file(self) -> Path:
         """The data audit's summary (its findings: audit.csv, its page: audit.html, beside it)."""
         return self.path / "audit.json"

@@ -21,6 +21,10 @@ class ClassifierHead(nn.Sequential):
             nn.Linear(in_features, num_classes),
         )
 
+    @property
+    def dropout(self) -> nn.Dropout:
+        return self[3]
+
     def forward_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """The head from BatchNorm on, for features already pooled to (N, D) (the frozen fast path)."""
         for layer in list(self)[2:]:

@@ -107,6 +107,33 @@ def worst_first(accuracy: dict[str, float | None], predictions: Any, names: list
     return sorted(rows, key=lambda row: (row["accuracy"], row["name"]))
 
 
+def recipe_context(recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """What `--recipe auto` tried and chose (recipe.json), as sentences and the head search's trials, best first."""
+    if not recipe:
+        return None
+    lines, trials, rule = [], [], None
+    for strategy, record in recipe.items():
+        stage = record["stage"]
+        if "search" in record:
+            search, chosen = record["search"], record["search"]["chosen"]
+            lines.append(
+                f"{strategy}: {len(search['trials'])} settings of the head tried in {search['seconds']:.0f} s, each trained on "
+                f"{search['folds'] - 1} of {search['folds']} folds of the {search['photos']} training photos and scored on "
+                f"the fold left out (the validation photos stay unseen). Chosen: learning rate {chosen['lr']:g}, "
+                f"{chosen['epochs']} epochs, weight decay {chosen['weight_decay']:g}, dropout {chosen['dropout']:g}, label "
+                f"smoothing {chosen['label_smoothing']:g}, warmup + cosine (held-out accuracy {100 * chosen['accuracy']:.1f}%)."
+                + ("" if search["complete"] else " The time budget ended the search before every setting was tried.")
+            )
+            trials = sorted(search["trials"], key=lambda t: (-t["accuracy"], t["loss"]))
+            rule = search["rule"]
+        else:
+            lines.append(
+                f"{strategy}: learning rate {stage['lr']:.2g} from the range test (its plot below), {stage['schedule']} "
+                f"schedule, at most {stage['epochs']} epochs, stopping after {stage['patience']} without a lower validation loss."
+            )
+    return {"lines": lines, "trials": trials, "rule": rule}
+
+
 def run_histories(run: RunDir) -> dict[str, list[dict[str, Any]]]:
     """history.csv per strategy, in the registry's order (the notebook's three first)."""
     rows = run.read_history()
@@ -188,9 +215,13 @@ def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -
             **{f"confusion_{s}": image(f"confusion_{s}") for s in histories},
             **{f"mistakes_{s}": image(f"mistakes_{s}") for s in histories},
             **{f"calibration_{s}": image(f"calibration_{s}") for s in histories},
+            **{f"lr_find_{s}": image(f"lr_find_{s}") for s in histories},
+            "curve": image("curve"),
         },
         "tta": {s: run.read_evaluation().get(s, {}).get("tta") for s in predictions},
         "audit": json.loads(run.audit_file.read_text()) if run.audit_file.is_file() else None,
+        "recipe": recipe_context(run.read_recipe()),
+        "curve": json.loads(run.curve_file.read_text()) if run.curve_file.is_file() else None,
         "augment_check": json.loads(run.augment_check_file.read_text()) if run.augment_check_file.is_file() else None,
         "calibration": {s: calibration_summary(run.read_calibration().get(s), predictions[s]) for s in predictions},
     }

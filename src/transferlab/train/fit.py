@@ -181,8 +181,9 @@ def fit_stage(
     callbacks: list[L.Callback] = [RunCheckpoints(run, name), *strategy.callbacks(model, unfreeze), *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
-    if settings.early_stop:  # checked when validation ends, so that epoch's check is in its last.ckpt
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=settings.early_stop, mode="min", check_on_train_epoch_end=False))
+    patience = stage.patience or settings.early_stop
+    if patience:  # checked when validation ends, so that epoch's check is in its last.ckpt
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=patience, mode="min", check_on_train_epoch_end=False))
     trainer = L.Trainer(
         max_epochs=stage.epochs,
         **trainer_options(
@@ -212,6 +213,7 @@ def fit_stage(
     if hasattr(datamodule, "extraction_seconds"):
         metrics["feature_seconds"] = datamodule.extraction_seconds
     metrics["training_precision"] = trainer.precision
+    metrics["schedule"] = stage.schedule
     if is_rank_zero():
         run.update_metrics(name, metrics)
         save_figure(history_figure(run.read_history(name), name), run.plot_file(f"history_{name}"))
@@ -221,7 +223,10 @@ def fit_stage(
 def stage_module(
     model: Classifier, stage: Stage, settings: RunSettings, classes: Sequence[str], datamodule: "PhotoDataModule | FeatureDataModule",
 ) -> ClassifierModule:
-    """The LightningModule that trains `model` (the stage's strategy already applied to it) as `stage` says."""
+    """The LightningModule that trains `model` (the stage's strategy already applied to it) as `stage` says; the
+    head's dropout is set to the stage's."""
+    if stage.dropout is not None:
+        model.head.dropout.p = stage.dropout
     return ClassifierModule(
         model,
         lr=stage.lr,
@@ -229,11 +234,13 @@ def stage_module(
         strategy=stage.name,
         backbone=settings.backbone,
         classes=list(classes),
-        dropout=settings.dropout,
+        dropout=settings.dropout if stage.dropout is None else stage.dropout,
         image_size=datamodule.config.image_size,
         param_groups=stage.strategy.param_groups,
-        schedule=stage.strategy.schedule,
+        schedule=stage.schedule,
         class_weights=loss_weights(settings, datamodule, len(classes)),
+        weight_decay=stage.weight_decay,
+        label_smoothing=stage.label_smoothing,
     )
 
 

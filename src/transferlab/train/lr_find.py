@@ -70,15 +70,16 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
 
 def range_test(
     module: L.LightningModule, datamodule: L.LightningDataModule, strategy: str, trainer_options: dict,
-    min_lr: float = MIN_LR, max_lr: float = MAX_LR, steps: int = STEPS,
+    min_lr: float = MIN_LR, max_lr: float = MAX_LR, steps: int = STEPS, root: str | None = None,
 ) -> LrFinding:
-    """Run the ramp on `module` (its weights are put back afterwards) over `datamodule`'s training batches."""
+    """Run the ramp on `module` (its weights are put back afterwards) over `datamodule`'s training batches; Lightning
+    keeps its temporary checkpoint in `root` (default: the working directory)."""
     from lightning.pytorch.tuner import Tuner
 
     batches = len(datamodule.train_dataloader())
     trainer = L.Trainer(
         max_epochs=math.ceil(steps / max(1, batches)) + 1, logger=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0, **trainer_options,
+        enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=root, **trainer_options,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(LR finder|lr_find|restoring|Restoring).*")

@@ -11,18 +11,19 @@ from torchmetrics import MeanMetric, SumMetric
 
 from ..models.freezing import set_frozen_batchnorms_eval
 from ..models.runtime import FeatureRuntime
-from .strategies.registry import single_group
+from .strategies.registry import SCHEDULES, single_group
 
 log = logging.getLogger(__name__)
 
 
 class ClassifierModule(L.LightningModule):
-    """Trains a `Classifier` with cross-entropy (weighted per class with `class_weights`; validation loss never is)
-    and Adam over the parameters that require grad.
+    """Trains a `Classifier` with cross-entropy (weighted per class with `class_weights`, smoothed by
+    `label_smoothing`; validation loss never is either) and Adam (AdamW with a `weight_decay`) over the parameters
+    that require grad.
 
     The strategy (which parameters train, BatchNorm policy) is applied to `model` before training; this module
-    optimises what it is given, in the strategy's parameter groups (`param_groups(model, lr)`), with its per-step
-    schedule (`schedule(optimizer, total_steps)`, or None for a constant rate).
+    optimises what it is given, in the strategy's parameter groups (`param_groups(model, lr)`), with the per-step
+    schedule named by `schedule` (`strategies.SCHEDULES`).
     """
 
     def __init__(
@@ -36,13 +37,17 @@ class ClassifierModule(L.LightningModule):
         image_size: int,
         epochs: int | None = None,
         param_groups: Callable[[nn.Module, float], list[dict]] | None = None,
-        schedule: Callable[[torch.optim.Optimizer, int], Any] | None = None,
+        schedule: str = "constant",
         class_weights: list[float] | None = None,
+        weight_decay: float = 0.0,
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
         self.model = model
         self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32), persistent=False)
         self.lr = lr
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
         self.strategy = strategy
         self.param_groups = param_groups
         self.schedule = schedule
@@ -53,7 +58,7 @@ class ClassifierModule(L.LightningModule):
         )
         """Epoch means weighted by photos, summed over every process's shard: exact over the whole set (Lightning's
         own `sync_dist` mean truncates the photo count to an integer mean over processes)."""
-        self.save_hyperparameters(ignore=["model", "param_groups", "schedule"])
+        self.save_hyperparameters(ignore=["model", "param_groups"])
 
     def use_fast_frozen_part(self, runtime: FeatureRuntime, rest: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Photos go through `runtime` (the frozen part of the model in OpenVINO or ONNX Runtime), then `rest`
@@ -78,8 +83,11 @@ class ClassifierModule(L.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        weights = self.class_weights if stage == "train" and self.class_weights is not None else None
-        loss = F.cross_entropy(logits, labels, weight=None if weights is None else weights.to(logits.dtype))
+        training = stage == "train"
+        weights = self.class_weights if training and self.class_weights is not None else None
+        loss = F.cross_entropy(
+            logits, labels, weight=None if weights is None else weights.to(logits.dtype), label_smoothing=self.label_smoothing if training else 0.0,
+        )
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
         photos = labels.numel()
         for name, value in (("loss", loss), ("acc", accuracy)):
@@ -101,8 +109,11 @@ class ClassifierModule(L.LightningModule):
         groups = (self.param_groups or single_group)(self.model, self.lr)
         trainable = sum(p.numel() for group in groups for p in group["params"])
         log.info("%s: %d trainable of %d parameters", self.strategy, trainable, sum(p.numel() for p in self.model.parameters()))
-        optimizer = torch.optim.Adam(groups, lr=self.lr)
-        scheduler = self.schedule(optimizer, int(self.trainer.estimated_stepping_batches)) if self.schedule else None
+        if self.weight_decay:
+            optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            optimizer = torch.optim.Adam(groups, lr=self.lr)
+        scheduler = SCHEDULES[self.schedule](optimizer, int(self.trainer.estimated_stepping_batches))
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

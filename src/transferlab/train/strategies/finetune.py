@@ -27,7 +27,7 @@ FINETUNE = register(
         trains="head+last",
         batchnorm="frozen",
         cost=1,
-        recipes={"seed": Defaults(epochs=4, lr=1e-5), "quick": Defaults(epochs=2, lr=1e-5)},
+        recipes={"seed": Defaults(epochs=4, lr=1e-5), "quick": Defaults(epochs=2, lr=1e-5), "auto": Defaults(epochs=6, lr=1e-4)},
         apply=train_head_and_last,
         starts_from="frozen",
     )

@@ -19,7 +19,7 @@ FROZEN = register(
         trains="head",
         batchnorm="frozen",
         cost=0,
-        recipes={"seed": Defaults(epochs=25, lr=1e-2), "quick": Defaults(epochs=3, lr=1e-2)},
+        recipes={"seed": Defaults(epochs=25, lr=1e-2), "quick": Defaults(epochs=3, lr=1e-2), "auto": Defaults(epochs=10, lr=3e-3)},
         apply=train_head,
         feature_cache=True,
     )

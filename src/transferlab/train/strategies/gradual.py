@@ -12,7 +12,7 @@ import lightning as L
 from ...models.classifier import Classifier
 from ...models.freezing import FreezeSummary, batchnorm_parameter_names, block_groups, summarize, unfreeze_last_blocks
 from .frozen import train_head
-from .registry import Defaults, Strategy, Unfreeze, register, warmup_cosine
+from .registry import Defaults, Strategy, Unfreeze, register
 
 DEFAULT_STAGES = 3
 DECAY = 0.3
@@ -67,11 +67,11 @@ GRADUAL = register(
         trains="head+last",
         batchnorm="frozen",
         cost=1,
-        recipes={"seed": Defaults(epochs=4, lr=1e-3), "quick": Defaults(epochs=2, lr=1e-3)},
+        recipes={"seed": Defaults(epochs=4, lr=1e-3), "quick": Defaults(epochs=2, lr=1e-3), "auto": Defaults(epochs=6, lr=1e-3)},
         apply=train_head_and_top_stages,
         starts_from="frozen",
         param_groups=stage_groups,
-        schedule=warmup_cosine,
+        schedule="cosine",
         callbacks=stage_by_stage,
         unfreezes_during_training=True,
         notes=(f"the head at the base learning rate, each backbone stage below it at {DECAY}x the one above",),

@@ -14,8 +14,9 @@ import torch
 from ...models.classifier import Classifier
 from ...models.freezing import FreezeSummary
 
-RECIPE_NAMES = ("seed", "quick")
-"""`seed`: the notebook's epochs and learning rates; `quick`: a few epochs each, for a CPU."""
+RECIPE_NAMES = ("seed", "quick", "auto")
+"""`seed`: the notebook's epochs and learning rates; `quick`: a few epochs each, for a CPU; `auto`: fitted to the
+data (`train.recipe`), these defaults being where its search starts or what it falls back to."""
 
 
 class StrategyError(ValueError):
@@ -67,6 +68,18 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup: fl
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def one_cycle(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per step: Smith's one-cycle policy — up from a 25th of each group's rate to the rate over the first 30 % of
+    the steps, then cosine down to a 10,000th of the start, with Adam's beta1 moving the other way."""
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=max(1, total_steps))
+
+
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler | None]] = {
+    "constant": constant, "cosine": warmup_cosine, "onecycle": one_cycle,
+}
+"""`--schedule`'s choices: per-step learning-rate schedules over a stage's total steps."""
+
+
 def no_callbacks(model: Classifier, unfreeze: Unfreeze) -> list[L.Callback]:
     return []
 
@@ -96,8 +109,8 @@ class Strategy:
     """The head alone trains on a frozen backbone: it can train on cached pooled features."""
     param_groups: Callable[[Classifier, float], list[dict]] = single_group
     """The optimiser's parameter groups at a base learning rate (discriminative rates go here)."""
-    schedule: Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler | None] = constant
-    """A per-step learning-rate schedule over the stage's total steps, or None."""
+    schedule: str | None = None
+    """Its own schedule (a `SCHEDULES` name) in every recipe, or None: the recipe's (`plan`)."""
     callbacks: Callable[[Classifier, Unfreeze], list[L.Callback]] = no_callbacks
     """Lightning callbacks the strategy needs during its stage (e.g. unfreezing over epochs)."""
     unfreezes_during_training: bool = False
@@ -158,19 +171,33 @@ def order(names: list[str] | tuple[str, ...] | set[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Stage:
-    """A strategy as one run trains it: epochs and learning rate resolved."""
+    """A strategy as one run trains it: epochs, learning rate, schedule and regularisation resolved."""
 
     strategy: Strategy
     epochs: int
     lr: float
+    schedule: str = "constant"
+    weight_decay: float = 0.0
+    """Decoupled (AdamW); 0: Adam, as the notebook."""
+    label_smoothing: float = 0.0
+    dropout: float | None = None
+    """The head's dropout rate for this stage; None: the model's own (`--dropout`)."""
+    patience: int | None = None
+    """Early stopping on validation loss after this many epochs without improvement; None: `--early-stop`."""
 
     @property
     def name(self) -> str:
         return self.strategy.name
 
 
-def plan(name: str, recipe: str = "seed", epochs: int | None = None, lr: float | None = None) -> Stage:
-    """The stage of strategy `name`: the recipe's epochs and learning rate, unless given."""
+def plan(name: str, recipe: str = "seed", epochs: int | None = None, lr: float | None = None, schedule: str = "auto") -> Stage:
+    """The stage of strategy `name`: the recipe's epochs and learning rate, unless given; `schedule` "auto": the
+    strategy's own, else the notebook's constant rate in the `seed` recipe (fidelity) and warmup + cosine in the
+    others (a constant rate kept the quick recipe's fine-tuning oscillating from epoch to epoch)."""
     strategy = get_strategy(name)
     defaults = strategy.defaults(recipe)
-    return Stage(strategy, epochs or defaults.epochs, lr or defaults.lr)
+    if schedule == "auto":
+        schedule = strategy.schedule or ("constant" if recipe == "seed" else "cosine")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule {schedule!r}: expected auto or one of {', '.join(SCHEDULES)}")
+    return Stage(strategy, epochs or defaults.epochs, lr or defaults.lr, schedule)

@@ -18,7 +18,7 @@ SCRATCH = register(
         trains="all",
         batchnorm="train",
         cost=2,
-        recipes={"seed": Defaults(epochs=40, lr=1e-3), "quick": Defaults(epochs=3, lr=1e-3)},
+        recipes={"seed": Defaults(epochs=40, lr=1e-3), "quick": Defaults(epochs=3, lr=1e-3), "auto": Defaults(epochs=3, lr=1e-3)},
         apply=train_everything,
     )
 )
