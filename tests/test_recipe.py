@@ -60,6 +60,23 @@ def test_schedule_flag_decays_the_rate_over_the_run(three_classes, tmp_path):
     assert rates[0] > rates[1] > rates[2] and rates[2] < 0.05 * 1e-2  # the seed recipe's 1e-2, decayed to ~0 at the end
     assert RunDir(out).read_metrics()["frozen"]["schedule"] == "cosine"
     assert CliRunner().invoke(app, ["train", str(three_classes), "--schedule", "linear"]).exit_code == 2
+    quick = tmp_path / "quick"
+    result = CliRunner().invoke(app, ["train", str(three_classes), "--out", str(quick), "--recipe", "quick", "--epochs", "1",
+                                      "--image-size", "48", "--batch-size", "4", "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    assert RunDir(quick).read_metrics()["frozen"]["schedule"] == "cosine"  # the quick recipe's; seed's is constant
+
+    from transferlab.config import TrainConfig
+    from transferlab.train.fit import load_data, prepare_run
+
+    config = RunDir(out).read_config()  # a run from before --schedule and --recipe existed resumes: their defaults
+    del config["config"]["schedule"], config["config"]["recipe"]
+    RunDir(out).write_config(config)
+    settings = TrainConfig(**{**config["config"], "schedule": "auto", "recipe": "seed"})
+    prepare_run(settings, load_data(settings))
+    with pytest.raises(Exception, match="other settings \\(schedule\\)"):
+        changed = settings.model_copy(update={"schedule": "onecycle"})
+        prepare_run(changed, load_data(changed))
 
 
 def test_folds_hold_out_every_photo_once_and_keep_the_classes_balanced():

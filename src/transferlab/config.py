@@ -103,12 +103,16 @@ class RunSettings(BaseModel):
 
 
 class TrainConfig(RunSettings):
-    """One `tlab train` run: a strategy, and the ones it continues (their recipe defaults: the seed recipe)."""
+    """One `tlab train` run: a strategy, and the ones it continues (with their defaults in `recipe`)."""
 
     strategy: str = Field("frozen", description="The strategy to train (see `tlab strategies`); one that continues another trains that one first.")
-    epochs: int | None = Field(None, ge=1, le=10_000, description="Epochs of the strategy (default: the seed recipe's, e.g. frozen 25, finetune 4).")
+    recipe: RecipeName = Field("seed", description=(
+        "Default epochs and learning rates: seed (the notebook's), quick (a few epochs each) or auto (fitted to the "
+        "data: see tlab compare --help)."
+    ))
+    epochs: int | None = Field(None, ge=1, le=10_000, description="Epochs of the strategy (default: the recipe's, e.g. seed: frozen 25, finetune 4).")
     lr: Annotated[float, Field(gt=0, le=10)] | Literal["find"] | None = Field(None, description=(
-        "Base learning rate (default: the seed recipe's, e.g. frozen 1e-2, finetune 1e-5), or find: the learning-rate "
+        "Base learning rate (default: the recipe's, e.g. seed: frozen 1e-2, finetune 1e-5), or find: the learning-rate "
         "range test's suggestion (tlab lr-find) for the strategy."
     ))
     init: str | None = Field(None, description="A run directory or checkpoint that a continuing strategy (finetune, gradual) starts from, instead of training frozen first.")

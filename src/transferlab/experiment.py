@@ -529,7 +529,7 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
     finished stages loaded, not trained again."""
     stages = [config.strategy] if config.init else lineage(config.strategy)
     check_devices(config.accelerator, config.devices)
-    experiment = Experiment(config)
+    experiment = Experiment(config, recipe=config.recipe)
     with experiment._claimed():
         L.seed_everything(config.seed, workers=True, verbose=False)
         experiment._run = experiment._prepare(refuse_finished=stages)

@@ -376,7 +376,8 @@ def prepare_run(settings: RunSettings, index: DatasetIndex, refuse_finished: Seq
         else:
             saved = run.read_config()["config"]
             current = settings.model_dump()
-            changed = sorted(k for k in current if k not in IGNORED_ON_RESUME and saved.get(k) != current[k])
+            fields = type(settings).model_fields  # a setting newer than the run: its default is what the run used
+            changed = sorted(k for k in current if k not in IGNORED_ON_RESUME and saved.get(k, fields[k].get_default(call_default_factory=True)) != current[k])
             if changed:
                 raise RunDirError(
                     f"{run.path}: holds a run with other settings ({', '.join(changed)}); run the same command to "
