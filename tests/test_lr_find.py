@@ -17,6 +17,8 @@ def test_the_suggestion_is_the_middle_of_the_longest_descent():
     noisy = [loss + (0.02 if i % 2 else 0.0) for i, loss in enumerate(losses)]
     assert 1e-3 <= suggest(lrs, noisy) <= 1e-2
     assert suggest(lrs, [float("nan")] * 61) == lrs[0]
+    bumpy = [10 - i + (3 if i % 4 == 1 else 0) for i in range(16)] + [20 + i for i in range(45)]  # falls over 0-15, bumps inside
+    assert lrs.index(suggest(lrs, bumpy)) in (7, 8)  # the middle of the whole descent, not of its last run
 
 
 @pytest.mark.slow

@@ -512,7 +512,7 @@ def lr_find(
 @app.command("curve")
 def curve(
     data: DataArgument,
-    out: Annotated[Path, typer.Option(help="Run directory for curve.json and plots/curve.png (a run's own: its report shows the curve).")] = Path("runs/curve"),
+    out: Annotated[Path, typer.Option(help="Run directory for curve.json and plots/curve.png (a run's own: its report, rebuilt by tlab report, shows the curve).")] = Path("runs/curve"),
     points: Annotated[Optional[str], typer.Option(help="Training photos per class to try, comma-separated (default 1,2,5,10,20,50,...; all of them is always the last point).")] = None,
     seeds: Annotated[int, typer.Option(min=1, max=50, help="Draws per point (the band narrows with more).")] = 3,
     epochs: Annotated[int, typer.Option(min=1, max=1000, help="Epochs of the frozen head at each point.")] = 10,

@@ -153,7 +153,7 @@ class Experiment:
         finished in the run directory is loaded instead of trained again (the CLI's resume, and every distributed
         run); an interrupted one always continues."""
         stage = plan(strategy, self.recipe, epochs, lr, self.settings.schedule)
-        if self.recipe == "auto" and lr is None:
+        if self.recipe == "auto" and lr is None and not (keep_finished and self.run.finished([strategy])):  # a finished one is loaded
             stage = self._fitted_stage(stage, epochs, init)
         check_devices(self.settings.accelerator, self.settings.devices)
         if self.settings.devices * self.settings.num_nodes > 1:
@@ -169,10 +169,12 @@ class Experiment:
         self.results[strategy] = result
         return result
 
-    def lr_find(self, strategy: str = "frozen", min_lr: float = 1e-6, max_lr: float = 1.0, steps: int = 100) -> "LrFinding":
+    def lr_find(
+        self, strategy: str = "frozen", min_lr: float = 1e-6, max_lr: float = 1.0, steps: int = 100, init: str | Path | None = None,
+    ) -> "LrFinding":
         """The learning-rate range test of `strategy` from where it would start (`train.lr_find`): the frozen head on
-        the cached features in seconds; a continuing strategy from its base's model (trained first when needed).
-        Returns the curve, its figure and the suggested rate."""
+        the cached features in seconds; a continuing strategy from `init` or its base's model (trained first when
+        needed). Returns the curve, its figure and the suggested rate."""
         from .train.distributed import trainer_options
         from .train.strategies import Unfreeze
         from .train.fit import attach_fast_runtime, fast_runtime_applies, stage_module
@@ -180,8 +182,8 @@ class Experiment:
 
         stage = plan(strategy, self.recipe, None, None, self.settings.schedule)
         with self._claimed():
-            model, image_size = self._starting_model(stage, None, ())
-            cached = stage.strategy.feature_cache and self.settings.cache
+            model, image_size = self._starting_model(stage, init, ())
+            cached = stage.strategy.feature_cache and self.settings.cache and init is None
             data = self._features() if cached else self._photos(model, image_size)
             model = copy.deepcopy(model)
             stage.strategy.apply(model, Unfreeze(self.settings.unfreeze_layers, self.settings.unfreeze_blocks))
@@ -207,6 +209,7 @@ class Experiment:
         from .train.strategies import Unfreeze
 
         started = time.perf_counter()
+        self.run  # a run directory that cannot take the curve is refused before the training, not after
         data = self._features()
         features, labels = data.train_set.features.numpy(), np.array(data.train_set.labels)
         largest = int(np.bincount(labels).max())
@@ -237,12 +240,14 @@ class Experiment:
             self.run.write_json(self.run.curve_file, result.as_dict())
         return result
 
-    def found_lr(self, strategy: str, steps: int = 100, max_lr: float = 1.0) -> float:
-        """The range test's suggestion for `strategy` (`steps` batches up to `max_lr`), its plot saved as
-        plots/lr_find_<strategy>.png."""
-        finding = self.lr_find(strategy, max_lr=max_lr, steps=steps)
-        with self._claimed():
-            save_figure(finding.figure(), self.run.plot_file(f"lr_find_{strategy}"))
+    def found_lr(self, strategy: str, steps: int = 100, max_lr: float = 1.0, init: str | Path | None = None) -> float:
+        """The range test's suggestion for `strategy` (`steps` batches up to `max_lr`, from `init` when given), its
+        plot saved as plots/lr_find_<strategy>.png and the rate in recipe.json (the report shows both)."""
+        finding = self.lr_find(strategy, max_lr=max_lr, steps=steps, init=init)
+        if is_rank_zero():
+            with self._claimed():
+                save_figure(finding.figure(), self.run.plot_file(f"lr_find_{strategy}"))
+        self._record_recipe(strategy, {"range_test": {"suggestion": finding.suggestion, "rule": finding.rule, "steps": steps, "max_lr": max_lr}})
         log.info("%s: learning rate %.2g from the range test", strategy, finding.suggestion)
         return finding.suggestion
 
@@ -255,24 +260,28 @@ class Experiment:
 
         from .train.recipe import PATIENCE, PHOTO_RAMP_MAX_LR, PHOTO_RAMP_STEPS, fitted_fields, search_head
 
-        recorded = self.run.read_recipe() if is_rank_zero() else {}
-        if stage.name in recorded:
-            return replace(stage, **{**recorded[stage.name]["stage"], **({"epochs": epochs} if epochs else {})})
-        record: dict[str, Any] = {}
+        recorded = self.run.read_recipe().get(stage.name, {})  # every process reads rank 0's choice when it is there
+        if "stage" in recorded:
+            return replace(stage, **{**recorded["stage"], **({"epochs": epochs} if epochs else {})})
         if stage.strategy.feature_cache and self.settings.cache and init is None:
             data = self._features()
             search = search_head(self._pretrained_model()[0].head, data.train_set.features.numpy(), data.train_set.labels,
-                                 self.settings.seed, self.settings.batch_size)
-            stage, record = search.stage(stage, epochs), {"search": search.as_dict()}
+                                 self.settings.seed, self.settings.batch_size, schedule=stage.schedule)
+            stage = search.stage(stage, epochs)
+            self._record_recipe(stage.name, {"search": search.as_dict()})
         elif stage.strategy.pretrained and stage.strategy.trains != "head":
-            stage = replace(stage, lr=self.found_lr(stage.name, PHOTO_RAMP_STEPS, PHOTO_RAMP_MAX_LR), patience=PATIENCE)
-            record = {"lr_find": f"plots/lr_find_{stage.name}.png"}
+            stage = replace(stage, lr=self.found_lr(stage.name, PHOTO_RAMP_STEPS, PHOTO_RAMP_MAX_LR, init), patience=PATIENCE)
         else:
             return stage
+        self._record_recipe(stage.name, {"stage": fitted_fields(stage)})
+        return stage
+
+    def _record_recipe(self, strategy: str, entry: dict[str, Any]) -> None:
+        """Add `entry` to what recipe.json holds for `strategy` (rank 0 alone writes)."""
         if is_rank_zero():
             with self._claimed():
-                self.run.write_json(self.run.recipe_file, {**self.run.read_recipe(), stage.name: {**record, "stage": fitted_fields(stage)}})
-        return stage
+                recipe = self.run.read_recipe()
+                self.run.write_json(self.run.recipe_file, {**recipe, strategy: {**recipe.get(strategy, {}), **entry}})
 
     def _starting_model(self, stage: Stage, init: str | Path | None, callbacks: Sequence[L.Callback]) -> tuple[Classifier, int | None]:
         """The model a stage starts from, and its input size: `init`'s, the model of the strategy it continues
@@ -473,7 +482,7 @@ class Experiment:
         else:
             weights = self._pretrained[1] if self._pretrained is not None else RANDOM_INIT
         saved = self.run.read_config()["config"] if self.run.config_file.is_file() else {}
-        write_run_header(self.run, self.settings, self.index, weights, keep=saved)
+        write_run_header(self.run, self.settings, self.index, weights, keep={**saved, "recipe": self.recipe})
 
     def _trained(self, strategy: str) -> tuple[Classifier, int]:
         """A trained strategy's best model and its input size: in memory after `fit`, else from its checkpoint."""

@@ -108,12 +108,13 @@ def worst_first(accuracy: dict[str, float | None], predictions: Any, names: list
 
 
 def recipe_context(recipe: dict[str, Any]) -> dict[str, Any] | None:
-    """What `--recipe auto` tried and chose (recipe.json), as sentences and the head search's trials, best first."""
+    """What `--recipe auto` and `--lr find` tried and chose (recipe.json), as sentences and the head search's trials,
+    best first."""
     if not recipe:
         return None
     lines, trials, rule = [], [], None
     for strategy, record in recipe.items():
-        stage = record["stage"]
+        stage = record.get("stage")
         if "search" in record:
             search, chosen = record["search"], record["search"]["chosen"]
             lines.append(
@@ -121,17 +122,19 @@ def recipe_context(recipe: dict[str, Any]) -> dict[str, Any] | None:
                 f"{search['folds'] - 1} of {search['folds']} folds of the {search['photos']} training photos and scored on "
                 f"the fold left out (the validation photos stay unseen). Chosen: learning rate {chosen['lr']:g}, "
                 f"{chosen['epochs']} epochs, weight decay {chosen['weight_decay']:g}, dropout {chosen['dropout']:g}, label "
-                f"smoothing {chosen['label_smoothing']:g}, warmup + cosine (held-out accuracy {100 * chosen['accuracy']:.1f}%)."
-                + ("" if search["complete"] else " The time budget ended the search before every setting was tried.")
+                f"smoothing {chosen['label_smoothing']:g}, {search.get('schedule', 'cosine')} schedule (held-out accuracy "
+                f"{100 * chosen['accuracy']:.1f}%)." + ("" if search["complete"] else " The time budget ended the search before every setting was tried.")
             )
             trials = sorted(search["trials"], key=lambda t: (-t["accuracy"], t["loss"]))
             rule = search["rule"]
-        else:
-            lines.append(
-                f"{strategy}: learning rate {stage['lr']:.2g} from the range test (its plot below), {stage['schedule']} "
-                f"schedule, at most {stage['epochs']} epochs, stopping after {stage['patience']} without a lower validation loss."
-            )
-    return {"lines": lines, "trials": trials, "rule": rule}
+        elif "range_test" in record:
+            text = f"{strategy}: learning rate {record['range_test']['suggestion']:.2g} from the range test (its plot below)"
+            if stage:
+                text += f", {stage['schedule']} schedule, at most {stage['epochs']} epochs"
+                if stage.get("patience"):
+                    text += f", stopping after {stage['patience']} without a lower validation loss"
+            lines.append(text + ".")
+    return {"lines": lines, "trials": trials, "rule": rule} if lines else None
 
 
 def run_histories(run: RunDir) -> dict[str, list[dict[str, Any]]]:

@@ -181,7 +181,7 @@ def fit_stage(
     callbacks: list[L.Callback] = [RunCheckpoints(run, name), *strategy.callbacks(model, unfreeze), *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
-    patience = stage.patience or settings.early_stop
+    patience = settings.early_stop or stage.patience  # the user's --early-stop wins over the recipe's
     if patience:  # checked when validation ends, so that epoch's check is in its last.ckpt
         callbacks.append(EarlyStopping(monitor="val_loss", patience=patience, mode="min", check_on_train_epoch_end=False))
     trainer = L.Trainer(
@@ -234,7 +234,7 @@ def stage_module(
         strategy=stage.name,
         backbone=settings.backbone,
         classes=list(classes),
-        dropout=settings.dropout if stage.dropout is None else stage.dropout,
+        dropout=model.head.dropout.p,  # the stage's, or the rate of the model it continues
         image_size=datamodule.config.image_size,
         param_groups=stage.strategy.param_groups,
         schedule=stage.schedule,
@@ -376,8 +376,7 @@ def prepare_run(settings: RunSettings, index: DatasetIndex, refuse_finished: Seq
         else:
             saved = run.read_config()["config"]
             current = settings.model_dump()
-            fields = type(settings).model_fields  # a setting newer than the run: its default is what the run used
-            changed = sorted(k for k in current if k not in IGNORED_ON_RESUME and saved.get(k, fields[k].get_default(call_default_factory=True)) != current[k])
+            changed = sorted(k for k in current if k not in IGNORED_ON_RESUME and saved_setting(saved, k, settings) != current[k])
             if changed:
                 raise RunDirError(
                     f"{run.path}: holds a run with other settings ({', '.join(changed)}); run the same command to "
@@ -388,6 +387,17 @@ def prepare_run(settings: RunSettings, index: DatasetIndex, refuse_finished: Seq
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_skipped(index.skipped)
     return run
+
+
+def saved_setting(saved: dict[str, Any], key: str, settings: RunSettings) -> Any:
+    """What the run in a directory used for setting `key`: its config's, or for a run from before the setting
+    existed, what the code did then — constant rates for `schedule` (the quick recipe now warms up and decays), the
+    setting's default otherwise."""
+    if key in saved:
+        return saved[key]
+    if key == "schedule" and saved.get("recipe", "seed") != "seed":
+        return "constant"
+    return type(settings).model_fields[key].get_default(call_default_factory=True)
 
 
 def check_shares(settings: RunSettings, index: DatasetIndex) -> None:

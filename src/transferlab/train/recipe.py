@@ -8,8 +8,8 @@ more on a faster CPU and so choose differently), the report can show every one, 
 crosses learning rates with epochs (what matters most); round 2 crosses the regularisers (weight decay, dropout,
 label smoothing) at round 1's choice — a coordinate search, 4x cheaper than the full cross, whose cost is mostly
 dropout's random numbers. Each trial trains with the schedule the final stage uses (warmup + cosine over its
-epochs), so epochs are a dimension of the grid rather than read off an early-stopping curve whose rate had not yet
-decayed.
+epochs, unless --schedule says otherwise), so epochs are a dimension of the grid rather than read off an
+early-stopping curve whose rate had not yet decayed.
 """
 
 import copy
@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from ..models.classifier import ClassifierHead
-from .strategies.registry import Stage, warmup_cosine
+from .strategies.registry import SCHEDULES, Stage
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +71,17 @@ class HeadSearch:
     seconds: float
     complete: bool
     """Every trial of the grid ran (False: the time budget stopped it; the best of those that ran is chosen)."""
+    schedule: str = "cosine"
     grid: dict[str, Any] = field(default_factory=lambda: {"lr": RATES, "epochs": EPOCHS, **REGULARISERS})
 
     def stage(self, base: Stage, epochs: int | None = None) -> Stage:
-        """`base` (the frozen strategy's stage) trained as chosen, with warmup + cosine; `epochs` overrides."""
+        """`base` (the frozen strategy's stage, with the schedule searched with) trained as chosen; `epochs` overrides."""
         c = self.chosen
-        return replace(base, lr=c.lr, epochs=epochs or c.epochs, schedule="cosine", weight_decay=c.weight_decay,
-                       label_smoothing=c.label_smoothing, dropout=c.dropout)
+        return replace(base, lr=c.lr, epochs=epochs or c.epochs, weight_decay=c.weight_decay, label_smoothing=c.label_smoothing, dropout=c.dropout)
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "chosen": asdict(self.chosen), "folds": self.folds, "photos": self.photos, "seconds": round(self.seconds, 2),
+            "chosen": asdict(self.chosen), "schedule": self.schedule, "folds": self.folds, "photos": self.photos, "seconds": round(self.seconds, 2),
             "complete": self.complete, "grid": {k: list(v) for k, v in self.grid.items()}, "trials": [asdict(t) for t in self.trials],
             "rule": RULE,
         }
@@ -105,10 +105,10 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 def train_head(
     head: ClassifierHead, features: torch.Tensor, labels: torch.Tensor, lr: float, weight_decay: float, dropout: float,
-    label_smoothing: float, epochs: int, batch_size: int, seed: int,
+    label_smoothing: float, epochs: int, batch_size: int, seed: int, schedule: str = "cosine",
 ) -> ClassifierHead:
     """A copy of `head` trained on pooled `features` (N, views, D) as the frozen stage trains it: one view per photo
-    and epoch, shuffled batches, Adam(W), warmup + cosine per step."""
+    and epoch, shuffled batches, Adam(W), the `schedule` (`SCHEDULES`) per step."""
     head = copy.deepcopy(head).train()
     head.dropout.p = dropout
     torch.manual_seed(seed)  # dropout's masks: a trial's result does not depend on the trials before it
@@ -116,7 +116,7 @@ def train_head(
     params = list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if weight_decay else torch.optim.Adam(params, lr=lr)
     steps_per_epoch = -(-len(labels) // batch_size)
-    schedule = warmup_cosine(optimizer, steps_per_epoch * epochs)
+    scheduler = SCHEDULES[schedule](optimizer, steps_per_epoch * epochs)
     rows = torch.arange(len(labels))
     for _ in range(epochs):
         views = torch.randint(features.shape[1], (len(labels),), generator=generator)
@@ -130,32 +130,38 @@ def train_head(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            schedule.step()
+            if scheduler is not None:
+                scheduler.step()
     return head.eval()
 
 
 def search_head(
     head: ClassifierHead, features: np.ndarray, labels: list[int], seed: int, batch_size: int,
-    folds: int = FOLDS, budget_seconds: float = BUDGET_SECONDS,
+    folds: int = FOLDS, budget_seconds: float = BUDGET_SECONDS, schedule: str = "cosine",
 ) -> HeadSearch:
-    """The two rounds (module docstring), each trial trained on `folds` - 1 folds of the training photos' cached
-    features (`features`: N x views x D, view 0 clean) and scored on the clean view of the fold left out. Trials past
-    `budget_seconds` are not run (the best of those that ran is chosen)."""
+    """The two rounds (module docstring), each trial trained with `schedule` on `folds` - 1 folds of the training
+    photos' cached features (`features`: N x views x D, view 0 clean) and scored on the clean view of the fold left
+    out. Trials past `budget_seconds` are not run (the best of those that ran is chosen)."""
     started = time.perf_counter()
     x = torch.from_numpy(np.ascontiguousarray(features)).float()
     y = torch.as_tensor(labels)
     fold_of = stratified_folds(np.asarray(labels), folds, seed)
     trials: dict[tuple, HeadTrial] = {}
+    skipped = False
 
     def trial(lr: float, epochs: int, weight_decay: float = 0.0, dropout: float = head.dropout.p, label_smoothing: float = 0.0) -> None:
         settings = {"lr": lr, "epochs": epochs, "weight_decay": weight_decay, "dropout": dropout, "label_smoothing": label_smoothing}
         key = tuple(settings.values())
-        if key in trials or (trials and time.perf_counter() - started > budget_seconds):
+        if key in trials:
+            return
+        if trials and time.perf_counter() - started > budget_seconds:
+            nonlocal skipped
+            skipped = True
             return
         right, loss = 0.0, 0.0
         for fold in range(folds):
             train, held = torch.from_numpy(fold_of != fold), torch.from_numpy(fold_of == fold)
-            trained = train_head(head, x[train], y[train], batch_size=batch_size, seed=seed + fold, **settings)
+            trained = train_head(head, x[train], y[train], batch_size=batch_size, seed=seed + fold, schedule=schedule, **settings)
             with torch.inference_mode():
                 logits = trained.forward_pooled(x[held, 0])
             right += float((logits.argmax(1) == y[held]).sum())
@@ -173,8 +179,7 @@ def search_head(
             trial(first.lr, first.epochs, **dict(zip(REGULARISERS, values)))
     chosen = best()
     seconds = time.perf_counter() - started
-    complete = len(trials) == len(RATES) * len(EPOCHS) + int(np.prod([len(v) for v in REGULARISERS.values()])) - 1
     log.info("recipe auto: %d head trials in %.1f s; chose lr %g, weight decay %g, dropout %g, label smoothing %g, "
              "%d epochs (held-out accuracy %.3f)", len(trials), seconds, chosen.lr, chosen.weight_decay, chosen.dropout,
              chosen.label_smoothing, chosen.epochs, chosen.accuracy)
-    return HeadSearch(list(trials.values()), chosen, folds, len(y), seconds, complete)
+    return HeadSearch(list(trials.values()), chosen, folds, len(y), seconds, not skipped, schedule)
