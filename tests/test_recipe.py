@@ -77,6 +77,11 @@ def test_schedule_flag_decays_the_rate_over_the_run(three_classes, tmp_path):
     with pytest.raises(Exception, match="other settings \\(schedule\\)"):
         changed = settings.model_copy(update={"schedule": "onecycle"})
         prepare_run(changed, load_data(changed))
+    config["config"]["recipe"] = "quick"  # before --schedule, quick ran at a constant rate: only that resumes it
+    RunDir(out).write_config(config)
+    with pytest.raises(Exception, match="other settings \\(schedule\\)"):
+        prepare_run(settings.model_copy(update={"recipe": "quick"}), load_data(settings))
+    prepare_run(settings.model_copy(update={"recipe": "quick", "schedule": "constant"}), load_data(settings))
 
 
 def test_folds_hold_out_every_photo_once_and_keep_the_classes_balanced():
