@@ -99,7 +99,7 @@ def test_run_directory_has_every_file(frozen_run):
     assert all(math.isfinite(float(r[c])) for r in rows for c in HISTORY_COLUMNS if c not in ("epoch", "strategy"))
     metrics = json.loads(run.metrics_file.read_text())
     assert set(metrics["frozen"]) == {
-        "val_acc", "val_loss", "best_val_acc", "best_epoch", "epochs", "seconds", "training_precision", "inference_precision",
+        "val_acc", "val_loss", "best_val_acc", "best_epoch", "epochs", "seconds", "training_precision", "inference_precision", "schedule",
     }
     assert metrics["frozen"]["inference_precision"]["requested"] == "auto"
     config = yaml.safe_load(run.config_file.read_text())
