@@ -1,8 +1,6 @@
 """Fitting the recipe to the data: learning-rate schedules, the frozen head's search on the training photos
 (`--recipe auto`), the range test's rate for fine-tuning, and `compare --lr find`."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -141,7 +139,10 @@ def test_recipe_auto_fine_tunes_at_the_range_tests_rate_with_early_stopping(thre
     from transferlab.models.checkpoints import read_checkpoint
 
     experiment = tl.Experiment(three_classes, out=tmp_path / "run", recipe="auto", image_size=48, batch_size=8, runtime="torch")
+    frozen = {"lr": 0.01, "epochs": 2, "schedule": "cosine", "weight_decay": 0.0, "label_smoothing": 0.0, "dropout": 0.2, "patience": None}
+    experiment.run.write_json(experiment.run.recipe_file, {"frozen": {"stage": frozen}})  # as a resumed run finds it: not searched again
     experiment.fit("gradual")
+    assert experiment.results["frozen"].metrics["epochs"] == 2
     recipe = experiment.run.read_recipe()
     assert set(recipe) == {"frozen", "gradual"}
     stage = recipe["gradual"]["stage"]
@@ -149,11 +150,7 @@ def test_recipe_auto_fine_tunes_at_the_range_tests_rate_with_early_stopping(thre
     assert stage["lr"] == recipe["gradual"]["range_test"]["suggestion"]
     assert read_checkpoint(experiment.run.best_checkpoint("gradual"))["hyper_parameters"]["lr"] == stage["lr"]
     assert experiment.run.plot_file("lr_find_gradual").is_file()
-    saved = json.loads(experiment.run.recipe_file.read_text())
-    saved["gradual"]["stage"]["lr"] = 0.0123  # a resumed run reads its choices instead of searching again
-    experiment.run.write_json(experiment.run.recipe_file, saved)
-    again = tl.Experiment.open(experiment.run.path)
-    assert again.recipe == "auto" and again._fitted_stage(plan("gradual", "auto"), None, None).lr == 0.0123
+    assert tl.Experiment.open(experiment.run.path).recipe == "auto"
 
 
 @pytest.mark.slow
