@@ -35,10 +35,13 @@ def test_more_seeds_narrow_the_band_and_the_verdict_reads_the_end():
 def test_accuracy_rises_with_photos_per_class_on_woof_mini(woof_mini, tmp_path):
     out = tmp_path / "curve"
     result = runner.invoke(app, ["curve", str(woof_mini), "--out", str(out), "--points", "1,5", "--seeds", "2",
-                                 "--epochs", "8", "--image-size", "128"])
+                                 "--epochs", "8", "--image-size", "128", "--finetune", "5"])
     assert result.exit_code == 0, result.output
     record = json.loads((out / "curve.json").read_text())
     assert record["photos"] == [1, 5, 30] and len(record["accuracy"][0]) == 2
     mean = record["mean"]
     assert mean[0] < mean[1] <= mean[2] + 0.05 and mean[2] > 0.6  # rises, within noise at the end
     assert (out / "plots" / "curve.png").stat().st_size > 10_000 and record["verdict"] in result.output
+    assert list(record["finetune"]) == ["5"] and 0.3 < record["finetune"]["5"] <= 1  # 10 breeds: chance is 0.1
+    assert "| finetune |" in result.output
+    assert runner.invoke(app, ["curve", str(woof_mini), "--finetune", "0"]).exit_code == 2

@@ -509,6 +509,19 @@ def lr_find(
     console.print(f"use it: tlab train {data} --strategy {strategy} --lr {finding.suggestion:.2g}", highlight=False)
 
 
+def _whole_numbers(flag: str, value: str | None) -> list[int] | None:
+    """`--points 1,5,10` as [1, 5, 10]; None when not given; positive whole numbers, else exit 2."""
+    if not value:
+        return None
+    try:
+        numbers = [int(part) for part in value.split(",")]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        _fail(f"{flag}: expected whole numbers from 1 up, separated by commas, got {value!r}")
+    return numbers
+
+
 @app.command("curve")
 def curve(
     data: DataArgument,
@@ -516,6 +529,7 @@ def curve(
     points: Annotated[Optional[str], typer.Option(help="Training photos per class to try, comma-separated (default 1,2,5,10,20,50,...; all of them is always the last point).")] = None,
     seeds: Annotated[int, typer.Option(min=1, max=50, help="Draws per point (the band narrows with more).")] = 3,
     epochs: Annotated[int, typer.Option(min=1, max=1000, help="Epochs of the frozen head at each point.")] = 10,
+    finetune: Annotated[Optional[str], typer.Option(help="Points (photos per class, comma-separated) where the finetune strategy also trains, on the first draw's photos from its frozen head (a few seconds to minutes each).")] = None,
     image_size: Annotated[Optional[int], typer.Option(min=32, max=1024, help="Input size (default: the backbone's).")] = None,
     backbone: Annotated[str, typer.Option(help="Backbone, as in tlab train.")] = DEFAULT_BACKBONE,
     seed: Annotated[int, typer.Option(help="Seed of the split and of the first draw.")] = 42,
@@ -526,14 +540,11 @@ def curve(
     """How many photos do you need? Validation accuracy of the frozen strategy against training photos per class."""
     from .experiment import Experiment
 
-    try:
-        chosen = [int(value) for value in points.split(",")] if points else None
-    except ValueError:
-        _fail(f"--points: expected whole numbers separated by commas, got {points!r}")
+    chosen, tuned = (_whole_numbers(flag, value) for flag, value in (("--points", points), ("--finetune", finetune)))
     with _one_line_errors():
         experiment = Experiment(data, out, image_size=image_size, backbone=backbone, seed=seed, breeds=breeds,
                                 data_dir=data_dir, source_url=source_url)
-        result = experiment.curve(chosen, seeds, epochs)
+        result = experiment.curve(chosen, seeds, epochs, tuned or ())
     for line in result.table():
         console.print(line, highlight=False)
     console.print(result.verdict(), highlight=False)

@@ -30,7 +30,7 @@ from .augment.pipeline import build_augment
 from .config import CompareConfig, RunSettings, TrainConfig
 from .data.names import class_noun
 from .data.resolve import data_name, data_title
-from .data.sources import DatasetIndex
+from .data.sources import DatasetIndex, Sample
 from .evaluate.diagnose import Finding
 from .evaluate.evaluation import evaluate_run
 from .inference import run_explainer
@@ -194,10 +194,11 @@ class Experiment:
             L.seed_everything(self.settings.seed, workers=True, verbose=False)
             return range_test(module, data, strategy, options, min_lr, max_lr, steps, root=str(self.run.path))
 
-    def curve(self, points: Sequence[int] | None = None, seeds: int = 3, epochs: int = 10) -> "Curve":
+    def curve(self, points: Sequence[int] | None = None, seeds: int = 3, epochs: int = 10, finetune: Sequence[int] = ()) -> "Curve":
         """Data efficiency of the frozen strategy: its head trained on the cached features of `points` training photos
-        per class (and all of them), `seeds` draws each, validation accuracy on every validation photo. Written to
-        curve.json and plots/curve.png (the report shows it)."""
+        per class (and all of them), `seeds` draws each, validation accuracy on every validation photo; at the points
+        in `finetune` the finetune strategy (the recipe's epochs and rate) also trains on the first draw's photos,
+        continuing from its frozen head. Written to curve.json and plots/curve.png (the report shows it)."""
         import time
 
         import numpy as np
@@ -214,9 +215,11 @@ class Experiment:
         features, labels = data.train_set.features.numpy(), np.array(data.train_set.labels)
         largest = int(np.bincount(labels).max())
         photos = sorted({p for p in (points or POINTS) if p < largest} | {largest})
+        tuned_at = {min(p, largest) for p in finetune}
+        photos = sorted(set(photos) | tuned_at)
         stage = plan("frozen", self.recipe, epochs, None, self.settings.schedule)
         options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, trains_backbone=False)
-        accuracy = []
+        accuracy, tuned = [], {}
         for per_class in photos:
             row = []
             for seed in range(seeds):
@@ -226,19 +229,36 @@ class Experiment:
                 model = copy.deepcopy(self._pretrained_model()[0])
                 stage.strategy.apply(model, Unfreeze(None, None))
                 L.seed_everything(self.settings.seed + seed, workers=True, verbose=False)
-                trainer = L.Trainer(max_epochs=stage.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                                    enable_model_summary=False, num_sanity_val_steps=0, **options)
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*(does not have many workers|smaller than the logging interval).*")
-                    trainer.fit(stage_module(model, stage, self.settings, self.index.classes, datamodule), datamodule)
-                row.append(float(trainer.callback_metrics["val_acc"]))
+                row.append(_fit_for_accuracy(stage_module(model, stage, self.settings, self.index.classes, datamodule), datamodule, stage.epochs, options))
+                if seed == 0 and per_class in tuned_at:
+                    tuned[per_class] = self._finetuned_accuracy(model, [self.index.train[i] for i in chosen])
             accuracy.append(row)
             log.info("curve: %d photos per class, accuracy %.3f (mean of %d seeds)", per_class, float(np.mean(row)), seeds)
-        result = Curve(photos, accuracy, "frozen", time.perf_counter() - started, len(data.val_set))
+        result = Curve(photos, accuracy, "frozen", time.perf_counter() - started, len(data.val_set), finetune=tuned)
         with self._claimed():
             save_figure(result.figure(), self.run.plot_file("curve"))
             self.run.write_json(self.run.curve_file, result.as_dict())
         return result
+
+    def _finetuned_accuracy(self, frozen: Classifier, photos: Sequence[Sample]) -> float:
+        """Validation accuracy of the finetune strategy trained on `photos`, continuing from the `frozen` model."""
+        import dataclasses
+
+        from .train.distributed import trainer_options
+        from .train.fit import attach_fast_runtime, fast_runtime_applies, make_datamodule, stage_module
+        from .train.module import FrozenBatchNormEval
+        from .train.strategies import Unfreeze
+
+        stage = plan("finetune", self.recipe, None, None, self.settings.schedule)
+        model = copy.deepcopy(frozen)
+        stage.strategy.apply(model, Unfreeze(self.settings.unfreeze_layers, self.settings.unfreeze_blocks))
+        datamodule = make_datamodule(self.settings, dataclasses.replace(self.index, train=tuple(photos)), model, self.settings.image_size)
+        module = stage_module(model, stage, self.settings, self.index.classes, datamodule)
+        if fast_runtime_applies(self.settings):
+            attach_fast_runtime(module, model, stage, self.settings, datamodule.config.image_size, photos)
+        options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, trains_backbone=True)
+        L.seed_everything(self.settings.seed, workers=True, verbose=False)
+        return _fit_for_accuracy(module, datamodule, stage.epochs, options, [FrozenBatchNormEval()])
 
     def found_lr(self, strategy: str, steps: int = 100, max_lr: float = 1.0, init: str | Path | None = None) -> float:
         """The range test's suggestion for `strategy` (`steps` batches up to `max_lr`, from `init` when given), its
@@ -529,6 +549,16 @@ class Experiment:
         pipeline = build_augment(self.settings.augment, self.settings.augment_set)
         if pipeline is not None and pipeline.ops and not run.plot_file("augment").is_file():
             save_figure(self.show_augmentations(), run.plot_file("augment"))
+
+
+def _fit_for_accuracy(module: L.LightningModule, datamodule: L.LightningDataModule, epochs: int, options: dict, callbacks: Sequence[L.Callback] = ()) -> float:
+    """Train `module` without a run directory (no checkpoint, log or bar); its validation accuracy at the end."""
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, callbacks=list(callbacks), **options)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|smaller than the logging interval).*")
+        trainer.fit(module, datamodule)
+    return float(trainer.callback_metrics["val_acc"])
 
 
 def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:

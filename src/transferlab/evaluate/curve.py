@@ -26,6 +26,8 @@ class Curve:
     seconds: float = 0.0
     validation_photos: int = 0
     notes: list[str] = field(default_factory=list)
+    finetune: dict[int, float] = field(default_factory=dict)
+    """Validation accuracy of the finetune strategy (continuing from the first draw's frozen head) at some points."""
 
     def as_dict(self) -> dict:
         return {**asdict(self), "mean": self.mean.tolist(), "band": [list(b) for b in self.band], "verdict": self.verdict()}
@@ -74,8 +76,12 @@ class Curve:
         low, high = zip(*self.band)
         ax.fill_between(self.photos, low, high, alpha=0.25, color="#4c72b0", label="95 % band of the mean")
         ax.plot(self.photos, self.mean, marker="o", color="#4c72b0", label=f"mean of {len(self.accuracy[0])} seeds")
+        if self.finetune:
+            points = sorted(self.finetune)
+            ax.plot(points, [self.finetune[p] for p in points], marker="D", linestyle="--", color="#dd8452",
+                    label="finetune, continuing from the first draw's frozen head")
         ax.set(xscale="log", xlabel="training photos per class", ylabel="validation accuracy",
-               title=f"{self.strategy}: accuracy against photos per class")
+               title=f"{self.strategy}{' and finetune' if self.finetune else ''}: accuracy against photos per class")
         ax.set_xticks(self.photos, [str(p) for p in self.photos])
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.grid(alpha=0.3)
@@ -83,9 +89,14 @@ class Curve:
         return figure
 
     def table(self) -> list[str]:
-        rows = ["| photos per class | accuracy (mean) | 95 % band |", "| ---: | ---: | --- |"]
-        rows += [f"| {p} | {m:.1%} | {lo:.1%} – {hi:.1%} |" for p, m, (lo, hi) in zip(self.photos, self.mean, self.band)]
-        return rows
+        if not self.finetune:
+            rows = ["| photos per class | accuracy (mean) | 95 % band |", "| ---: | ---: | --- |"]
+            return rows + [f"| {p} | {m:.1%} | {lo:.1%} – {hi:.1%} |" for p, m, (lo, hi) in zip(self.photos, self.mean, self.band)]
+        rows = ["| photos per class | accuracy (mean) | 95 % band | finetune |", "| ---: | ---: | --- | ---: |"]
+        return rows + [
+            f"| {p} | {m:.1%} | {lo:.1%} – {hi:.1%} | {f'{self.finetune[p]:.1%}' if p in self.finetune else '–'} |"
+            for p, m, (lo, hi) in zip(self.photos, self.mean, self.band)
+        ]
 
 
 def subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
