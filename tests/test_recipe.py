@@ -132,6 +132,7 @@ def test_recipe_auto_fits_the_frozen_head_on_training_photos_only(clothing_mini,
     html = experiment.report()[0].read_text()
     assert "Recipe fitted to the data" in html and f"learning rate {chosen['lr']:g}" in html
     assert "How many photos do you need?" in html and curve.verdict() in html
+    assert any(f.topic == "data" and f.verdict == curve.outlook() for f in experiment.diagnose())  # the diagnosis answers it too
 
 
 @pytest.mark.slow

@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 from scipy import stats
 
+from .diagnose import Finding
+
 POINTS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
@@ -30,7 +32,7 @@ class Curve:
     """Validation accuracy of the finetune strategy (continuing from the first draw's frozen head) at some points."""
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "mean": self.mean.tolist(), "band": [list(b) for b in self.band], "verdict": self.verdict()}
+        return {**asdict(self), "mean": self.mean.tolist(), "band": [list(b) for b in self.band], "verdict": self.verdict(), "outlook": self.outlook()}
 
     @property
     def mean(self) -> np.ndarray:
@@ -58,6 +60,13 @@ class Curve:
         if len(gains) < 2:
             return float(gains.mean()), float("inf")
         return float(gains.mean()), float(stats.t.ppf(0.975, len(gains) - 1) * gains.std(ddof=1) / math.sqrt(len(gains)))
+
+    def outlook(self) -> str:
+        """"rising" (the end slope's 95 % interval lies above zero), "flattened", or "unknown" (one seed)."""
+        slope, half = self.end_slope()
+        if not math.isfinite(half):
+            return "unknown"
+        return "rising" if slope - half > 0 else "flattened"
 
     def verdict(self) -> str:
         slope, half = self.end_slope()
@@ -108,3 +117,8 @@ def subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
         mine = np.flatnonzero(labels == label)
         chosen.extend(rng.permutation(mine)[:per_class])
     return np.sort(np.array(chosen, dtype=int))
+
+
+def curve_finding(record: dict) -> Finding:
+    """The diagnosis's answer to "would more photos help?" from a recorded curve (curve.json)."""
+    return Finding(record.get("strategy", "frozen"), "data", record.get("outlook", "unknown"), f"Photos per class (tlab curve): {record['verdict']}")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..data.names import class_noun, plural
 from ..data.resolve import data_title
+from ..evaluate.curve import curve_finding
 from ..evaluate.diagnose import Finding, diagnose
 from ..train.strategies import costs, get_strategy, order, strategy_names
 from ..evaluate.metrics import compute_metrics, read_predictions
@@ -144,7 +145,8 @@ def run_histories(run: RunDir) -> dict[str, list[dict[str, Any]]]:
 
 
 def run_findings(run: RunDir, histories: dict[str, list[dict[str, Any]]] | None = None, predictions: dict | None = None) -> list[Finding]:
-    """The diagnosis of a run from its files: its curves, and its predictions.csv when it was evaluated."""
+    """The diagnosis of a run from its files: its curves, its predictions.csv when it was evaluated, and its
+    curve.json (would more photos help?) when `tlab curve` ran into it."""
     histories = run_histories(run) if histories is None else histories
     if predictions is None:
         predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else {}
@@ -152,10 +154,13 @@ def run_findings(run: RunDir, histories: dict[str, list[dict[str, Any]]] | None 
     known = [name for name in histories if name in strategy_names()]
     continues = {name: get_strategy(name).starts_from for name in known if get_strategy(name).starts_from}
     counts = {entry["name"]: entry["train"] for entry in run.read_classes() if "train" in entry}
-    return diagnose(
+    findings = diagnose(
         histories, predictions, n_val, seed=run.read_config()["config"]["seed"], costs=costs(known), continues=continues,
         train_counts=counts if len(counts) == len(run.read_classes()) else None,
     )
+    if run.curve_file.is_file():
+        findings.append(curve_finding(json.loads(run.curve_file.read_text())))
+    return findings
 
 
 def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -> dict[str, Any]:
