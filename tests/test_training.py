@@ -185,3 +185,38 @@ def test_loggers_receive_the_curves_and_history_csv_stays(image_tree, tmp_path, 
         assert {"val_acc", "train_loss"} <= set(rows[0]) and sum(1 for r in rows if r.get("val_acc")) == 2
     if kind == "tensorboard":
         assert list((out / produced).glob("events.out.tfevents.*"))
+
+
+def test_validation_runs_the_frozen_trunk_once_per_fit_with_the_same_answers(image_tree, tmp_path, monkeypatch):
+    """finetune with its trunk in the fast runtime: from the second epoch on, the validation photos skip the trunk
+    (its outputs are kept) and the history is the one recomputing them gives."""
+    import dataclasses
+
+    from transferlab.train import module
+
+    root = image_tree({"a": 8, "b": 8})
+    through_trunk: list[int] = []
+    attach = module.ClassifierModule.use_fast_frozen_part
+
+    def counted(self, runtime, rest):
+        def run(images):
+            through_trunk.append(len(images))
+            return runtime.run(images)
+
+        attach(self, dataclasses.replace(runtime, run=run), rest)
+
+    monkeypatch.setattr(module.ClassifierModule, "use_fast_frozen_part", counted)
+
+    def finetune(out: str, kept_bytes: int) -> list[dict]:
+        monkeypatch.setattr(module, "VAL_OUTPUTS_BYTES", kept_bytes)
+        through_trunk.clear()
+        run = train(TrainConfig(data=str(root), out=str(tmp_path / out), strategy="finetune", frozen_epochs=1, epochs=3,
+                                batch_size=4, image_size=64, augment="none", inference_precision="fp32", runtime="openvino"))
+        return run.read_history("finetune")
+
+    kept, photos_kept = finetune("kept", module.VAL_OUTPUTS_BYTES), sum(through_trunk)
+    recomputed, photos_recomputed = finetune("recomputed", 0), sum(through_trunk)
+    val = kept[0]["val_photos"]
+    assert photos_recomputed - photos_kept == 2 * val  # epochs 2 and 3 ran validation without the trunk
+    for a, b in zip(kept, recomputed):
+        assert (a["val_loss"], a["val_acc"], a["train_loss"]) == (b["val_loss"], b["val_acc"], b["train_loss"])
