@@ -170,3 +170,12 @@ def test_compare_lr_find_trains_at_the_suggestion_and_reports_the_ramp(three_cla
     assert "learning-rate range test" in html and f"learning rate {suggestion:.2g} from the range test" in html
     bad = CliRunner().invoke(app, ["compare", str(three_classes), "--out", str(tmp_path / "x"), "--lr", "frozen=fast"])
     assert bad.exit_code == 2 and "or find" in bad.output
+
+
+def test_strategies_say_what_the_auto_recipe_does_for_each():
+    result = CliRunner().invoke(app, ["strategies"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split(":")[0]: line for line in result.output.splitlines() if ":" in line}
+    assert "auto: rate, epochs and regularisation searched on the training photos" in lines["frozen"]
+    assert "auto: the range test's rate" in lines["gradual"] and lines["gradual"].count("continues from frozen") == 1
+    assert "auto 3 epochs" in lines["scratch"]

@@ -333,11 +333,15 @@ compare = app.command("compare", help=(
 @app.command()
 def strategies() -> None:
     """The registered training strategies: what each trains, what it continues from, its recipes' defaults."""
+    from .train.recipe import auto_summary
+
     out = Console(soft_wrap=True)
     for name in strategy_names():
         strategy = get_strategy(name)
-        recipes = ", ".join(f"{recipe} {d.epochs} epochs at lr {d.lr:g}" for recipe, d in strategy.recipes.items())
-        continues = f"; continues from {strategy.starts_from}" if strategy.starts_from else ""
+        recipes = ", ".join(
+            auto_summary(strategy) if recipe == "auto" else f"{recipe} {d.epochs} epochs at lr {d.lr:g}" for recipe, d in strategy.recipes.items()
+        )
+        continues = f"; continues from {strategy.starts_from}" if strategy.starts_from and "continues from" not in strategy.summary else ""
         out.print(f"{name}: {strategy.summary}{continues} ({recipes})", highlight=False)
 
 

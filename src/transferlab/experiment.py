@@ -278,18 +278,18 @@ class Experiment:
         a resumed run reads instead of searching again."""
         from dataclasses import replace
 
-        from .train.recipe import PATIENCE, PHOTO_RAMP_MAX_LR, PHOTO_RAMP_STEPS, fitted_fields, search_head
+        from .train.recipe import PATIENCE, PHOTO_RAMP_MAX_LR, PHOTO_RAMP_STEPS, fitted_fields, search_head, searches_head, uses_range_test
 
         recorded = self.run.read_recipe().get(stage.name, {})  # every process reads rank 0's choice when it is there
         if "stage" in recorded:
             return replace(stage, **{**recorded["stage"], **({"epochs": epochs} if epochs else {})})
-        if stage.strategy.feature_cache and self.settings.cache and init is None:
+        if searches_head(stage.strategy) and self.settings.cache and init is None:
             data = self._features()
             search = search_head(self._pretrained_model()[0].head, data.train_set.features.numpy(), data.train_set.labels,
                                  self.settings.seed, self.settings.batch_size, schedule=stage.schedule)
             stage = search.stage(stage, epochs)
             self._record_recipe(stage.name, {"search": search.as_dict()})
-        elif stage.strategy.pretrained and stage.strategy.trains != "head":
+        elif uses_range_test(stage.strategy):
             stage = replace(stage, lr=self.found_lr(stage.name, PHOTO_RAMP_STEPS, PHOTO_RAMP_MAX_LR, init), patience=PATIENCE)
         else:
             return stage
