@@ -177,7 +177,7 @@ class Experiment:
         needed). Returns the curve, its figure and the suggested rate."""
         from .train.distributed import trainer_options
         from .train.strategies import Unfreeze
-        from .train.fit import attach_fast_runtime, fast_runtime_applies, stage_module
+        from .train.fit import training_module
         from .train.lr_find import range_test
 
         stage = plan(strategy, self.recipe, None, None, self.settings.schedule)
@@ -187,9 +187,7 @@ class Experiment:
             data = self._features() if cached else self._photos(model, image_size)
             model = copy.deepcopy(model)
             stage.strategy.apply(model, Unfreeze(self.settings.unfreeze_layers, self.settings.unfreeze_blocks))
-            module = stage_module(model, stage, self.settings, self.index.classes, data)
-            if not cached and stage.strategy.trains != "all" and fast_runtime_applies(self.settings):
-                attach_fast_runtime(module, model, stage, self.settings, data.config.image_size, self.index.train)
+            module, _ = training_module(model, stage, self.settings, self.index.classes, data)
             options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, trains_backbone=stage.strategy.trains != "head")
             L.seed_everything(self.settings.seed, workers=True, verbose=False)
             return range_test(module, data, strategy, options, min_lr, max_lr, steps, root=str(self.run.path))
@@ -245,7 +243,7 @@ class Experiment:
         import dataclasses
 
         from .train.distributed import trainer_options
-        from .train.fit import attach_fast_runtime, fast_runtime_applies, make_datamodule, stage_module
+        from .train.fit import make_datamodule, training_module
         from .train.module import FrozenBatchNormEval
         from .train.strategies import Unfreeze
 
@@ -253,9 +251,7 @@ class Experiment:
         model = copy.deepcopy(frozen)
         stage.strategy.apply(model, Unfreeze(self.settings.unfreeze_layers, self.settings.unfreeze_blocks))
         datamodule = make_datamodule(self.settings, dataclasses.replace(self.index, train=tuple(photos)), model, self.settings.image_size)
-        module = stage_module(model, stage, self.settings, self.index.classes, datamodule)
-        if fast_runtime_applies(self.settings):
-            attach_fast_runtime(module, model, stage, self.settings, datamodule.config.image_size, photos)
+        module, _ = training_module(model, stage, self.settings, self.index.classes, datamodule)
         options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, trains_backbone=True)
         L.seed_everything(self.settings.seed, workers=True, verbose=False)
         return _fit_for_accuracy(module, datamodule, stage.epochs, options, [FrozenBatchNormEval()])
@@ -561,6 +557,13 @@ def _fit_for_accuracy(module: L.LightningModule, datamodule: L.LightningDataModu
     return float(trainer.callback_metrics["val_acc"])
 
 
+def _rate(experiment: Experiment, strategy: str, lr: float | str | None) -> float | None:
+    """A `--lr` value as a rate: "find" is the range test's suggestion (none for a finished stage, which is loaded)."""
+    if lr != "find":
+        return lr
+    return None if experiment.run.finished([strategy]) else experiment.found_lr(strategy)
+
+
 def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
     """`tlab train`: one strategy (and the strategies it continues, unless `init`) into `config.out`.
 
@@ -575,7 +578,7 @@ def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
         for name in stages:
             last = name == config.strategy
             epochs = config.epochs if last else (config.frozen_epochs if name == "frozen" else None)
-            lr = experiment.found_lr(name) if last and config.lr == "find" else config.lr if last else None
+            lr = _rate(experiment, name, config.lr) if last else None
             experiment.fit(name, epochs, lr, init=config.init if last else None,
                            callbacks=callbacks, keep_finished=True)
     return experiment.run
@@ -594,10 +597,7 @@ def compare(config: CompareConfig, callbacks: Sequence[L.Callback] = ()) -> RunD
         L.seed_everything(config.seed, workers=True, verbose=False)
         experiment._run = experiment._prepare(refuse_finished=config.strategies)
         for name in config.strategies:
-            lr = config.lr.get(name)
-            if lr == "find":  # a finished stage is loaded, not trained: no rate needed
-                lr = None if experiment.run.finished([name]) else experiment.found_lr(name)
-            experiment.fit(name, config.epochs.get(name), lr, callbacks=callbacks, keep_finished=True)
+            experiment.fit(name, config.epochs.get(name), _rate(experiment, name, config.lr.get(name)), callbacks=callbacks, keep_finished=True)
         if not is_rank_zero():
             return experiment.run  # the other processes of a distributed run only train
         experiment.evaluate()

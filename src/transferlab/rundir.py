@@ -78,7 +78,11 @@ class RunDir:
         return self.path / "recipe.json"
 
     def read_recipe(self) -> dict[str, Any]:
-        return json.loads(self.recipe_file.read_text()) if self.recipe_file.is_file() else {}
+        return self.read_json_if_there(self.recipe_file) or {}
+
+    def read_json_if_there(self, path: Path) -> Any:
+        """A JSON file of the run (recipe, curve, audit...), None when the command that writes it has not run."""
+        return _read(path, json.loads) if path.is_file() else None
 
     @property
     def audit_file(self) -> Path:

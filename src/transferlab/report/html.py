@@ -4,7 +4,6 @@ import base64
 import datetime
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -159,7 +158,7 @@ def run_findings(run: RunDir, histories: dict[str, list[dict[str, Any]]] | None 
         train_counts=counts if len(counts) == len(run.read_classes()) else None,
     )
     if run.curve_file.is_file():
-        findings.append(curve_finding(json.loads(run.curve_file.read_text())))
+        findings.append(curve_finding(run.read_json_if_there(run.curve_file)))
     return findings
 
 
@@ -227,10 +226,10 @@ def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -
             "curve": image("curve"),
         },
         "tta": {s: run.read_evaluation().get(s, {}).get("tta") for s in predictions},
-        "audit": json.loads(run.audit_file.read_text()) if run.audit_file.is_file() else None,
+        "audit": run.read_json_if_there(run.audit_file),
         "recipe": recipe_context(run.read_recipe()),
-        "curve": json.loads(run.curve_file.read_text()) if run.curve_file.is_file() else None,
-        "augment_check": json.loads(run.augment_check_file.read_text()) if run.augment_check_file.is_file() else None,
+        "curve": run.read_json_if_there(run.curve_file),
+        "augment_check": run.read_json_if_there(run.augment_check_file),
         "calibration": {s: calibration_summary(run.read_calibration().get(s), predictions[s]) for s in predictions},
     }
 

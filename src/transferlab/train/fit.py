@@ -175,9 +175,8 @@ def fit_stage(
         run.forget_stage(name)
     log.info("%s: %d of %d parameters train, %d BatchNorm frozen", name, freeze.trainable_params, freeze.total_params, freeze.frozen_batchnorms)
     L.seed_everything(settings.seed, workers=True, verbose=False)  # each stage draws the same numbers, resumed or not
-    module = stage_module(model, stage, settings, classes, datamodule)
-    if fast_runtime_applies(settings) and strategy.trains != "all" and isinstance(datamodule, PhotoDataModule):
-        frozen_precision = attach_fast_runtime(module, model, stage, settings, datamodule.config.image_size, datamodule.index.train)
+    module, runtime_precision = training_module(model, stage, settings, classes, datamodule)
+    frozen_precision = runtime_precision or frozen_precision
     callbacks: list[L.Callback] = [RunCheckpoints(run, name), *strategy.callbacks(model, unfreeze), *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
@@ -242,6 +241,17 @@ def stage_module(
         weight_decay=stage.weight_decay,
         label_smoothing=stage.label_smoothing,
     )
+
+
+def training_module(
+    model: Classifier, stage: Stage, settings: RunSettings, classes: Sequence[str], datamodule: "PhotoDataModule | FeatureDataModule",
+) -> tuple[ClassifierModule, str | None]:
+    """`stage_module`, its frozen part running in the fast runtime where that applies (photos, something frozen, the
+    CPU); the precision that part runs in, or None where PyTorch runs all of it."""
+    module = stage_module(model, stage, settings, classes, datamodule)
+    if fast_runtime_applies(settings) and stage.strategy.trains != "all" and isinstance(datamodule, PhotoDataModule):
+        return module, attach_fast_runtime(module, model, stage, settings, datamodule.config.image_size, datamodule.index.train)
+    return module, None
 
 
 class _SeesInterrupt(L.Callback):

@@ -11,7 +11,7 @@ from torchmetrics import MeanMetric, SumMetric
 
 from ..models.freezing import set_frozen_batchnorms_eval
 from ..models.runtime import FeatureRuntime
-from .strategies.registry import SCHEDULES, single_group
+from .strategies.registry import SCHEDULES, adam, single_group
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,7 @@ class ClassifierModule(L.LightningModule):
         groups = (self.param_groups or single_group)(self.model, self.lr)
         trainable = sum(p.numel() for group in groups for p in group["params"])
         log.info("%s: %d trainable of %d parameters", self.strategy, trainable, sum(p.numel() for p in self.model.parameters()))
-        if self.weight_decay:
-            optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
-        else:
-            optimizer = torch.optim.Adam(groups, lr=self.lr)
+        optimizer = adam(groups, self.lr, self.weight_decay)
         scheduler = SCHEDULES[self.schedule](optimizer, int(self.trainer.estimated_stepping_batches))
         if scheduler is None:
             return optimizer

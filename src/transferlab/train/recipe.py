@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from ..models.classifier import ClassifierHead
-from .strategies.registry import SCHEDULES, Stage, Strategy
+from .strategies.registry import SCHEDULES, Stage, Strategy, adam
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,7 @@ def train_head(
     head.dropout.p = dropout
     torch.manual_seed(seed)  # dropout's masks: a trial's result does not depend on the trials before it
     generator = torch.Generator().manual_seed(seed)
-    params = list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if weight_decay else torch.optim.Adam(params, lr=lr)
+    optimizer = adam(list(head.parameters()), lr, weight_decay)
     steps_per_epoch = -(-len(labels) // batch_size)
     scheduler = SCHEDULES[schedule](optimizer, steps_per_epoch * epochs)
     rows = torch.arange(len(labels))

@@ -74,6 +74,13 @@ def one_cycle(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=max(1, total_steps))
 
 
+def adam(params: list, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam, as the notebook; AdamW (decoupled weight decay) when there is a `weight_decay`."""
+    if weight_decay:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr)
+
+
 SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler | None]] = {
     "constant": constant, "cosine": warmup_cosine, "onecycle": one_cycle,
 }
