@@ -25,6 +25,7 @@ from transferlab.augment.pipeline import (
     resolve_ops,
     seeded_generator,
 )
+from transferlab.augment.presets import PRESETS
 from transferlab.data.datasets import PhotoDataset
 from transferlab.data.sources import folder_source
 from transferlab.models.classifier import DataConfig
@@ -143,6 +144,7 @@ def test_batches_get_independent_params():
 
 def test_presets_and_overrides():
     assert build_augment("none") is None
+    assert all(build_augment(name) is not None for name in PRESETS if name != "none")  # config.py relies on it
     assert [c["op"] for c in resolve_ops("seed-keras")] == ["rotation", "translation", "flip", "contrast"]
     assert len(resolve_ops("seed-all")) == 8
     ops = resolve_ops("seed-keras", ["rotation.factor=0.2", "noise.sigma=[0, 0.1]"])

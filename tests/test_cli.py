@@ -23,6 +23,16 @@ def _assert_usage_error(result, *fragments: str) -> None:
         assert fragment in output, output
 
 
+HEAVY = ("torch", "torchvision", "timm", "lightning", "sklearn", "cleanlab")
+
+
+def test_the_cli_starts_without_the_heavy_libraries():
+    """`tlab --help`, the flags and the strategy registry need none of them (8 s of imports here before)."""
+    code = f"import sys, transferlab.cli; print([m for m in {HEAVY!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
 def test_help_explains_every_flag():
     result = runner.invoke(app, ["train", "--help"])
     assert result.exit_code == 0

@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .augment.pipeline import build_augment
+from .augment.presets import PRESETS
 from .data.resolve import DataSpec
 from .models.backbones import DEFAULT_BACKBONE
 from .models.precision import InferencePrecision
@@ -89,7 +89,11 @@ class RunSettings(BaseModel):
 
     @model_validator(mode="after")
     def _augment_builds(self) -> "RunSettings":
-        build_augment(self.augment, self.augment_set)
+        preset = isinstance(self.augment, str) and self.augment in PRESETS
+        if not preset or self.augment_set:  # every preset builds (tests/test_augment.py); torch loads only when needed
+            from .augment.pipeline import build_augment
+
+            build_augment(self.augment, self.augment_set)
         if self.unfreeze_layers is not None and self.unfreeze_blocks is not None:
             raise ValueError("give --unfreeze-layers or --unfreeze-blocks, not both")
         if self.accelerator == "cpu" and self.precision == "16-mixed":

@@ -19,7 +19,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .data.datasets import normalize, resize_and_crop
-from .data.decode import UnreadableImageError, is_image_file, load_uint8, to_rgb
+from .data.decode import UnreadableImageError, load_uint8, to_rgb
+from .data.formats import is_image_file
 from .data.names import readable_name
 from .explain.explanation import Explanation
 from .evaluate.calibration import softmax_with_temperature

@@ -8,7 +8,8 @@ import torch
 from matplotlib.figure import Figure
 
 from ..data.datasets import square_view
-from ..data.decode import is_image_file, load_uint8
+from ..data.decode import load_uint8
+from ..data.formats import is_image_file
 from ..data.resolve import DataSpec, open_data
 from .pipeline import Pipeline, seeded_generator
 

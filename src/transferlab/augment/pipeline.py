@@ -1,4 +1,4 @@
-"""Augmentation pipelines: presets as data, config overrides, per-sample seeds and provenance.
+"""Augmentation pipelines: presets (`presets`), config overrides, per-sample seeds and provenance.
 
 A pipeline applies its ops in order; for each op it rolls the op's probability and draws its params
 from one `torch.Generator`, and records `{"op", "params"}` for every op it applied (skipped ops are
@@ -15,29 +15,9 @@ import torch
 import yaml
 
 from .ops import OPS, RandomOp, Rotation, Translation, affine_with_fill
+from .presets import PRESETS, OpConfig
 
 Record = list[dict[str, Any]]
-OpConfig = dict[str, Any]
-
-PRESETS: dict[str, list[OpConfig]] = {
-    "none": [],
-    "seed-keras": [
-        {"op": "rotation", "factor": 0.15},
-        {"op": "translation", "height": 0.1, "width": 0.1},
-        {"op": "flip", "mode": "both"},
-        {"op": "contrast", "factor": 0.1},
-    ],
-    "seed-all": [
-        {"op": "crop", "scale": [0.6, 1.0]},
-        {"op": "rotation", "degrees": 20},
-        {"op": "translation", "height": 0.1, "width": 0.1},
-        {"op": "flip", "mode": "horizontal"},
-        {"op": "contrast", "factor": 0.2},
-        {"op": "brightness", "delta": 0.08},
-        {"op": "downsample", "factor": [1.0, 2.5], "p": 0.3},
-        {"op": "noise", "sigma": [0.0, 0.03], "p": 0.5},
-    ],
-}
 
 
 class AugmentConfigError(ValueError):

@@ -15,10 +15,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
-UNSUPPORTED_EXTENSIONS = frozenset(
-    {".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".ico", ".svg", ".dng", ".cr2", ".nef", ".psd"}
-)
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})
 MAX_PIXELS = 89_478_485
 """Refuse larger images (Pillow's decompression-bomb threshold: a 0.25 GiB RGB image)."""
@@ -28,15 +24,6 @@ Image.MAX_IMAGE_PIXELS = None  # our own check below names the file and the limi
 
 class UnreadableImageError(ValueError):
     """An image file that cannot be decoded; the message names the file and the reason."""
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def is_unsupported_image_file(path: Path) -> bool:
-    """A file whose extension says image, in a format transferlab does not decode (GIF, TIFF, HEIC...)."""
-    return path.is_file() and path.suffix.lower() in UNSUPPORTED_EXTENSIONS
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

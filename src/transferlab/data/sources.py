@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .decode import is_image_file, is_unsupported_image_file
+from .formats import is_image_file, is_unsupported_image_file
 from .names import readable_name, wordnet_id
 
 log = logging.getLogger(__name__)

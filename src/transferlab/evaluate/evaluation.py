@@ -16,8 +16,9 @@ from ..data.sources import DataSourceError, DatasetIndex, Sample
 from ..files import runtimes_dir
 from ..models.checkpoints import load_checkpoint_classifier
 from ..models.classifier import Classifier, data_config
+from ..models.devices import default_device
 from ..models.precision import check_precision, recorded_precision
-from ..models.runtime import default_device, module_runtime
+from ..models.runtime import module_runtime
 from ..rundir import RunDir
 from .calibration import calibrate, expected_calibration_error
 from .tta import flipped, run_views

@@ -4,8 +4,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import timm
-
 
 class BackboneError(ValueError):
     """An unknown backbone name or an unusable backbone configuration."""
@@ -61,6 +59,8 @@ def resolve_backbone(name: str) -> BackboneSpec:
     if name in BACKBONES:
         return BACKBONES[name]
     if name.startswith(TIMM_PREFIX):
+        import timm
+
         timm_name = name[len(TIMM_PREFIX) :]
         if not timm.is_model(timm_name):
             close = timm.list_models(f"*{timm_name}*")[:5]

@@ -1,13 +1,17 @@
 """Which parameters train: small helpers that freeze, unfreeze and keep frozen BatchNorm in eval mode."""
 
-from dataclasses import dataclass
+from __future__ import annotations
 
-import timm.models
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def is_batchnorm(module: nn.Module) -> bool:
+    from torch.nn.modules.batchnorm import _BatchNorm
+
     return isinstance(module, _BatchNorm)
 
 
@@ -45,6 +49,8 @@ def block_groups(backbone: nn.Module, coarse: bool = False) -> list[list[str]]:
     """Parameter names of the backbone's blocks (`coarse`: its stages), stem first, from timm's `group_matcher`."""
     if not hasattr(backbone, "group_matcher"):
         raise ValueError(f"{type(backbone).__name__} has no group_matcher; use --unfreeze-layers instead of blocks")
+    import timm.models
+
     groups = timm.models.group_parameters(backbone, backbone.group_matcher(coarse=coarse))
     return [groups[key] for key in sorted(groups)]
 

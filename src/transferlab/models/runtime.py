@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..files import write_atomic
+from .devices import default_threads
 from .precision import OPENVINO_HINTS
 
 log = logging.getLogger(__name__)
@@ -66,17 +67,6 @@ class FeatureRuntime:
     name: str
     run: Callable[[np.ndarray], np.ndarray]
     precision: str = "fp32"
-
-
-def default_device() -> str:
-    """Where a model runs when nobody says: "cuda" when there is a GPU, else "cpu"."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def default_threads() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def torch_runtime(backbone: nn.Module) -> FeatureRuntime:

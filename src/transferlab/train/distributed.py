@@ -9,11 +9,9 @@ validation metrics are summed over all shards, so every validation photo is coun
 import os
 from typing import Any
 
-import torch
-
 from ..config import Accelerator, Precision
+from ..models.devices import default_device, default_threads
 from ..models.precision import CPU_FLAGS, cpu_flags
-from ..models.runtime import default_device, default_threads
 
 
 RANK_VARIABLES = ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "SLURM_PROCID")
@@ -26,6 +24,8 @@ class DeviceError(ValueError):
 
 def check_devices(accelerator: Accelerator, devices: int) -> None:
     """Refuse, before anything is written, GPUs that are not there."""
+    import torch
+
     if accelerator == "gpu" and not torch.cuda.is_available():
         raise DeviceError("--accelerator gpu: this machine has no CUDA GPU that PyTorch can use; use --accelerator cpu or auto")
     if uses_gpu(accelerator) and devices > torch.cuda.device_count():
@@ -41,12 +41,12 @@ def is_rank_zero() -> bool:
 
 
 def uses_gpu(accelerator: Accelerator) -> bool:
-    """Whether training runs on CUDA GPUs: asked for, or `auto` where `models.runtime.default_device` finds one."""
+    """Whether training runs on CUDA GPUs: asked for, or `auto` where `models.devices.default_device` finds one."""
     return accelerator == "gpu" or (accelerator == "auto" and default_device() == "cuda")
 
 
 def training_device(accelerator: Accelerator) -> str:
-    """Where the model runs: "cuda" or "cpu" (`models.runtime.default_device` for `auto`)."""
+    """Where the model runs: "cuda" or "cpu" (`models.devices.default_device` for `auto`)."""
     return "cuda" if uses_gpu(accelerator) else "cpu"
 
 
@@ -59,6 +59,8 @@ def resolve_precision(precision: Precision, accelerator: Accelerator, trains_bac
     if precision != "auto":
         return precision if precision != "32" else "32-true"
     if uses_gpu(accelerator):
+        import torch
+
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
     return "bf16-mixed" if trains_backbone and cpu_has_bf16() else "32-true"
 

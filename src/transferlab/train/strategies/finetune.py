@@ -4,10 +4,16 @@ By default the notebook's trainable set: its "last 20 layers" in Keras are block
 group (`Unfreeze.blocks` = 1); `Unfreeze.layers` counts weight layers instead. BatchNorm stays frozen.
 """
 
-from ...models.classifier import Classifier
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ...models.freezing import FreezeSummary, summarize, unfreeze_last_blocks, unfreeze_last_weight_layers
 from .frozen import train_head
 from .registry import Defaults, Strategy, Unfreeze, register
+
+if TYPE_CHECKING:
+    from ...models.classifier import Classifier
 
 
 def train_head_and_last(model: Classifier, settings: Unfreeze) -> FreezeSummary:

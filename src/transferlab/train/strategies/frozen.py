@@ -1,8 +1,14 @@
 """`frozen`: the pretrained backbone is frozen (BatchNorm in inference mode, as Keras); a new head trains."""
 
-from ...models.classifier import Classifier
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ...models.freezing import FreezeSummary, freeze, summarize, unfreeze
 from .registry import Defaults, Strategy, Unfreeze, register
+
+if TYPE_CHECKING:
+    from ...models.classifier import Classifier
 
 
 def train_head(model: Classifier, settings: Unfreeze) -> FreezeSummary:

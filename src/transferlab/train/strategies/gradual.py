@@ -7,12 +7,18 @@ epoch 2 adds the stage below, and so on up to `Unfreeze.blocks` stages (default 
 group from the start — a stage not yet unfrozen gets no gradient — so a resumed run rebuilds the same groups.
 """
 
-import lightning as L
+from __future__ import annotations
 
-from ...models.classifier import Classifier
+from typing import TYPE_CHECKING
+
 from ...models.freezing import FreezeSummary, batchnorm_parameter_names, block_groups, summarize, unfreeze_last_blocks
 from .frozen import train_head
 from .registry import Defaults, Strategy, Unfreeze, register
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from ...models.classifier import Classifier
 
 DEFAULT_STAGES = 3
 DECAY = 0.3
@@ -42,21 +48,11 @@ def stage_groups(model: Classifier, lr: float) -> list[dict]:
     return groups
 
 
-class UnfreezeStageByStage(L.Callback):
-    """At the start of epoch e (from 0), stages 0..e from the top train; the ones below wait."""
-
-    def __init__(self, model: Classifier):
-        parameters = dict(model.backbone.named_parameters())
-        self.stages = [[parameters[name] for name in stage] for stage in trainable_stages(model)]
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for depth, stage in enumerate(self.stages):
-            for parameter in stage:
-                parameter.requires_grad_(depth <= trainer.current_epoch)
-
-
 def stage_by_stage(model: Classifier, settings: Unfreeze) -> list[L.Callback]:
-    return [UnfreezeStageByStage(model)]
+    from .callbacks import UnfreezeStageByStage
+
+    parameters = dict(model.backbone.named_parameters())
+    return [UnfreezeStageByStage([[parameters[name] for name in stage] for stage in trainable_stages(model)])]
 
 
 GRADUAL = register(

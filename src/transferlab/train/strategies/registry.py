@@ -4,15 +4,18 @@ Registering only records (a second entry under one name is an error); `get_strat
 names the registered ones when it is not there. Each built-in strategy lives in its own module of this package.
 """
 
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping
+from typing import TYPE_CHECKING, Callable, Literal, Mapping
 
-import lightning as L
-import torch
+if TYPE_CHECKING:
+    import lightning as L
+    import torch
 
-from ...models.classifier import Classifier
-from ...models.freezing import FreezeSummary
+    from ...models.classifier import Classifier
+    from ...models.freezing import FreezeSummary
 
 RECIPE_NAMES = ("seed", "quick", "auto")
 """`seed`: the notebook's epochs and learning rates; `quick`: a few epochs each, for a CPU; `auto`: fitted to the
@@ -65,17 +68,23 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup: fl
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
+    import torch
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def one_cycle(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Per step: Smith's one-cycle policy — up from a 25th of each group's rate to the rate over the first 30 % of
     the steps, then cosine down to a 10,000th of the start, with Adam's beta1 moving the other way."""
+    import torch
+
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=max(1, total_steps))
 
 
 def adam(params: list, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """Adam, as the notebook; AdamW (decoupled weight decay) when there is a `weight_decay`."""
+    import torch
+
     if weight_decay:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.Adam(params, lr=lr)

@@ -1,8 +1,14 @@
 """`scratch`: every weight trains from random initialisation (the notebook's first experiment)."""
 
-from ...models.classifier import Classifier
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ...models.freezing import FreezeSummary, summarize, unfreeze
 from .registry import Defaults, Strategy, Unfreeze, register
+
+if TYPE_CHECKING:
+    from ...models.classifier import Classifier
 
 
 def train_everything(model: Classifier, settings: Unfreeze) -> FreezeSummary:
