@@ -1,5 +1,7 @@
-"""`tlab data audit` on woof-bench (2,800 photos): cold (no cached feature, no decoded photo) and again with the
-feature cache warm, each in its own process, as a user runs it; then each detector's precision and recall on
+"""`tlab data audit` on woof-bench (2,800 photos), each in its own process, as a user runs it: cold (no cached
+feature, no decoded photo); with the features cached but their folder not remembered (a cache from before
+transferlab remembered it: the model is built to name the folder); with the folder remembered but no kept
+probabilities (as after a frozen run: the head is cross-validated); and again (everything kept); then each detector's precision and recall on
 copies of woof-mini and clothing-mini with planted problems (tests/planted.py).
 
     .venv/bin/python bench/audit.py [--data ../shared/data/woof-bench]
@@ -10,6 +12,7 @@ Prints a table and writes bench/audit.json.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -66,19 +69,26 @@ def main() -> None:
     work = Path(scratch(prefix="tlab-audit-"))
     cache = str(work / "cache")
     cold = timed_audit(args.data, work / "cold", cache)
+    (work / "cache" / "features" / "stores.json").unlink()
+    shutil.rmtree(work / "cache" / "audit")
+    features_cached = timed_audit(args.data, work / "features-cached", cache)
+    shutil.rmtree(work / "cache" / "audit")
+    after_frozen = timed_audit(args.data, work / "after-frozen", cache)
     warm = timed_audit(args.data, work / "warm", cache)
     os.environ["TLAB_DATA_DIR"] = str(work / "planted-cache")
     planted = {name: planted_scores(name, strangers, work) for name, strangers in (("woof-mini", "clothing-mini"), ("clothing-mini", "woof-mini"))}
     machine = cpu()
     lines = [f"cpu: {describe(machine)}", "", "| audit of woof-bench | seconds |", "| --- | ---: |",
-             f"| cold (features computed) | {cold:.1f} |", f"| warm (features cached) | {warm:.1f} |", "",
+             f"| cold (features computed) | {cold:.1f} |", f"| features cached, folder not remembered | {features_cached:.1f} |",
+             f"| folder remembered, probabilities fitted (as after a frozen run) | {after_frozen:.1f} |",
+             f"| again (folder and probabilities kept) | {warm:.1f} |", "",
              "| planted set | detector | found | planted | hits | precision | recall |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, detectors in planted.items():
         for detector, s in detectors.items():
             precision = "–" if s["precision"] is None else f"{s['precision']:.2f}"
             lines.append(f"| {name} | {detector} | {s['found']} | {s['planted']} | {s['hits']} | {precision} | {s['recall']:.2f} |")
     print("\n".join(lines))
-    args.out.write_text(json.dumps({"cpu": machine, "cold_s": cold, "warm_s": warm, "planted": planted, "table": "\n".join(lines)}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"cpu": machine, "cold_s": cold, "features_cached_s": features_cached, "after_frozen_s": after_frozen, "warm_s": warm, "planted": planted, "table": "\n".join(lines)}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

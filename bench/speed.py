@@ -109,7 +109,8 @@ def stage_features(args) -> dict:
     from transferlab.data.sources import folder_source
     from transferlab.models.classifier import build_classifier, data_config
     from transferlab.models.runtime import feature_runtime
-    from transferlab.train.features import FeatureStore, extract_features
+    from transferlab.train.feature_store import FeatureStore
+    from transferlab.train.features import extract_features
 
     index = folder_source(args.data)
     model, _ = build_classifier("efficientnet_lite0", 10, True)

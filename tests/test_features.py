@@ -7,7 +7,8 @@ from transferlab.config import TrainConfig
 from transferlab.data.sources import folder_source
 from transferlab.models.classifier import build_classifier, data_config
 from transferlab.models.runtime import FeatureRuntime, feature_runtime, torch_runtime
-from transferlab.train.features import FeatureStore, extract_features
+from transferlab.train.feature_store import FeatureStore
+from transferlab.train.features import extract_features
 from transferlab.experiment import train
 
 
@@ -135,3 +136,19 @@ def test_runtimes_leave_every_module_in_its_own_mode(tmp_path):
     module_runtime(split.trunk, (3, 64, 64), tmp_path, "auto")
     feature_runtime(model.backbone, 64, tmp_path, "auto")
     assert [m.training for m in model.modules()] == before
+
+
+def test_the_folder_of_a_runs_features_is_remembered_for_its_settings(extraction, tmp_path):
+    from transferlab.config import RunSettings
+    from transferlab.train.feature_store import remembered_store
+    from transferlab.train.fit import feature_store
+
+    _, model, config, _ = extraction
+    settings = RunSettings(data="photos", out="run", data_dir=str(tmp_path / "cache"))
+    assert remembered_store(settings) is None
+    store = feature_store(settings, model, config, "fp32")
+    store.root.mkdir(parents=True)
+    assert remembered_store(settings).root == store.root
+    assert remembered_store(settings.model_copy(update={"out": "elsewhere", "seed": 1, "data": "other"})).root == store.root
+    for changed in ({"augment": "seed-all"}, {"backbone": "efficientnet_b0"}, {"image_size": 128}, {"runtime": "torch"}):
+        assert remembered_store(settings.model_copy(update=changed)) is None, changed

@@ -142,7 +142,7 @@ def test_a_reduced_precision_that_changes_answers_falls_back_to_fp32(woof_mini, 
     assert "not used: fp32 instead" in caplog.text and "training it again" in caplog.text
     assert run.read_metrics()["frozen"]["val_acc"] > 0.7  # retrained on fp32 features
     assert yaml.safe_load(run.config_file.read_text())["inference_precision_used"] == {"frozen": "fp32"}
-    stores = sorted(p.name for p in (tmp_path / "cache" / "features").iterdir())
+    stores = sorted(p.name for p in (tmp_path / "cache" / "features").iterdir() if p.is_dir())
     assert len(stores) == 2 and stores[0] + "-bf16" == stores[1]  # each precision's features in a folder of its own
 
 
@@ -166,7 +166,7 @@ def test_a_reduced_precision_that_passes_is_kept_and_recorded_everywhere(woof_mi
 
 def test_features_of_different_precisions_never_share_a_folder(tmp_path):
     from transferlab.models.classifier import build_classifier
-    from transferlab.train.features import store_dir
+    from transferlab.train.feature_store import store_dir
 
     model, _ = build_classifier("efficientnet_lite0", 3, False)
     config = DataConfig(64, "bicubic", 0.875, (0.5,) * 3, (0.5,) * 3)

@@ -65,21 +65,22 @@ def test_schedule_flag_decays_the_rate_over_the_run(three_classes, tmp_path):
     assert RunDir(quick).read_metrics()["frozen"]["schedule"] == "cosine"  # the quick recipe's; seed's is constant
 
     from transferlab.config import TrainConfig
-    from transferlab.train.fit import load_data, prepare_run
+    from transferlab.data.resolve import load_index
+    from transferlab.train.fit import prepare_run
 
     config = RunDir(out).read_config()  # a run from before --schedule and --recipe existed resumes: their defaults
     del config["config"]["schedule"], config["config"]["recipe"]
     RunDir(out).write_config(config)
     settings = TrainConfig(**{**config["config"], "schedule": "auto", "recipe": "seed"})
-    prepare_run(settings, load_data(settings))
+    prepare_run(settings, load_index(settings.data_spec))
     with pytest.raises(Exception, match="other settings \\(schedule\\)"):
         changed = settings.model_copy(update={"schedule": "onecycle"})
-        prepare_run(changed, load_data(changed))
+        prepare_run(changed, load_index(changed.data_spec))
     config["config"]["recipe"] = "quick"  # before --schedule, quick ran at a constant rate: only that resumes it
     RunDir(out).write_config(config)
     with pytest.raises(Exception, match="other settings \\(schedule\\)"):
-        prepare_run(settings.model_copy(update={"recipe": "quick"}), load_data(settings))
-    prepare_run(settings.model_copy(update={"recipe": "quick", "schedule": "constant"}), load_data(settings))
+        prepare_run(settings.model_copy(update={"recipe": "quick"}), load_index(settings.data_spec))
+    prepare_run(settings.model_copy(update={"recipe": "quick", "schedule": "constant"}), load_index(settings.data_spec))
 
 
 def test_folds_hold_out_every_photo_once_and_keep_the_classes_balanced():

@@ -181,15 +181,31 @@ def _validation_message(error: ValidationError) -> str:
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library log messages.")] = False) -> None:
     """Set up logging; Lightning's own INFO lines (accelerator, tips) are shown with --verbose only."""
-    import lightning  # noqa: F401  (its import sets its loggers to INFO; set them after)
-
     level = logging.INFO if verbose else logging.WARNING
     if not is_rank_zero():
         level = logging.ERROR  # the other processes of a distributed run: rank 0 reports
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _LIGHTNING_LINES.setLevel(level)
     for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(level)
+        logging.getLogger(name).addHandler(_LIGHTNING_LINES)
         logging.getLogger(name).propagate = False
+
+
+class _StderrLines(logging.StreamHandler):
+    """Bare lines to whatever `sys.stderr` is when one is logged (tests swap it between commands)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+_LIGHTNING_LINES = _StderrLines()
+"""Lightning's log lines, bare as Lightning prints them, at the level `_main` sets: its loggers are set up here,
+before Lightning is imported (only commands that train import it), since its import sets them to INFO."""
 
 
 def _merge_config(ctx: typer.Context, config_file: Path | None, values: dict) -> dict:
@@ -724,9 +740,8 @@ def data_audit(
     """Duplicates and train/val leaks, likely label errors, off-topic photos and class imbalance, from the pretrained
     backbone's features (cached: the frozen strategy reuses them). Advice only: exit 0, 1 when photos were unreadable."""
     from .audits.findings import audit_index, missing_packages
-    from .data.resolve import data_title
+    from .data.resolve import data_title, load_index
     from .report.audit import write_audit
-    from .train.fit import load_data
 
     if missing_packages():
         _fail(f"tlab data audit needs {', '.join(missing_packages())}: pip install 'transferlab[audit]'")
@@ -734,7 +749,7 @@ def data_audit(
     with _one_line_errors():
         settings = RunSettings(data=data, out=str(out), breeds=breeds, data_dir=data_dir, source_url=source_url,
                                val_fraction=val_fraction, seed=seed, backbone=backbone)
-        index = load_data(settings)
+        index = load_index(settings.data_spec)
         result = audit_index(settings, index)
         page, table = write_audit(result, out, f"Audit of {data_title(data)}")
     for line in result.summary():

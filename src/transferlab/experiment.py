@@ -29,7 +29,7 @@ from .augment.gallery import gallery_figure, gallery_image
 from .augment.pipeline import build_augment
 from .config import CompareConfig, RunSettings, TrainConfig
 from .data.names import class_noun
-from .data.resolve import data_name, data_title
+from .data.resolve import data_name, data_title, load_index
 from .data.sources import DatasetIndex, Sample
 from .evaluate.diagnose import Finding
 from .evaluate.evaluation import evaluate_run
@@ -44,7 +44,7 @@ from .report.html import build_report, run_findings, run_histories
 from .report.plots import class_counts_figure, compare_figure, history_figure, sample_grid_figure, save_evaluation_figures, save_figure
 from .rundir import RunDir, RunDirError
 from .train.distributed import check_devices, is_rank_zero, training_device
-from .train.fit import PrecisionUnavailable, StageResult, feature_datamodule, fit_stage, load_data, make_datamodule, prepare_run, run_precision, write_run_header
+from .train.fit import PrecisionUnavailable, StageResult, feature_datamodule, fit_stage, make_datamodule, prepare_run, run_precision, write_run_header
 from .train.precision_gate import gate_on_features, gate_on_photos, precision_record
 from .train.strategies import Stage, StrategyError, get_strategy, lineage, order, plan
 
@@ -105,7 +105,7 @@ class Experiment:
     def index(self) -> DatasetIndex:
         """The photos: DATA indexed, breeds kept, unreadable files dropped (read once)."""
         if self._index is None:
-            self._index = load_data(self.settings)
+            self._index = load_index(self.settings.data_spec)
         return self._index
 
     @property

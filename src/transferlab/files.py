@@ -74,6 +74,15 @@ def write_atomic(path: Path, data: str | bytes, durable: bool = True) -> None:
         raise
 
 
+def write_npy_atomic(path: Path, array: "numpy.ndarray") -> None:
+    """An array as a .npy file, atomically, not flushed (for caches: a damaged entry is recomputed)."""
+    import numpy
+
+    buffer = io.BytesIO()
+    numpy.save(buffer, array)
+    write_atomic(path, buffer.getvalue(), durable=False)
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make a rename in `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
     try:

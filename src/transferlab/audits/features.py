@@ -1,20 +1,18 @@
-"""Each photo's pooled feature from the pretrained backbone (its clean view), from the frozen strategy's cache."""
+"""Each photo's pooled feature from the pretrained backbone (its clean view), from the frozen strategy's cache.
 
-import functools
+An audit after a frozen run or another audit with the same settings reads the features straight from the folder
+they used (`train.feature_store.remembered_store`): no model is built and PyTorch is not loaded. Otherwise the
+backbone is built and every photo not in the cache goes through it.
+"""
+
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import RunSettings
-from ..data.decoded import DecodedStore
 from ..data.photo_cache import PhotoCache
 from ..data.sources import DatasetIndex, Sample
-from ..files import runtimes_dir
-from ..models.classifier import build_classifier, data_config
-from ..models.runtime import feature_runtime
-from ..train.distributed import threads_per_process, training_device
-from ..train.features import extract_features
-from ..train.fit import PrecisionUnavailable, checked_precision, feature_store, run_precision
+from ..train.feature_store import remembered_store
 
 
 @dataclass(frozen=True)
@@ -36,28 +34,59 @@ class PhotoFeatures:
         return [str(s.path) for s in self.samples]
 
 
-def photo_features(settings: RunSettings, index: DatasetIndex, precision: str | None = None) -> PhotoFeatures:
+def photo_features(settings: RunSettings, index: DatasetIndex) -> PhotoFeatures:
     """Clean-view features of every photo of `index`, read from (or added to) the feature cache a frozen run with the
     same settings uses, in its inference precision (fp32 where that cannot run)."""
+    samples = list(index.train) + list(index.val)
+    photos = PhotoCache.in_cache(settings.data_dir)
+    digests = photos.hashes([s.path for s in samples])
+    pooled = remembered_features(settings, digests)
+    if pooled is None:
+        pooled = extracted_features(settings, samples, photos)
+    features = pooled.astype(np.float32)
+    features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    return PhotoFeatures(
+        samples=samples, splits=["train"] * len(index.train) + ["val"] * len(index.val), digests=digests, features=features,
+    )
+
+
+def remembered_features(settings: RunSettings, digests: list[str]) -> np.ndarray | None:
+    """(N, D) clean-view features from the folder these settings used before, when it holds every photo; else None."""
+    store = remembered_store(settings)
+    if store is None:
+        return None
+    views = [store.load(digest, 1) for digest in digests]
+    if any(view is None for view in views):
+        return None
+    return np.stack([view[0] for view in views])
+
+
+def extracted_features(settings: RunSettings, samples: list[Sample], photos: PhotoCache, precision: str | None = None) -> np.ndarray:
+    """(N, D) clean-view features through the backbone (those already cached read from the cache), in the run's
+    inference precision or fp32 where that cannot run (`feature_store` remembers the folder for the next audit)."""
+    import functools
+
+    from ..data.decoded import DecodedStore
+    from ..files import runtimes_dir
+    from ..models.classifier import build_classifier, data_config
+    from ..models.runtime import feature_runtime
+    from ..train.distributed import threads_per_process, training_device
+    from ..train.features import extract_features
+    from ..train.fit import PrecisionUnavailable, checked_precision, feature_store, run_precision
+
     precision = precision or run_precision(settings)
-    model, _ = build_classifier(settings.backbone, len(index.classes), pretrained=True, weights_file=settings.weights)
+    classes = 1 + max(sample.label for sample in samples)
+    model, _ = build_classifier(settings.backbone, classes, pretrained=True, weights_file=settings.weights)
     config = data_config(model.backbone, settings.image_size)
     store = feature_store(settings, model, config, precision)
     runtime = functools.cache(lambda: checked_precision(feature_runtime(
         model.backbone, config.image_size, runtimes_dir(settings.data_dir), settings.runtime, threads_per_process(settings.devices),
         training_device(settings.accelerator), precision,
     ), precision))
-    samples = list(index.train) + list(index.val)
-    photos = PhotoCache.in_cache(settings.data_dir)
     try:
         pooled = extract_features(samples, store, runtime, config, None, 1, 0, photos, DecodedStore.for_config(config, settings.data_dir))
     except PrecisionUnavailable:
         if precision == "fp32":
             raise
-        return photo_features(settings, index, "fp32")
-    features = pooled[:, 0, :].astype(np.float32)
-    features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    return PhotoFeatures(
-        samples=samples, splits=["train"] * len(index.train) + ["val"] * len(index.val),
-        digests=photos.hashes([s.path for s in samples]), features=features,
-    )
+        return extracted_features(settings, samples, photos, "fp32")
+    return pooled[:, 0, :]

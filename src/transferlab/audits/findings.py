@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..config import RunSettings
 from ..data.sources import DatasetIndex
-from ..files import write_csv_atomic
+from ..files import cache_dir, write_csv_atomic
 from .duplicates import duplicate_groups
 from .features import PhotoFeatures, photo_features
 from .labels import label_issues
@@ -30,8 +30,7 @@ def missing_packages() -> list[str]:
     """The packages of the `audit` extra that are not installed."""
     import importlib.util
 
-    return [name for module, name in (("cleanlab", "cleanlab"), ("imagehash", "imagehash"), ("sklearn", "scikit-learn"))
-            if importlib.util.find_spec(module) is None]
+    return [name for name in ("imagehash",) if importlib.util.find_spec(name) is None]
 
 
 @dataclass
@@ -82,9 +81,9 @@ class Audit:
         return path
 
 
-def audit_features(photos: PhotoFeatures, classes: list[str], seed: int = 0) -> pd.DataFrame:
+def audit_features(photos: PhotoFeatures, classes: list[str], seed: int = 0, cache: Path | None = None) -> pd.DataFrame:
     """Every detector on `photos`: one row per finding, duplicates and leaks first, then label errors (most likely
-    first), then off-topic photos (furthest out first)."""
+    first), then off-topic photos (furthest out first). The label detector's probabilities are kept in `cache`."""
     paths, labels = photos.paths, photos.labels
     rows: list[dict[str, Any]] = []
     groups = duplicate_groups(paths, photos.digests, photos.features)
@@ -94,7 +93,7 @@ def audit_features(photos: PhotoFeatures, classes: list[str], seed: int = 0) -> 
             same_bytes = photos.digests[member] == photos.digests[first]
             issue = "leak" if photos.splits[member] != photos.splits[first] else "duplicate" if same_bytes else "near-duplicate"
             rows.append(_row(photos, classes, member, issue, 1.0 if same_bytes else similarity, paths[first], group=number))
-    for found in label_issues(photos.features, labels, len(classes), seed):
+    for found in label_issues(photos.features, labels, len(classes), seed, cache=cache):
         rows.append(_row(photos, classes, found.index, "label", found.self_confidence, classes[found.suggested],
                          evidence=[paths[i] for i in found.evidence]))
     for found in outliers(photos.features):
@@ -115,7 +114,7 @@ def audit_index(settings: RunSettings, index: DatasetIndex) -> Audit:
     """The audit of the photos of `index` (features from the cache a frozen run with `settings` uses)."""
     started = time.perf_counter()
     photos = photo_features(settings, index)
-    findings = audit_features(photos, list(index.classes), settings.seed)
+    findings = audit_features(photos, list(index.classes), settings.seed, cache_dir(settings.data_dir) / "audit")
     counts = {name: {"train": 0, "val": 0} for name in index.classes}
     for sample, split in zip(photos.samples, photos.splits):
         counts[index.classes[sample.label]][split] += 1
@@ -126,9 +125,9 @@ def audit(data: str | Path, **settings: Any) -> pd.DataFrame:
     """The findings of `data` (a folder, a .csv manifest, stanford-dogs, sample) as a DataFrame: path, issue, score,
     suggested, split, label, group, evidence; `settings` as `tlab train` takes them (backbone, val_fraction, seed...).
     The summary lines are in `.attrs["summary"]`."""
-    from ..train.fit import load_data
+    from ..data.resolve import load_index
 
     run_settings = RunSettings(data=str(data), out=str(settings.pop("out", "audit")), **settings)
-    result = audit_index(run_settings, load_data(run_settings))
+    result = audit_index(run_settings, load_index(run_settings.data_spec))
     result.findings.attrs["summary"] = result.summary()
     return result.findings

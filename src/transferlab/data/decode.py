@@ -5,15 +5,17 @@ when the photo is at least twice the size needed; other formats decode with Pill
 is applied either way, and every mode becomes RGB with transparency composed over white.
 """
 
+from __future__ import annotations
+
 import io
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.transforms.v2.functional import pil_to_tensor
+
+if TYPE_CHECKING:
+    import torch
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})
 MAX_PIXELS = 89_478_485
@@ -126,7 +128,12 @@ def load_uint8(path: str | Path, min_size: int | None = None) -> torch.Tensor:
 
     The file is read once. With `min_size`, a JPEG at least twice that on its short side decodes at a reduced
     scale by Pillow (short side >= min_size); other JPEGs decode with torchvision.io, the rest with Pillow.
+    (PyTorch loads here, not with the module: checking and scanning photos need Pillow only.)
     """
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
     path = Path(path)
     data = _read(path)
     with open_checked(data, str(path)) as image:

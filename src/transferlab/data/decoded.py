@@ -7,13 +7,12 @@ whose bytes change has another hash (`PhotoCache` hashes by path, size and modif
 again; a damaged entry is decoded again too.
 """
 
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..files import cache_dir, write_atomic
+from ..files import cache_dir, write_npy_atomic
 from ..models.classifier import DataConfig
 
 DECODER_VERSION = 1
@@ -45,9 +44,7 @@ class DecodedStore:
         return torch.from_numpy(array)
 
     def save(self, digest: str, image: torch.Tensor) -> None:
-        buffer = io.BytesIO()
-        np.save(buffer, image.numpy())
         try:
-            write_atomic(self._path(digest), buffer.getvalue(), durable=False)
+            write_npy_atomic(self._path(digest), image.numpy())
         except OSError:  # a full or read-only cache only costs decoding again
             pass

@@ -25,10 +25,11 @@ CHECK_VERSION = 1
 
 def _check_key() -> str:
     """Verdicts hold for this check and these decoders: a new Pillow or torchvision checks every photo again."""
-    import PIL
-    import torchvision
+    from importlib.metadata import version
 
-    return f"{CHECK_VERSION}/pillow-{PIL.__version__}/torchvision-{torchvision.__version__}"
+    return f"{CHECK_VERSION}/pillow-{version('pillow')}/torchvision-{version('torchvision')}"
+
+
 CHUNK = 500
 """Rows per SQL query (SQLite limits the number of parameters in one statement)."""
 

@@ -3,8 +3,10 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from .photo_cache import PhotoCache
 from .sample import NAME as SAMPLE
 from .sample import sample_dir
+from .scan import drop_unreadable
 from .sources import DatasetIndex, DataSourceError, csv_source, folder_source, select_classes
 from .stanford_dogs import NAME as STANFORD_DOGS
 from .stanford_dogs import stanford_dogs_source
@@ -56,3 +58,9 @@ def open_data(data: str | Path | DataSpec) -> DatasetIndex:
             raise DataSourceError(f"{source}: no such folder; did you mean {STANFORD_DOGS}?")
         index = folder_source(path, spec.val_fraction, spec.seed)
     return select_classes(index, spec.breeds)
+
+
+def load_index(spec: DataSpec) -> DatasetIndex:
+    """A run's photos: DATA indexed (`open_data`), unreadable photos dropped and listed (their verdicts kept in the
+    photo cache of `spec.data_dir`)."""
+    return drop_unreadable(open_data(spec), PhotoCache.in_cache(spec.data_dir))

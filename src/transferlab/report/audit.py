@@ -9,7 +9,7 @@ from PIL import Image, ImageOps
 
 from ..audits.findings import ISSUES, Audit
 from ..files import write_atomic
-from .html import _environment
+from .templates import environment
 
 THUMBNAIL = 160
 SHOWN = 60
@@ -63,7 +63,7 @@ def audit_context(audit: Audit, title: str) -> dict[str, Any]:
 def write_audit(audit: Audit, out: Path, title: str) -> tuple[Path, Path]:
     """audit.html and audit.csv in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    page = _environment().get_template("audit.html.j2").render(audit_context(audit, title))
+    page = environment().get_template("audit.html.j2").render(audit_context(audit, title))
     write_atomic(out / "audit.html", page)
     return out / "audit.html", audit.write_csv(out / "audit.csv")
 

@@ -2,12 +2,10 @@
 
 import base64
 import datetime
-import html
 import io
 from pathlib import Path
 from typing import Any, Callable
 
-import jinja2
 import numpy as np
 from PIL import Image
 
@@ -20,9 +18,7 @@ from ..evaluate.metrics import compute_metrics, read_predictions
 from ..files import write_atomic
 from ..rundir import RunDir
 from .plots import compare_figure, coverage_at, history_figure, save_evaluation_figures, save_figure
-
-TEMPLATES = Path(__file__).parent / "templates"
-
+from .templates import environment
 
 PHOTO_FIGURES = ("samples", "augment", "mistakes_")
 """Figures of photos, inlined as JPEG: a tenth of their PNG size, and the report stays one file of a few MB."""
@@ -234,31 +230,11 @@ def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -
     }
 
 
-def _markdown_text(value: Any) -> str:
-    """A value as Markdown text: no raw HTML (Markdown renders it) and no table-breaking pipe."""
-    return html.escape(str(value), quote=False).replace("|", "\\|")
-
-
-def _environment(markdown: bool = False) -> jinja2.Environment:
-    """Every value a template prints is escaped: HTML-escaped for report.html, made inert text for report.md.
-    Class names and CSV labels come from the user's files."""
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=not markdown,
-        finalize=_markdown_text if markdown else None,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters["pct"] = lambda value: "–" if value is None else f"{100 * value:.1f}%"
-    return environment
-
-
 def build_report(run: RunDir | str | Path, explainer: Callable[[str], Any] | None = None) -> tuple[Path, Path]:
     """Write report.html and report.md into the run directory; return their paths. `explainer`: see `report_context`."""
     run = run if isinstance(run, RunDir) else RunDir(run)
     with run.claimed():
         context = report_context(run, explainer)
-        write_atomic(run.report_file, _environment().get_template("report.html.j2").render(context))
-        write_atomic(run.report_markdown_file, _environment(markdown=True).get_template("report.md.j2").render(context))
+        write_atomic(run.report_file, environment().get_template("report.html.j2").render(context))
+        write_atomic(run.report_markdown_file, environment(markdown=True).get_template("report.md.j2").render(context))
     return run.report_file, run.report_markdown_file

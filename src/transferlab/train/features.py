@@ -3,17 +3,13 @@
 A frozen backbone's output for a given photo and view never changes, so the head can train on tensors.
 Validation photos get their clean view; training photos the clean view plus K augmented views, each
 view's augmentation seeded by the photo's content hash and the view index. Features live in
-`<cache>/features/<backbone>-<weights>-<size>-<preprocessing+augmentation>/<hash[:2]>/<hash>.npy`, one
+`<cache>/features/<backbone>-<weights>-<size>-<preprocessing+augmentation>/<hash[:2]>/<hash>.npy` (`feature_store`), one
 (views, D) float32 array per photo, so a second run, another head or more epochs need no backbone pass.
 Each epoch, the head sees one view per photo, drawn with the (seed, epoch, photo) generator.
 """
 
-import hashlib
-import io
-import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,56 +24,14 @@ from ..data.decoded import DecodedStore
 from ..data.photo_cache import PhotoCache
 from ..data.sources import Sample
 from ..data.threads import map_in_threads
-from ..files import exclusive_lock, write_atomic
+from ..files import exclusive_lock
 from ..models.classifier import DataConfig
-from ..models.runtime import FeatureRuntime, model_fingerprint
+from ..models.runtime import FeatureRuntime
+from .feature_store import FeatureStore
 
 log = logging.getLogger(__name__)
 
 RUNTIME_BATCH = 32
-
-
-def store_dir(
-    cache: Path, backbone_name: str, backbone: torch.nn.Module, config: DataConfig, augment_ops: list[dict], precision: str = "fp32"
-) -> Path:
-    """The folder of one (backbone, weights, preprocessing, augmentation ops, inference precision) combination;
-    features of different precisions never share one."""
-    recipe = json.dumps({"data": asdict(config), "augment": augment_ops}, sort_keys=True, default=str)
-    recipe_hash = hashlib.blake2b(recipe.encode(), digest_size=6).hexdigest()
-    name = backbone_name.replace(":", "_").replace("/", "_")
-    suffix = "" if precision == "fp32" else f"-{precision}"
-    return cache / "features" / f"{name}-{model_fingerprint(backbone)[:12]}-{config.image_size}-{recipe_hash}{suffix}"
-
-
-class FeatureStore:
-    """(views, D) float32 arrays by photo content hash, written atomically."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def _path(self, digest: str) -> Path:
-        return self.root / digest[:2] / f"{digest}.npy"
-
-    def load(self, digest: str, views: int) -> np.ndarray | None:
-        """The first `views` views of the photo, or None when fewer are stored."""
-        path = self._path(digest)
-        if not path.is_file():
-            return None
-        try:
-            array = np.load(path)
-        except (ValueError, OSError):
-            return None
-        return array[:views] if array.shape[0] >= views else None
-
-    def save(self, digest: str, features: np.ndarray) -> None:
-        buffer = _npy_bytes(features.astype(np.float32))
-        write_atomic(self._path(digest), buffer, durable=False)  # a damaged entry is recomputed
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def view_seed(digest: str) -> int:

@@ -27,10 +27,8 @@ from .. import __version__
 from ..augment.pipeline import build_augment, resolve_ops
 from ..config import RunSettings
 from ..data.datasets import PhotoDataModule, PhotoDataset, balanced_weights
-from ..data.resolve import open_data
 from ..data.decoded import DecodedStore
 from ..data.photo_cache import PhotoCache
-from ..data.scan import drop_unreadable
 from ..data.sources import DataSourceError, DatasetIndex, Sample
 from ..files import cache_dir, runtimes_dir
 from ..models.checkpoints import classifier_state, read_checkpoint
@@ -44,7 +42,8 @@ from ..report.plots import history_figure, save_figure
 from ..rundir import RunDir, RunDirError
 from .checkpoints import AtomicCheckpointIO, RunCheckpoints, resume_point
 from .distributed import is_rank_zero, resolve_workers, threads_per_process, trainer_options, training_device, uses_gpu
-from .features import FeatureDataModule, FeatureDataset, FeatureStore, extract_features, store_dir
+from .feature_store import FeatureStore, remember_store, store_dir
+from .features import FeatureDataModule, FeatureDataset, extract_features
 from .module import ClassifierModule, FrozenBatchNormEval
 from .strategies import Stage, Unfreeze
 
@@ -355,12 +354,6 @@ def attach_fast_runtime(module: ClassifierModule, model: Classifier, stage: Stag
     return runtime.precision
 
 
-def load_data(settings: RunSettings) -> DatasetIndex:
-    """The run's photos: DATA indexed, the chosen breeds kept, unreadable photos dropped (and listed)."""
-    index = open_data(settings.data_spec)
-    return drop_unreadable(index, PhotoCache.in_cache(settings.data_dir))
-
-
 IGNORED_ON_RESUME = {
     "out", "overwrite", "workers", "runtime", "inference_precision", "accelerator", "devices", "num_nodes", "precision", "logger",
 }
@@ -497,9 +490,12 @@ def feature_datamodule(
 
 
 def feature_store(settings: RunSettings, model: Classifier, config: DataConfig, precision: str) -> FeatureStore:
-    """Where the pretrained backbone's features for these settings and `precision` are cached."""
+    """Where the pretrained backbone's features for these settings and `precision` are cached (remembered for these
+    settings: a later audit of the same photos reads them without building the model)."""
     ops = resolve_ops(settings.augment, settings.augment_set)
-    return FeatureStore(store_dir(cache_dir(settings.data_dir), settings.backbone, model.backbone, config, ops, precision))
+    store = FeatureStore(store_dir(cache_dir(settings.data_dir), settings.backbone, model.backbone, config, ops, precision))
+    remember_store(settings, store)
+    return store
 
 
 class PrecisionUnavailable(RuntimeError):
