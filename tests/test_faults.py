@@ -197,6 +197,40 @@ def test_ctrl_c_during_finetune_says_how_to_resume_and_the_same_command_does(thr
     assert [r["epoch"] for r in RunDir(out).read_history("finetune")] == list(range(1, 13))
 
 
+def test_a_ctrl_c_that_python_drops_still_stops_training_at_the_next_batch():
+    """A KeyboardInterrupt raised while a __del__ runs is printed and dropped by Python; the Ctrl-C must stick."""
+    import torch
+
+    from transferlab.train.fit import fit_interruptibly
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 2)
+
+        def training_step(self, batch, batch_index):
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class DroppedCtrlC(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 3:
+                try:
+                    signal.raise_signal(signal.SIGINT)
+                except KeyboardInterrupt:
+                    pass  # as Python does for an exception in __del__
+
+    data = torch.utils.data.TensorDataset(torch.randn(32, 4))
+    loader = L.LightningDataModule.from_datasets(train_dataset=data, batch_size=4)
+    trainer = L.Trainer(max_epochs=5, callbacks=[DroppedCtrlC()], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        fit_interruptibly(trainer, Tiny(), loader, None)
+    assert trainer.global_step == 3 and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_disk_full_while_writing_a_checkpoint_is_one_line_and_leaves_nothing_half_written(three_classes, tmp_path, monkeypatch):
     """Injected ENOSPC at the write of the second epoch's last.ckpt: exit 1, the message names the file, no temp file
     is left, and the same command then finishes the run."""

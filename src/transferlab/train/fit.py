@@ -254,9 +254,22 @@ def training_module(
 
 
 class _SeesInterrupt(L.Callback):
-    """Notes a Ctrl-C inside `trainer.fit`, which Lightning turns into `sys.exit(1)`."""
+    """Notes a Ctrl-C inside `trainer.fit`, which Lightning turns into `sys.exit(1)`; and makes it stick: Python drops
+    a KeyboardInterrupt raised while a `__del__` or GC callback runs ("Exception ignored in ..."), so a Ctrl-C seen
+    by `on_sigint` is raised again at the next batch boundary."""
 
     interrupted = False
+    requested = False
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        raise KeyboardInterrupt
+
+    def _raise_if_requested(self, *args: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_validation_batch_end = on_train_epoch_end = on_validation_epoch_end = _raise_if_requested
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self.interrupted = isinstance(exception, KeyboardInterrupt)
@@ -267,6 +280,8 @@ def fit_interruptibly(trainer: L.Trainer, module: L.LightningModule, datamodule:
     that Lightning switches off given back, so a notebook or the CLI can say what happened."""
     watch = _SeesInterrupt()
     trainer.callbacks.append(watch)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, watch.on_sigint) if in_main_thread else None
     try:
         with warnings.catch_warnings():
             for message in QUIET_WARNINGS:
@@ -275,9 +290,10 @@ def fit_interruptibly(trainer: L.Trainer, module: L.LightningModule, datamodule:
     except SystemExit:
         if not watch.interrupted:
             raise
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt from None
+    finally:
+        if in_main_thread:  # Lightning leaves Ctrl-C ignored after one
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 LOGGER_EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
