@@ -126,6 +126,16 @@ def test_outlier_scores_match_cleanlab():
     assert np.abs(outlier_scores(features) - reference).max() < 1e-5
 
 
+def test_outlier_scores_are_the_same_in_blocks_and_with_duplicates(monkeypatch):
+    from transferlab.audits import outliers as outlier_module
+
+    features, _ = blobs(photos=101)
+    features[7] = features[8] = features[50]
+    whole = outlier_scores(features)
+    monkeypatch.setattr(outlier_module, "BLOCK_FLOATS", 3 * 101)
+    np.testing.assert_allclose(outlier_scores(features), whole, rtol=1e-12)
+
+
 HEAVY = ("torch", "torchvision", "timm", "lightning", "sklearn", "cleanlab")
 
 

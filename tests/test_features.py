@@ -140,15 +140,30 @@ def test_runtimes_leave_every_module_in_its_own_mode(tmp_path):
 
 def test_the_folder_of_a_runs_features_is_remembered_for_its_settings(extraction, tmp_path):
     from transferlab.config import RunSettings
-    from transferlab.train.feature_store import remembered_store
+    from transferlab.train.feature_store import remember_store, remembered_store
     from transferlab.train.fit import feature_store
 
     _, model, config, _ = extraction
     settings = RunSettings(data="photos", out="run", data_dir=str(tmp_path / "cache"))
-    assert remembered_store(settings) is None
     store = feature_store(settings, model, config, "fp32")
     store.root.mkdir(parents=True)
+    assert remembered_store(settings) is None  # naming a folder (the precision gate's partial one) is not enough
+    remember_store(settings, store)
     assert remembered_store(settings).root == store.root
     assert remembered_store(settings.model_copy(update={"out": "elsewhere", "seed": 1, "data": "other"})).root == store.root
-    for changed in ({"augment": "seed-all"}, {"backbone": "efficientnet_b0"}, {"image_size": 128}, {"runtime": "torch"}):
+    for changed in ({"augment": "seed-all"}, {"backbone": "efficientnet_b0"}, {"image_size": 128}, {"runtime": "torch"}, {"weights": "w.pth"}):
         assert remembered_store(settings.model_copy(update=changed)) is None, changed
+
+
+def test_a_frozen_run_leaves_every_photos_features_for_an_audit(image_tree, tmp_path):
+    from transferlab.audits.features import remembered_features
+    from transferlab.config import RunSettings
+    from transferlab.data.photo_cache import PhotoCache
+    from transferlab.data.resolve import load_index
+
+    common = dict(data=str(image_tree({"a": 6, "b": 6})), image_size=64, runtime="torch", data_dir=str(tmp_path / "cache"))
+    train(TrainConfig(out=str(tmp_path / "run"), strategy="frozen", epochs=1, batch_size=4, **common))
+    settings = RunSettings(out=str(tmp_path / "audit"), **common)
+    index = load_index(settings.data_spec)
+    digests = PhotoCache.in_cache(settings.data_dir).hashes([s.path for s in index.train + index.val])
+    assert remembered_features(settings, digests).shape == (12, 1280)

@@ -187,7 +187,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show li
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     _LIGHTNING_LINES.setLevel(level)
     for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).addHandler(_LIGHTNING_LINES)
+        logging.getLogger(name).handlers = [_LIGHTNING_LINES]  # also instead of Lightning's own, if it came first
         logging.getLogger(name).propagate = False
 
 
@@ -195,11 +195,11 @@ class _StderrLines(logging.StreamHandler):
     """Bare lines to whatever `sys.stderr` is when one is logged (tests swap it between commands)."""
 
     @property
-    def stream(self):
+    def stream(self) -> Any:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:
+    def stream(self, value: Any) -> None:
         pass
 
 

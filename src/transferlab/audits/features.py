@@ -1,10 +1,12 @@
 """Each photo's pooled feature from the pretrained backbone (its clean view), from the frozen strategy's cache.
 
 An audit after a frozen run or another audit with the same settings reads the features straight from the folder
-they used (`train.feature_store.remembered_store`): no model is built and PyTorch is not loaded. Otherwise the
-backbone is built and every photo not in the cache goes through it.
+they used (`train.feature_store.remembered_store`; after a frozen run whose reduced precision failed its gate, the
+fp32 features it trained on): no model is built and PyTorch is not loaded. Otherwise the backbone is built and
+every photo not in the cache goes through it.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +14,7 @@ import numpy as np
 from ..config import RunSettings
 from ..data.photo_cache import PhotoCache
 from ..data.sources import DatasetIndex, Sample
-from ..train.feature_store import remembered_store
+from ..train.feature_store import remember_store, remembered_store
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,7 @@ def remembered_features(settings: RunSettings, digests: list[str]) -> np.ndarray
 
 def extracted_features(settings: RunSettings, samples: list[Sample], photos: PhotoCache, precision: str | None = None) -> np.ndarray:
     """(N, D) clean-view features through the backbone (those already cached read from the cache), in the run's
-    inference precision or fp32 where that cannot run (`feature_store` remembers the folder for the next audit)."""
-    import functools
-
+    inference precision or fp32 where that cannot run; the folder is remembered for the next audit."""
     from ..data.decoded import DecodedStore
     from ..files import runtimes_dir
     from ..models.classifier import build_classifier, data_config
@@ -75,8 +75,7 @@ def extracted_features(settings: RunSettings, samples: list[Sample], photos: Pho
     from ..train.fit import PrecisionUnavailable, checked_precision, feature_store, run_precision
 
     precision = precision or run_precision(settings)
-    classes = 1 + max(sample.label for sample in samples)
-    model, _ = build_classifier(settings.backbone, classes, pretrained=True, weights_file=settings.weights)
+    model, _ = build_classifier(settings.backbone, 2, pretrained=True, weights_file=settings.weights)  # its backbone only
     config = data_config(model.backbone, settings.image_size)
     store = feature_store(settings, model, config, precision)
     runtime = functools.cache(lambda: checked_precision(feature_runtime(
@@ -89,4 +88,5 @@ def extracted_features(settings: RunSettings, samples: list[Sample], photos: Pho
         if precision == "fp32":
             raise
         return extracted_features(settings, samples, photos, "fp32")
+    remember_store(settings, store)
     return pooled[:, 0, :]

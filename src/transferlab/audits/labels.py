@@ -8,27 +8,35 @@ prunes further by the estimated noise rate per class; on planted errors (8 photo
 woof-mini or clothing-mini, three seeds each) its flags held 0-8 of the 8, while the ranking of the disagreeing
 photos held 7-8 of 8 in its first 20, so the ranking is what this uses.
 
-The head is fitted here, by PyTorch's L-BFGS in float32 on centred features (centring moves only the intercept, and
-saves iterations; each fold starts from the previous fold's head), rather than by scikit-learn: on woof-bench's 2,800 photos 1.6 s against `LogisticRegression`'s
-5.8 s (float64), and importing scikit-learn and cleanlab took 2.5 s of an audit meant to take a few. Tests check
-the probabilities against scikit-learn's. They are kept in the cache, keyed by features, labels and seed, so an
-audit of unchanged photos does not fit again.
+The head is fitted here, by PyTorch's L-BFGS in float32 on centred features (centring moves only the intercept and
+saves steps, as does starting each fold from the previous fold's head), rather than by scikit-learn: on
+woof-bench's 2,800 photos 1.5-2 s against `LogisticRegression`'s 5.8 s (float64), and importing scikit-learn and
+cleanlab took 2.5 s of an audit meant to take a few. Tests check the probabilities against scikit-learn's. They are
+kept in the cache, keyed by features, labels and seed, so an audit of unchanged photos does not fit again.
 """
+
+from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..files import write_npy_atomic
 
+if TYPE_CHECKING:
+    import torch
+
 FOLDS = 5
 INVERSE_REGULARISATION = 10.0
 """C of scikit-learn's `LogisticRegression`: the loss summed over photos plus |W|^2 / (2 C)."""
 MAX_STEPS = 1000
-OOF_VERSION = 1
+OOF_VERSION = 2
 """Bumped when the head or its fitting changes: older kept probabilities are then not used."""
+KEPT = 16
+"""Kept probability files (the newest): one per data set and seed audited, N x classes floats each."""
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -44,7 +52,10 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def fit_logistic_head(features: np.ndarray, labels: np.ndarray, classes: int, c: float = INVERSE_REGULARISATION, start=None):
+def fit_logistic_head(
+    features: np.ndarray, labels: np.ndarray, classes: int, c: float = INVERSE_REGULARISATION,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A softmax head on `features` -> `labels` (0..classes-1, each present): (weight (D, classes), bias, mean).
     `start`: a (weight, bias) to start from (the optimum is unique; a nearby start takes fewer steps)."""
     import torch
@@ -107,8 +118,13 @@ def kept_out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, cla
             return kept
     except (OSError, ValueError):
         pass
-    probabilities = out_of_fold_probabilities(features, labels, classes, seed)
-    write_npy_atomic(path, probabilities)
+    probabilities = out_of_fold_probabilities(features, labels, classes, seed).astype(np.float32)  # as kept
+    try:
+        write_npy_atomic(path, probabilities)
+        for old in sorted(cache.glob("*.npy"), key=lambda file: file.stat().st_mtime)[:-KEPT]:
+            old.unlink(missing_ok=True)
+    except OSError:  # a read-only or full cache only costs fitting again
+        pass
     return probabilities
 
 

@@ -14,8 +14,8 @@ import numpy as np
 
 NEIGHBOURS = 10
 SPREAD = 3.5
-BLOCK = 1024
-"""Rows of the similarity matrix computed at once (memory: BLOCK x N floats)."""
+BLOCK_FLOATS = 2**24
+"""Similarities computed at once (128 MiB of float64; three such blocks live at a time)."""
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,11 @@ class Outlier:
 
 
 def mean_neighbour_distance(features: np.ndarray, neighbours: int) -> np.ndarray:
-    """Each row's mean cosine distance to its `neighbours` nearest other rows (rows L2-normalised)."""
+    """Each row's mean cosine distance to its `neighbours` nearest other rows (the rows L2-normalised)."""
     distances = np.empty(len(features))
-    for start in range(0, len(features), BLOCK):
-        similarity = features[start : start + BLOCK] @ features.T
+    block = max(1, BLOCK_FLOATS // len(features))
+    for start in range(0, len(features), block):
+        similarity = features[start : start + block] @ features.T
         rows = np.arange(len(similarity))
         similarity[rows, start + rows] = -np.inf
         nearest = -np.partition(-similarity, neighbours - 1, axis=1)[:, :neighbours]
@@ -38,6 +39,7 @@ def mean_neighbour_distance(features: np.ndarray, neighbours: int) -> np.ndarray
 
 
 def outlier_scores(features: np.ndarray, neighbours: int = NEIGHBOURS) -> np.ndarray:
+    """Each photo's score from its L2-normalised pooled feature (as `PhotoFeatures` holds them)."""
     k = max(1, min(neighbours, len(features) - 1))
     distances = mean_neighbour_distance(np.asarray(features, dtype=np.float64), k)
     return np.exp(-distances / max(float(np.median(distances)), 100 * np.finfo(np.float64).eps))

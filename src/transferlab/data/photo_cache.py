@@ -25,9 +25,17 @@ CHECK_VERSION = 1
 
 def _check_key() -> str:
     """Verdicts hold for this check and these decoders: a new Pillow or torchvision checks every photo again."""
-    from importlib.metadata import version
+    return f"{CHECK_VERSION}/pillow-{_version('pillow')}/torchvision-{_version('torchvision')}"
 
-    return f"{CHECK_VERSION}/pillow-{version('pillow')}/torchvision-{version('torchvision')}"
+
+def _version(package: str) -> str:
+    """The installed version, read without importing the package (torchvision would load PyTorch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:  # e.g. Pillow-SIMD: the module knows
+        return __import__({"pillow": "PIL"}.get(package, package)).__version__
 
 
 CHUNK = 500

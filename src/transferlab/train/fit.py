@@ -280,19 +280,21 @@ def fit_interruptibly(trainer: L.Trainer, module: L.LightningModule, datamodule:
     that Lightning switches off given back, so a notebook or the CLI can say what happened."""
     watch = _SeesInterrupt()
     trainer.callbacks.append(watch)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, watch.on_sigint) if in_main_thread else None
+    handles = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, watch.on_sigint) if handles else None
     try:
         with warnings.catch_warnings():
             for message in QUIET_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        if watch.requested:  # dropped after the last hook (a checkpoint written, teardown)
+            raise KeyboardInterrupt
     except SystemExit:
         if not watch.interrupted:
             raise
         raise KeyboardInterrupt from None
     finally:
-        if in_main_thread:  # Lightning leaves Ctrl-C ignored after one
+        if handles:  # Lightning leaves Ctrl-C ignored after one
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
@@ -492,6 +494,7 @@ def feature_datamodule(
                 raise
             log.warning("%s; the features are computed in fp32", error)
             return feature_datamodule(settings, index, model, image_size, "fp32")
+    remember_store(settings, store)  # every photo's clean view is there: a later audit reads them without a model
     datamodule = FeatureDataModule(
         FeatureDataset(train_features, [s.label for s in index.train], settings.seed, draw_views=True),
         FeatureDataset(val_features, [s.label for s in index.val], settings.seed, draw_views=False),
@@ -506,12 +509,9 @@ def feature_datamodule(
 
 
 def feature_store(settings: RunSettings, model: Classifier, config: DataConfig, precision: str) -> FeatureStore:
-    """Where the pretrained backbone's features for these settings and `precision` are cached (remembered for these
-    settings: a later audit of the same photos reads them without building the model)."""
+    """Where the pretrained backbone's features for these settings and `precision` are cached."""
     ops = resolve_ops(settings.augment, settings.augment_set)
-    store = FeatureStore(store_dir(cache_dir(settings.data_dir), settings.backbone, model.backbone, config, ops, precision))
-    remember_store(settings, store)
-    return store
+    return FeatureStore(store_dir(cache_dir(settings.data_dir), settings.backbone, model.backbone, config, ops, precision))
 
 
 class PrecisionUnavailable(RuntimeError):

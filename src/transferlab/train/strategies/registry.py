@@ -60,6 +60,8 @@ def constant(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler:
     """Per step: linear warmup over the first `warmup` share of steps, then cosine decay to zero."""
+    import torch
+
     warmup_steps = max(1, round(warmup * total_steps))
 
     def factor(step: int) -> float:
@@ -67,8 +69,6 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup: fl
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    import torch
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
