@@ -1,6 +1,7 @@
 """audit.html: one self-contained page of an audit's findings, thumbnails inlined, grouped by finding."""
 
 import base64
+import functools
 import io
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,13 @@ SHOWN = 60
 """Findings of one kind shown with thumbnails; audit.csv lists all."""
 
 
+@functools.lru_cache(maxsize=1024)
 def thumbnail(path: str) -> str | None:
-    """A JPEG data URI of the photo, at most THUMBNAIL pixels on its longer side (None when it cannot be read)."""
+    """A JPEG data URI of the photo, at most THUMBNAIL pixels on its longer side (None when it cannot be read); a
+    JPEG decodes at the smallest scale that still covers it."""
     try:
         with Image.open(path) as image:
+            image.draft("RGB", (THUMBNAIL, THUMBNAIL))
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((THUMBNAIL, THUMBNAIL))
             buffer = io.BytesIO()
