@@ -49,3 +49,18 @@ def test_train_with_lr_find_uses_the_suggestion(three_classes, tmp_path):
     assert run.plot_file("lr_find_frozen").is_file()
     assert run.read_history("frozen")[0]["lr"] != pytest.approx(1e-2)  # not the recipe's rate
     assert CliRunner().invoke(app, ["train", str(three_classes), "--lr", "fast"]).exit_code == 2
+
+
+@pytest.mark.slow
+def test_tlab_lr_find_keeps_its_plot_and_rate_in_the_run(three_classes, tmp_path):
+    from typer.testing import CliRunner
+
+    from transferlab.cli import app
+    from transferlab.rundir import RunDir
+
+    out = tmp_path / "lr"
+    result = CliRunner().invoke(app, ["lr-find", str(three_classes), "--out", str(out), "--steps", "20", "--image-size", "48", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    run = RunDir(out)
+    suggestion = run.read_recipe()["frozen"]["range_test"]["suggestion"]
+    assert run.plot_file("lr_find_frozen").is_file() and f"suggested learning rate {suggestion:.2g}" in result.output

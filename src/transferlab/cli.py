@@ -517,14 +517,12 @@ def lr_find(
 ) -> None:
     """The learning-rate range test: loss against an exponentially growing rate, a suggested rate and its plot."""
     from .experiment import Experiment
-    from .report.plots import save_figure
 
     with _one_line_errors():
         experiment = Experiment(data, out, image_size=image_size, batch_size=batch_size, backbone=backbone, seed=seed,
                                 breeds=breeds, data_dir=data_dir, source_url=source_url)
-        finding = experiment.lr_find(strategy, min_lr, max_lr, steps)
-        plot = out / f"lr_find_{strategy}.png"
-        save_figure(finding.figure(), plot)
+        finding = experiment.found_lr(strategy, steps, max_lr, min_lr=min_lr)
+        plot = experiment.run.plot_file(f"lr_find_{strategy}")
     console.print(f"{strategy}: suggested learning rate {finding.suggestion:.2g} ({finding.rule}); plot: {plot}", highlight=False)
     console.print(f"use it: tlab train {data} --strategy {strategy} --lr {finding.suggestion:.2g}", highlight=False)
 

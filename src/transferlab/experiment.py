@@ -256,16 +256,16 @@ class Experiment:
         L.seed_everything(self.settings.seed, workers=True, verbose=False)
         return _fit_for_accuracy(module, datamodule, stage.epochs, options, [FrozenBatchNormEval()])
 
-    def found_lr(self, strategy: str, steps: int = 100, max_lr: float = 1.0, init: str | Path | None = None) -> float:
-        """The range test's suggestion for `strategy` (`steps` batches up to `max_lr`, from `init` when given), its
-        plot saved as plots/lr_find_<strategy>.png and the rate in recipe.json (the report shows both)."""
-        finding = self.lr_find(strategy, max_lr=max_lr, steps=steps, init=init)
+    def found_lr(self, strategy: str, steps: int = 100, max_lr: float = 1.0, init: str | Path | None = None, min_lr: float = 1e-6) -> "LrFinding":
+        """`lr_find`, kept: the plot saved as plots/lr_find_<strategy>.png and the suggested rate in recipe.json (the
+        report shows both). `.suggestion` is the rate."""
+        finding = self.lr_find(strategy, min_lr=min_lr, max_lr=max_lr, steps=steps, init=init)
         if is_rank_zero():
             with self._claimed():
                 save_figure(finding.figure(), self.run.plot_file(f"lr_find_{strategy}"))
         self._record_recipe(strategy, {"range_test": {"suggestion": finding.suggestion, "rule": finding.rule, "steps": steps, "max_lr": max_lr}})
         log.info("%s: learning rate %.2g from the range test", strategy, finding.suggestion)
-        return finding.suggestion
+        return finding
 
     def _fitted_stage(self, stage: Stage, epochs: int | None, init: str | Path | None) -> Stage:
         """`--recipe auto`: the frozen head's hyperparameters searched on the training photos' cached features
@@ -286,7 +286,7 @@ class Experiment:
             stage = search.stage(stage, epochs)
             self._record_recipe(stage.name, {"search": search.as_dict()})
         elif uses_range_test(stage.strategy):
-            stage = replace(stage, lr=self.found_lr(stage.name, PHOTO_RAMP_STEPS, PHOTO_RAMP_MAX_LR, init), patience=PATIENCE)
+            stage = replace(stage, lr=self.found_lr(stage.name, PHOTO_RAMP_STEPS, PHOTO_RAMP_MAX_LR, init).suggestion, patience=PATIENCE)
         else:
             return stage
         self._record_recipe(stage.name, {"stage": fitted_fields(stage)})
@@ -561,7 +561,7 @@ def _rate(experiment: Experiment, strategy: str, lr: float | str | None) -> floa
     """A `--lr` value as a rate: "find" is the range test's suggestion (none for a finished stage, which is loaded)."""
     if lr != "find":
         return lr
-    return None if experiment.run.finished([strategy]) else experiment.found_lr(strategy)
+    return None if experiment.run.finished([strategy]) else experiment.found_lr(strategy).suggestion
 
 
 def train(config: TrainConfig, callbacks: Sequence[L.Callback] = ()) -> RunDir:
