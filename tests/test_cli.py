@@ -27,8 +27,13 @@ HEAVY = ("torch", "torchvision", "timm", "lightning", "sklearn", "cleanlab")
 
 
 def test_the_cli_starts_without_the_heavy_libraries():
-    """`tlab --help`, the flags and the strategy registry need none of them (8 s of imports here before)."""
-    code = f"import sys, transferlab.cli; print([m for m in {HEAVY!r} if m in sys.modules])"
+    """`tlab --help`, the flags, the strategy registry and `tlab strategies` need none of them (8 s of imports here
+    before)."""
+    code = (
+        "import sys; from typer.testing import CliRunner; from transferlab.cli import app\n"
+        "assert CliRunner().invoke(app, ['strategies']).exit_code == 0\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
 

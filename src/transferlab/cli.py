@@ -349,7 +349,7 @@ compare = app.command("compare", help=(
 @app.command()
 def strategies() -> None:
     """The registered training strategies: what each trains, what it continues from, its recipes' defaults."""
-    from .train.recipe import auto_summary
+    from .train.auto import auto_summary
 
     out = Console(soft_wrap=True)
     for name in strategy_names():

@@ -274,7 +274,8 @@ class Experiment:
         a resumed run reads instead of searching again."""
         from dataclasses import replace
 
-        from .train.recipe import PATIENCE, PHOTO_RAMP_MAX_LR, PHOTO_RAMP_STEPS, fitted_fields, search_head, searches_head, uses_range_test
+        from .train.auto import searches_head, uses_range_test
+        from .train.recipe import PATIENCE, PHOTO_RAMP_MAX_LR, PHOTO_RAMP_STEPS, fitted_fields, search_head
 
         recorded = self.run.read_recipe().get(stage.name, {})  # every process reads rank 0's choice when it is there
         if "stage" in recorded:

@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from ..models.classifier import ClassifierHead
-from .strategies.registry import SCHEDULES, Stage, Strategy, adam
+from .strategies.registry import SCHEDULES, Stage, adam
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +40,6 @@ PHOTO_RAMP_STEPS, PHOTO_RAMP_MAX_LR = 40, 0.1
 of the gradual strategy on 300 clothing photos took 78 s, and fine-tuning rates above 0.1 only diverge)."""
 FITTED = ("lr", "epochs", "schedule", "weight_decay", "label_smoothing", "dropout", "patience")
 """The fields of a `Stage` that `--recipe auto` chooses, as recipe.json records them."""
-
-
-def searches_head(strategy: Strategy) -> bool:
-    """`--recipe auto` searches this strategy's head on cached features (frozen)."""
-    return strategy.feature_cache
-
-
-def uses_range_test(strategy: Strategy) -> bool:
-    """`--recipe auto` trains this strategy at the range test's rate with early stopping (it fine-tunes a pretrained
-    backbone on photos)."""
-    return strategy.pretrained and strategy.trains != "head"
-
-
-def auto_summary(strategy: Strategy) -> str:
-    """What `--recipe auto` does for `strategy`, in a few words (`tlab strategies`)."""
-    defaults = strategy.defaults("auto")
-    if searches_head(strategy):
-        return "auto: rate, epochs and regularisation searched on the training photos"
-    if uses_range_test(strategy):
-        return f"auto: the range test's rate, at most {defaults.epochs} epochs with early stopping"
-    return f"auto {defaults.epochs} epochs at lr {defaults.lr:g}"
 
 
 def fitted_fields(stage: Stage) -> dict[str, Any]:
