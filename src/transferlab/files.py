@@ -29,6 +29,17 @@ def cache_dir(data_dir: str | Path | None = None) -> Path:
     return Path(base).expanduser() / "transferlab"
 
 
+def installed_version(package: str) -> str | None:
+    """A distribution's version for cache keys, read without importing it (torchvision would load PyTorch); None
+    when it is not installed under that name."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def runtimes_dir(data_dir: str | Path | None = None) -> Path:
     """Models exported for the fast runtimes, named by weight fingerprint."""
     return cache_dir(data_dir) / "runtimes"

@@ -15,7 +15,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..files import cache_dir
+from ..files import cache_dir, installed_version
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +25,10 @@ CHECK_VERSION = 1
 
 def _check_key() -> str:
     """Verdicts hold for this check and these decoders: a new Pillow or torchvision checks every photo again."""
-    return f"{CHECK_VERSION}/pillow-{_version('pillow')}/torchvision-{_version('torchvision')}"
+    import PIL  # Pillow-SIMD and the like install under another name
 
-
-def _version(package: str) -> str:
-    """The installed version, read without importing the package (torchvision would load PyTorch)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:  # e.g. Pillow-SIMD: the module knows
-        return __import__({"pillow": "PIL"}.get(package, package)).__version__
+    pillow = installed_version("pillow") or PIL.__version__
+    return f"{CHECK_VERSION}/pillow-{pillow}/torchvision-{installed_version('torchvision')}"
 
 
 CHUNK = 500

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..augment.presets import PRESETS
-from ..files import cache_dir, write_atomic, write_npy_atomic
+from ..files import cache_dir, installed_version, write_atomic, write_npy_atomic
 
 if TYPE_CHECKING:
     from torch import nn
@@ -84,7 +83,7 @@ def settings_key(settings: RunSettings) -> str:
         "version": STORE_KEY_VERSION, "backbone": settings.backbone, "image_size": settings.image_size,
         "weights": [settings.weights, settings.weights and _file_identity(settings.weights)], "augment": augment, "augment_set": settings.augment_set,
         "precision": [settings.runtime, settings.inference_precision, settings.accelerator, settings.devices, settings.num_nodes],
-        "packages": [_version(name) for name in PACKAGES],
+        "packages": [installed_version(name) for name in PACKAGES],
     }
     return hashlib.blake2b(json.dumps(facts, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
 
@@ -123,10 +122,3 @@ def _file_identity(path: str) -> list | None:
     except OSError:
         return None
     return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
-
-
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
