@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from transferlab.serve import create_app
+from transferlab.serve import TORCH_THREADS_SERVING, create_app
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,6 +46,23 @@ def test_health_classes_and_page(client):
     page = client.get("/")
     assert page.status_code == 200 and "Drop a photo" in page.text and "http" not in page.text.split("<script>")[0].split("<style>")[0][200:]
     assert client.get("/report").status_code == 404
+
+
+def test_a_serving_process_leaves_the_cores_to_the_model_runtime(run, woof_mini):
+    """`tlab serve`'s own process: PyTorch only preprocesses, on one thread, when another runtime runs the model;
+    the answers are the same. An app inside another process (a notebook, these tests) leaves PyTorch as it was."""
+    threads = torch.get_num_threads()
+    try:
+        shared = TestClient(create_app(run.path))
+        assert torch.get_num_threads() == threads
+        alone = TestClient(create_app(run.path, own_process=True))
+        runtime = alone.get("/health").json()["runtime"]
+        assert torch.get_num_threads() == (TORCH_THREADS_SERVING if runtime != "torch" else threads)
+        files = [("files", _photo(woof_mini))]
+        answers = [client.post("/predict", files=files).json()[0]["predictions"][0] for client in (shared, alone)]
+        assert answers[0]["class"] == answers[1]["class"] and answers[0]["probability"] == pytest.approx(answers[1]["probability"], abs=1e-5)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_predict_returns_the_cli_json_shape(client, woof_mini):

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import quote, unquote
 
 import numpy as np
+import torch
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
@@ -50,6 +51,11 @@ MAX_WAITING = 256
 """Photos (preprocessed: 0.6 MB each at 224 px) that may wait for the model; more get 503."""
 BATCH_WAIT_S = 0.004
 """How long the model thread waits for requests still being decoded to fill a batch (none when nothing is)."""
+TORCH_THREADS_SERVING = 1
+"""PyTorch's threads in `tlab serve` when another runtime runs the model: PyTorch then only preprocesses (and
+explains), and its parallel regions, synchronising two threads while OpenVINO's threads hold the cores, cost more
+than they saved: 12 % more requests/s at concurrency 8 with one thread (two alternated pairs, bench/serve.py's
+load, 2-core Xeon)."""
 RETRY_AFTER_S = 1
 TOKEN_ENV = "TLAB_SERVE_TOKEN"
 TOKEN_COOKIE = "tlab_token"
@@ -233,11 +239,15 @@ def create_app(
     precision: str = "auto",
     min_confidence: float = 0.0,
     tta: bool = False,
+    own_process: bool = False,
 ) -> ASGIApp:
     """The app for the model of `source` (run directory, checkpoint or exported .onnx). With `token`, every endpoint
     but the page and /health needs it: `Authorization: Bearer <token>`, or the cookie the page sets. Below
-    `min_confidence` (calibrated top probability) an answer is withheld as not sure; `?min_confidence=` overrides it."""
+    `min_confidence` (calibrated top probability) an answer is withheld as not sure; `?min_confidence=` overrides it.
+    `own_process`: the process serves this app alone, so PyTorch may be set to one thread (`TORCH_THREADS_SERVING`)."""
     predictor: Predictor = load(source, strategy, runtime="auto", precision=precision, tta=tta)
+    if own_process and predictor.backend != "torch":
+        torch.set_num_threads(TORCH_THREADS_SERVING)
     run = RunDir(source) if Path(source).is_dir() else None
     model_name = Path(source).name
     data_name = data_title(run.read_config()["config"]["data"]) if run is not None and run.config_file.is_file() else None
@@ -384,7 +394,7 @@ def serve(
 
     app = create_app(
         source, strategy, max_bytes, max_megapixels=max_megapixels, token=resolve_token(token), precision=precision,
-        min_confidence=min_confidence, tta=tta,
+        min_confidence=min_confidence, tta=tta, own_process=True,
     )
     uvicorn.run(
         app, host=host, port=port, log_level="info", http=header_deadline_protocol(), timeout_keep_alive=5,
