@@ -8,8 +8,8 @@ Each stage runs in its own process (its peak RSS is its own) one after the other
 threads. Stages: backbone runtimes (img/s and agreement with PyTorch fp32, OpenVINO in fp32/bf16/int8),
 augmentation, photos -> features; then per precision (fp32: `--inference-precision fp32 --precision 32`;
 auto: the defaults, reduced where the CPU has it and the accuracy gate passes): frozen 10 epochs (photos ->
-trained head, cold caches) and a finetune epoch of the notebook's trainable set (cold decoded-photo cache: the
-first epoch decodes every photo); and the Keras reference (../shared/bench/keras_reference.py in its own venv):
+trained head, cold caches) and two finetune epochs of the notebook's trainable set (cold decoded-photo cache: the
+first epoch decodes every photo; each timed over its training batches, validation excluded, as Keras's); and the Keras reference (../shared/bench/keras_reference.py in its own venv):
 frozen for --keras-epochs epochs, extrapolated to 10, and finetune for one epoch (or --keras-steps batches).
 Prints a table and writes bench/speed.json.
 """
@@ -277,12 +277,12 @@ def table(results: dict) -> str:
         ft_keras = keras_run["finetune"]["train_images_per_s_excl_first_step"]
         row("frozen, 10 epochs, photos -> trained head (s)", [f"{v:.0f}" for v in frozen], f"{frozen_keras:.0f} (est.)",
             [f"**{frozen_keras / v:.1f}x**" for v in frozen])
-        row("finetune epoch, the notebook's trainable set, train img/s", [f"{v:.1f}" for v in finetune], f"{ft_keras:.1f}",
+        row("finetune epoch 1, the notebook's trainable set, cold caches, train img/s", [f"{v:.1f}" for v in finetune], f"{ft_keras:.1f}",
             [f"**{v / ft_keras:.2f}x**" for v in finetune])
     else:
         row("frozen, 10 epochs, photos -> trained head (s)", [f"{v:.0f}" for v in frozen])
-        row("finetune epoch, the notebook's trainable set, train img/s", [f"{v:.1f}" for v in finetune])
-    row("finetune epoch 2 (photos decoded once), train img/s", [f"{by[p]['finetune_last_block']['finetune_train_images_per_s_epoch2']:.1f}" for p in precisions],
+        row("finetune epoch 1, the notebook's trainable set, cold caches, train img/s", [f"{v:.1f}" for v in finetune])
+    row("finetune epoch 2 (photos decoded once, as after a frozen stage), train img/s", [f"{by[p]['finetune_last_block']['finetune_train_images_per_s_epoch2']:.1f}" for p in precisions],
         f"{keras_run['finetune']['train_images_per_s_excl_first_step']:.1f}" if keras_run else "",
         [f"{by[p]['finetune_last_block']['finetune_train_images_per_s_epoch2'] / keras_run['finetune']['train_images_per_s_excl_first_step']:.2f}x" for p in precisions] if keras_run else None)
     if all("finetune" in by[p] for p in precisions):
