@@ -1,7 +1,5 @@
 """The learning-rate range test: its suggestion rule, against a grid of rates on real photos, and --lr find."""
 
-import math
-
 import numpy as np
 import pytest
 

@@ -1,6 +1,8 @@
 """Fitting the recipe to the data: learning-rate schedules, the frozen head's search on the training photos
 (`--recipe auto`), the range test's rate for fine-tuning, and `compare --lr find`."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -143,7 +145,10 @@ def test_recipe_auto_fine_tunes_at_the_range_tests_rate_with_early_stopping(thre
     experiment = tl.Experiment(three_classes, out=tmp_path / "run", recipe="auto", image_size=48, batch_size=8, runtime="torch")
     frozen = {"lr": 0.01, "epochs": 2, "schedule": "cosine", "weight_decay": 0.0, "label_smoothing": 0.0, "dropout": 0.2, "patience": None}
     experiment.run.write_json(experiment.run.recipe_file, {"frozen": {"stage": frozen}})  # as a resumed run finds it: not searched again
-    experiment.fit("gradual")
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        experiment.fit("gradual")
+    assert not [w for w in shown if "eval mode" in str(w.message)], "frozen BatchNorm in eval is on purpose: no Lightning warning"
     assert experiment.results["frozen"].metrics["epochs"] == 2
     recipe = experiment.run.read_recipe()
     assert set(recipe) == {"frozen", "gradual"}

@@ -17,7 +17,6 @@ Fitting a strategy again replaces its results, in memory and in the run director
 import copy
 import datetime
 import logging
-import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -46,6 +45,7 @@ from .rundir import RunDir, RunDirError
 from .train.distributed import check_devices, is_rank_zero, training_device
 from .train.fit import PrecisionUnavailable, StageResult, feature_datamodule, fit_stage, make_datamodule, prepare_run, run_precision, write_run_header
 from .train.precision_gate import gate_on_features, gate_on_photos, precision_record
+from .train.quiet import quiet_warnings
 from .train.strategies import Stage, StrategyError, get_strategy, lineage, order, plan
 
 if TYPE_CHECKING:
@@ -552,8 +552,7 @@ def _fit_for_accuracy(module: L.LightningModule, datamodule: L.LightningDataModu
     """Train `module` without a run directory (no checkpoint, log or bar); its validation accuracy at the end."""
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=list(callbacks), **options)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(does not have many workers|smaller than the logging interval).*")
+    with quiet_warnings():
         trainer.fit(module, datamodule)
     return float(trainer.callback_metrics["val_acc"])
 

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import threading
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -45,15 +44,10 @@ from .distributed import is_rank_zero, resolve_workers, threads_per_process, tra
 from .feature_store import FeatureStore, remember_store, store_dir
 from .features import FeatureDataModule, FeatureDataset, extract_features
 from .module import ClassifierModule, FrozenBatchNormEval
+from .quiet import quiet_warnings
 from .strategies import Stage, Unfreeze
 
 log = logging.getLogger(__name__)
-
-QUIET_WARNINGS = (
-    r".*LeafSpec.*is deprecated",
-    r".*does not have many workers",  # sized on purpose: distributed.resolve_workers
-)
-"""Warnings Lightning and torch print during a fit that say nothing to a user of transferlab (filtered there only)."""
 
 
 @dataclass
@@ -283,9 +277,7 @@ def fit_interruptibly(trainer: L.Trainer, module: L.LightningModule, datamodule:
     handles = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
     previous = signal.signal(signal.SIGINT, watch.on_sigint) if handles else None
     try:
-        with warnings.catch_warnings():
-            for message in QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", message=message)
+        with quiet_warnings():
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         if watch.requested:  # dropped after the last hook (a checkpoint written, teardown)
             raise KeyboardInterrupt

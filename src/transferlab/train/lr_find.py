@@ -11,12 +11,13 @@ grid of rates trained for 5 epochs had its lowest validation loss at 3e-3 and 3e
 
 import logging
 import math
-import warnings
 from dataclasses import asdict, dataclass
 
 import lightning as L
 import numpy as np
 from matplotlib.figure import Figure
+
+from .quiet import quiet_warnings
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ def range_test(
         max_epochs=math.ceil(steps / max(1, batches)) + 1, logger=False, enable_checkpointing=False, enable_model_summary=False,
         enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=root, **trainer_options,
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(LR finder|lr_find|restoring|Restoring).*")
+    with quiet_warnings(".*(LR finder|lr_find|restoring|Restoring).*"):
         finder = Tuner(trainer).lr_find(
             module, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr, num_training=steps, mode="exponential",
             early_stop_threshold=4.0, update_attr=False,
