@@ -93,10 +93,21 @@ def history_figure(rows: Sequence[dict[str, Any]], strategy: str) -> Figure:
     return figure
 
 
+PHOTO_PNG_COMPRESSION = 1
+"""zlib level of figures that show photos: photos barely compress (the mistakes figure: 2.3 MB at level 1, 2.0 MB at
+the default 6), and level 1 writes them in half the time (0.9 s instead of 1.6-2.0 s on a 2-core Xeon)."""
+
+
+def shows_photos(figure: Figure) -> bool:
+    """Whether `figure` shows a photo (an RGB image; a confusion matrix is a one-channel one)."""
+    return any(image.get_array().ndim == 3 for ax in figure.axes for image in ax.images)
+
+
 def save_figure(figure: Figure, path: Path) -> None:
-    """Write `figure` as a PNG, atomically."""
+    """Write `figure` as a PNG, atomically (quickly compressed when it shows photos: `PHOTO_PNG_COMPRESSION`)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    options = {"pil_kwargs": {"compress_level": PHOTO_PNG_COMPRESSION}} if shows_photos(figure) else {}
+    figure.savefig(buffer, format="png", dpi=110, **options)
     write_atomic(path, buffer.getvalue())
 
 
