@@ -81,6 +81,12 @@ def test_explain_returns_arrays_and_figures(classifier, woof_mini, tmp_path):
     with pytest.raises(ExplainError, match="unknown class 'no such class'"):
         classifier.explain(photos[0], class_name="no such class")
 
+    both = classifier.explain([photos[0]] * 2, top_k=2, class_name=[None, classifier.names[5]])  # one pass, a class each
+    assert [e.explained for e in both] == [explanations[0].explained, classifier.classes[5]]
+    assert np.allclose(both[0].heatmap, explanations[0].heatmap, atol=1e-5) and np.allclose(both[1].heatmap, other.heatmap, atol=1e-5)
+    with pytest.raises(ExplainError, match="2 class names for 3 photos"):
+        classifier.explain(photos, class_name=["a", "b"])
+
 
 def test_tlab_explain_writes_overlays_and_skips_unreadable_photos(woof_frozen_run, woof_mini, tmp_path):
     photos = val_photos(woof_mini, 2)

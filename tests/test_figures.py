@@ -29,9 +29,10 @@ def _predictions(paths: list[str]) -> Predictions:
 class _Explainer:
     """Stands in for a Predictor: a heatmap of the right size for any photo and class."""
 
-    def explain(self, path, top_k, class_name):
-        heatmap = np.random.default_rng(len(class_name)).random((64, 64)).astype(np.float32)
-        return [Explanation(str(path), (), class_name, class_name, heatmap, np.zeros((64, 64, 3), np.uint8))]
+    def explain(self, paths, top_k, class_names):
+        heatmaps = [np.random.default_rng(len(name)).random((64, 64)).astype(np.float32) for name in class_names]
+        return [Explanation(str(path), (), name, name, heatmap, np.zeros((64, 64, 3), np.uint8))
+                for path, name, heatmap in zip(paths, class_names, heatmaps)]
 
 
 def _overlaps(figure) -> list[str]:

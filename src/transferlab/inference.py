@@ -195,15 +195,19 @@ class Predictor:
 
     def explain(
         self, items: str | Path | Image.Image | Iterable[str | Path | Image.Image], top_k: int = 3,
-        class_name: str | None = None,
+        class_name: str | Sequence[str | None] | None = None,
     ) -> list[Explanation]:
         """Grad-CAM explanations (`explain.Explanation`: the photo, its top-k answers, the heatmap of the top class or
-        of `class_name`), computed by the PyTorch model. An unreadable photo raises `UnreadableImageError`."""
+        of `class_name`: one for every photo, or one per photo), computed by the PyTorch model, up to `EXPLAIN_BATCH`
+        photos a pass (a photo may be listed twice, for two classes). An unreadable photo raises `UnreadableImageError`."""
         model = self.require_model()
         if isinstance(items, (str, Path, Image.Image)):
             items = [items]
         items = list(items)
-        target = None if class_name is None else self.class_index(class_name)
+        names = [class_name] * len(items) if class_name is None or isinstance(class_name, str) else list(class_name)
+        if len(names) != len(items):
+            raise ExplainError(f"{len(names)} class names for {len(items)} photos: give one, or one per photo")
+        wanted = [None if name is None else self.class_index(name) for name in names]
         top_k = max(1, min(top_k, len(self.classes)))
         explanations: list[Explanation] = []
         for start in range(0, len(items), EXPLAIN_BATCH):
@@ -213,7 +217,7 @@ class Predictor:
             with torch.no_grad():
                 logits = model.eval()(batch).float().numpy()
             probabilities, raw = softmax_with_temperature(logits, self.temperature), softmax_with_temperature(logits)
-            targets = [int(row.argmax()) if target is None else target for row in probabilities]
+            targets = [int(row.argmax()) if target is None else target for row, target in zip(probabilities, wanted[start : start + EXPLAIN_BATCH])]
             heatmaps = grad_cam(model, batch, targets)
             for item, view, row, raw_row, explained, heatmap in zip(chunk, views, probabilities, raw, targets, heatmaps):
                 explanations.append(Explanation(
