@@ -38,8 +38,9 @@ def test_an_unknown_strategy_lists_the_registered_ones(three_classes, tmp_path):
     assert strategy_names()[:3] == ["scratch", "frozen", "finetune"]
 
 
-def test_round_trip_in_python_and_a_refit_replaces_its_rows(three_classes, tmp_path, caplog):
+def test_round_trip_in_python_and_a_refit_replaces_its_rows(three_classes, tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.INFO)
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)  # the CLI, run in-process earlier, stops it
     experiment = tl.Experiment(three_classes, out=tmp_path / "run", image_size=48, batch_size=4, augment="none", runtime="torch")
     assert len(experiment.show_batch(4).axes) == 4
     experiment.fit("frozen", epochs=2)

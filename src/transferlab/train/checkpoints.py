@@ -104,7 +104,7 @@ class RunCheckpoints(L.Callback):
         if improved:
             self.best_epoch, self.best_val_acc = epoch, val_acc
         last = self.run.last_checkpoint(self.strategy)
-        trainer.save_checkpoint(last, weights_only=False)  # optimiser state too (resume); every rank takes part, rank 0 writes
+        trainer.save_checkpoint(last, weights_only=False)  # Lightning's default, said so it logs no note; all ranks, rank 0 writes
         if improved and trainer.global_rank == 0:
             write_atomic(self.run.best_checkpoint(self.strategy), last.read_bytes())
         trainer.strategy.barrier("best.ckpt")  # the other processes read it when the stage ends
