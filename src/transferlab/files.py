@@ -2,6 +2,7 @@
 
 import csv
 import errno
+import functools
 import io
 import logging
 import os
@@ -29,9 +30,10 @@ def cache_dir(data_dir: str | Path | None = None) -> Path:
     return Path(base).expanduser() / "transferlab"
 
 
+@functools.cache
 def installed_version(package: str) -> str | None:
     """A distribution's version for cache keys, read without importing it (torchvision would load PyTorch); None
-    when it is not installed under that name."""
+    when it is not installed under that name. Read once a process (a search of the installed packages each time)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

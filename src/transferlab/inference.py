@@ -212,7 +212,9 @@ class Predictor:
         explanations: list[Explanation] = []
         for start in range(0, len(items), EXPLAIN_BATCH):
             chunk = items[start : start + EXPLAIN_BATCH]
-            views = [self.view(item) for item in chunk]
+            paths = dict.fromkeys(str(item) for item in chunk if not isinstance(item, Image.Image))
+            files = {path: self.view(path) for path in paths}  # a file listed twice (for two classes) is decoded once
+            views = [self.view(item) if isinstance(item, Image.Image) else files[str(item)] for item in chunk]
             batch = torch.stack([self._normalize(v) for v in views])
             with torch.no_grad():
                 logits = model.eval()(batch).float().numpy()

@@ -44,7 +44,7 @@ def photo_features(settings: RunSettings, index: DatasetIndex) -> PhotoFeatures:
     digests = photos.hashes([s.path for s in samples])
     pooled = remembered_features(settings, digests)
     if pooled is None:
-        pooled = extracted_features(settings, samples, photos)
+        pooled = extracted_features(settings, samples, photos, digests)
     features = pooled.astype(np.float32)
     features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     return PhotoFeatures(
@@ -63,7 +63,9 @@ def remembered_features(settings: RunSettings, digests: list[str]) -> np.ndarray
     return np.stack([view[0] for view in views])
 
 
-def extracted_features(settings: RunSettings, samples: list[Sample], photos: PhotoCache, precision: str | None = None) -> np.ndarray:
+def extracted_features(
+    settings: RunSettings, samples: list[Sample], photos: PhotoCache, digests: list[str], precision: str | None = None,
+) -> np.ndarray:
     """(N, D) clean-view features through the backbone (those already cached read from the cache), in the run's
     inference precision or fp32 where that cannot run; the folder is remembered for the next audit."""
     from ..data.decoded import DecodedStore
@@ -83,10 +85,10 @@ def extracted_features(settings: RunSettings, samples: list[Sample], photos: Pho
         training_device(settings.accelerator), precision,
     ), precision))
     try:
-        pooled = extract_features(samples, store, runtime, config, None, 1, 0, photos, DecodedStore.for_config(config, settings.data_dir))
+        pooled = extract_features(samples, store, runtime, config, None, 1, 0, photos, DecodedStore.for_config(config, settings.data_dir), digests)
     except PrecisionUnavailable:
         if precision == "fp32":
             raise
-        return extracted_features(settings, samples, photos, "fp32")
+        return extracted_features(settings, samples, photos, digests, "fp32")
     remember_store(settings, store)
     return pooled[:, 0, :]

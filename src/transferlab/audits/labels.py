@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..data.folds import stratified_folds
 from ..files import write_npy_atomic
 
 if TYPE_CHECKING:
@@ -37,19 +38,6 @@ OOF_VERSION = 2
 """Bumped when the head or its fitting changes: older kept probabilities are then not used."""
 KEPT = 16
 """Kept probability files (the newest): one per data set and seed audited, N x classes floats each."""
-
-
-def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Each photo's fold: every class dealt round the folds in a seeded random order, each class starting where the
-    previous one stopped, so folds differ in size by at most one photo."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(labels), dtype=np.int64)
-    start = 0
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        fold[members] = (start + np.arange(len(members))) % folds
-        start += len(members)
-    return fold
 
 
 def fit_logistic_head(

@@ -75,13 +75,15 @@ def extract_features(
     workers: int = 0,
     photos: PhotoCache | None = None,
     decoded: DecodedStore | None = None,
+    digests: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """(N, views, D) features of `samples`, computing and storing those not in `store` yet.
+    """(N, views, D) features of `samples`, computing and storing those not in `store` yet (`digests`: the photos'
+    content hashes, when the caller has them).
 
     `runtime` is called (to build the backbone runtime) only when some photo's features are missing. Processes
     sharing the store (a distributed run, two runs at once) compute them one at a time: the others wait, then read.
     """
-    digests = (photos or PhotoCache()).hashes([s.path for s in samples])
+    digests = list(digests) if digests is not None else (photos or PhotoCache()).hashes([s.path for s in samples])
     cached = [store.load(d, views) for d in digests]
     if any(array is None for array in cached):
         with exclusive_lock(store.root / ".lock", f"{store.root}: another process is computing features; waiting"):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..data.folds import stratified_folds
 from ..models.classifier import ClassifierHead
 from .strategies.registry import SCHEDULES, Stage, adam
 
@@ -89,18 +90,6 @@ class HeadSearch:
 
 RULE = ("round 1: learning rate x epochs; round 2: weight decay x dropout x label smoothing at round 1's choice; "
         "each round keeps the highest held-out accuracy over the folds, ties to the lower held-out loss")
-
-
-def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Fold number of each photo: each class dealt round-robin over the folds in a seeded order."""
-    rng = np.random.default_rng(seed)
-    assignment = np.empty(len(labels), dtype=np.int64)
-    offset = 0
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        assignment[members] = (np.arange(len(members)) + offset) % folds
-        offset += len(members)
-    return assignment
 
 
 def train_head(
