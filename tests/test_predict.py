@@ -5,6 +5,7 @@ import io
 import json
 
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -32,6 +33,24 @@ def test_predict_agrees_with_evaluate(frozen_run, woof_mini):
     assert all(len(r.predictions) == 3 and r.predictions[0].probability >= r.predictions[1].probability for r in results)
     image = Image.open(evaluated.paths[0])
     assert clf.predict(image)[0].predictions[0].label == results[0].predictions[0].label
+
+
+def test_predictor_takes_decoded_tensors_as_it_takes_files(frozen_run):
+    """A notebook's decoded photo (RGB uint8, (3, H, W)) gets the file's answer; a batch (N, 3, H, W) is N photos;
+    anything else is refused with what was wrong."""
+    from transferlab.data.decode import load_uint8
+
+    paths = read_predictions(frozen_run.predictions_file)["frozen"].paths[:3]
+    clf = transferlab.load(frozen_run.path)
+    from_files = clf.predict(paths)
+    one = clf.predict(load_uint8(paths[0], min_size=clf.decode_size))
+    assert len(one) == 1 and one[0].path is None
+    assert one[0].predictions[0].probability == pytest.approx(from_files[0].predictions[0].probability, abs=1e-6)
+    decoded = load_uint8(paths[0], min_size=clf.decode_size)
+    pair = clf.predict(torch.stack([decoded, decoded.flip(-1)]))
+    assert len(pair) == 2 and pair[0].predictions[0].probability == pytest.approx(one[0].predictions[0].probability, abs=1e-6)
+    with pytest.raises(ValueError, match="uint8"):
+        clf.predict(load_uint8(paths[0]).float())
 
 
 def test_output_formats_parse(frozen_run, woof_mini):

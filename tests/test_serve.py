@@ -76,6 +76,17 @@ def test_predict_returns_the_cli_json_shape(client, woof_mini):
     assert body[0]["label"] == body[0]["predictions"][0]["label"] == "Samoyed"
 
 
+def test_the_server_sees_a_photo_as_predict_does(run, client, woof_mini):
+    """An upload is decoded, resized and normalised as `Predictor.predict` does a file: the same probabilities."""
+    from transferlab.inference import load
+
+    photo = sorted((woof_mini / "val" / "n02088364-beagle").iterdir())[2]
+    served = client.post("/predict", files=[("files", (photo.name, photo.read_bytes()))]).json()[0]["predictions"]
+    local = load(run.path, runtime="auto", precision="auto").predict(photo)[0].predictions
+    assert [p["class"] for p in served] == [p.class_name for p in local]
+    assert [p["probability"] for p in served] == pytest.approx([p.probability for p in local], abs=1e-6)
+
+
 def test_min_confidence_withholds_unsure_answers(client, woof_mini):
     files = [("files", _photo(woof_mini)), ("files", _photo(woof_mini, "n02088364-beagle"))]
     strict = client.post("/predict?min_confidence=1", files=files).json()

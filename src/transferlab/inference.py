@@ -41,6 +41,21 @@ BATCH = 32
 EXPLAIN_BATCH = 8
 """Photos explained at once (a backward pass holds every activation)."""
 
+Photo = str | Path | Image.Image | torch.Tensor
+"""A photo for `Predictor`: a file path, a PIL image, or a decoded RGB uint8 tensor (3, H, W)."""
+
+
+def photo_list(items: Photo | Iterable[Photo]) -> list[Photo]:
+    """One photo or many as a list (a (N, 3, H, W) tensor is N photos)."""
+    if isinstance(items, (str, Path, Image.Image)) or (isinstance(items, torch.Tensor) and items.ndim == 3):
+        return [items]
+    return list(items)
+
+
+def path_of(item: Photo) -> str | None:
+    """The file a photo came from; None for one given as pixels."""
+    return str(item) if isinstance(item, (str, Path)) else None
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -107,16 +122,26 @@ class Predictor:
         self._to_tensor = resize_and_crop(self.config)
         self._normalize = normalize(self.config)
 
-    def view(self, item: str | Path | Image.Image) -> torch.Tensor:
-        """A file path or a PIL image -> the (3, S, S) uint8 photo the model sees: resized and centre-cropped."""
-        if isinstance(item, Image.Image):
+    def view(self, item: Photo) -> torch.Tensor:
+        """A file path, a PIL image or a decoded RGB uint8 tensor (3, H, W) -> the (3, S, S) uint8 photo the model
+        sees: resized and centre-cropped."""
+        if isinstance(item, torch.Tensor):
+            if item.dtype != torch.uint8 or item.ndim != 3 or item.shape[0] != 3:
+                raise ValueError(f"a photo tensor must be RGB uint8 (3, H, W), not {item.dtype} {tuple(item.shape)}")
+            image = item
+        elif isinstance(item, Image.Image):
             image = pil_to_tensor(to_rgb(item))
         else:
-            image = load_uint8(item, min_size=int(self.config.image_size / self.config.crop_pct))
+            image = load_uint8(item, min_size=self.decode_size)
         return self._to_tensor(image)
 
-    def preprocess(self, item: str | Path | Image.Image) -> torch.Tensor:
-        """A file path or a PIL image -> the normalised (3, S, S) tensor the model takes."""
+    @property
+    def decode_size(self) -> int:
+        """The short side photos are resized to before the centre crop (JPEGs may decode at a reduced scale down to it)."""
+        return int(self.config.image_size / self.config.crop_pct)
+
+    def preprocess(self, item: Photo) -> torch.Tensor:
+        """A file path, a PIL image or an RGB uint8 tensor -> the normalised (3, S, S) tensor the model takes."""
         return self._normalize(self.view(item))
 
     def model_logits(self, batch: torch.Tensor) -> np.ndarray:
@@ -149,16 +174,14 @@ class Predictor:
         return PhotoPrediction(path, predictions, not_sure=not_sure_reason(predictions[0], min_confidence))
 
     def predict(
-        self, items: str | Path | Image.Image | Iterable[str | Path | Image.Image], top_k: int = 5,
+        self, items: Photo | Iterable[Photo], top_k: int = 5,
         progress: Callable[[int], None] | None = None, min_confidence: float = 0.0,
     ) -> list[PhotoPrediction]:
         """Top-k (readable name, folder name, calibrated and raw probability) per photo; unreadable files get `error`
         set; below `min_confidence` a photo's answer is withheld (`label` None, `not_sure` says why)."""
-        if isinstance(items, (str, Path, Image.Image)):
-            items = [items]
-        items = list(items)
+        items = photo_list(items)
         top_k = max(1, min(top_k, len(self.classes)))
-        names = [None if isinstance(item, Image.Image) else str(item) for item in items]
+        names = [path_of(item) for item in items]
         results: list[PhotoPrediction | None] = [None] * len(items)
         readable: list[tuple[int, torch.Tensor]] = []
         for i, item in enumerate(items):
@@ -194,16 +217,14 @@ class Predictor:
         return self.model
 
     def explain(
-        self, items: str | Path | Image.Image | Iterable[str | Path | Image.Image], top_k: int = 3,
+        self, items: Photo | Iterable[Photo], top_k: int = 3,
         class_name: str | Sequence[str | None] | None = None,
     ) -> list[Explanation]:
         """Grad-CAM explanations (`explain.Explanation`: the photo, its top-k answers, the heatmap of the top class or
         of `class_name`: one for every photo, or one per photo), computed by the PyTorch model, up to `EXPLAIN_BATCH`
         photos a pass (a photo may be listed twice, for two classes). An unreadable photo raises `UnreadableImageError`."""
         model = self.require_model()
-        if isinstance(items, (str, Path, Image.Image)):
-            items = [items]
-        items = list(items)
+        items = photo_list(items)
         names = [class_name] * len(items) if class_name is None or isinstance(class_name, str) else list(class_name)
         if len(names) != len(items):
             raise ExplainError(f"{len(names)} class names for {len(items)} photos: give one, or one per photo")
@@ -212,9 +233,9 @@ class Predictor:
         explanations: list[Explanation] = []
         for start in range(0, len(items), EXPLAIN_BATCH):
             chunk = items[start : start + EXPLAIN_BATCH]
-            paths = dict.fromkeys(str(item) for item in chunk if not isinstance(item, Image.Image))
+            paths = dict.fromkeys(path for path in map(path_of, chunk) if path is not None)
             files = {path: self.view(path) for path in paths}  # a file listed twice (for two classes) is decoded once
-            views = [self.view(item) if isinstance(item, Image.Image) else files[str(item)] for item in chunk]
+            views = [self.view(item) if path_of(item) is None else files[str(item)] for item in chunk]
             batch = torch.stack([self._normalize(v) for v in views])
             with torch.no_grad():
                 logits = model.eval()(batch).float().numpy()
@@ -223,7 +244,7 @@ class Predictor:
             heatmaps = grad_cam(model, batch, targets)
             for item, view, row, raw_row, explained, heatmap in zip(chunk, views, probabilities, raw, targets, heatmaps):
                 explanations.append(Explanation(
-                    path=None if isinstance(item, Image.Image) else str(item), predictions=self.top(row, top_k, raw_row),
+                    path=path_of(item), predictions=self.top(row, top_k, raw_row),
                     explained=self.classes[explained], explained_label=self.names[explained], heatmap=heatmap,
                     image=view.permute(1, 2, 0).numpy(),
                 ))

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .batching import MicroBatcher, QueueFull
 from .data.names import class_noun, plural
 from .data.resolve import data_title
-from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_bytes, open_checked
+from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_bytes, decode_uint8, open_checked
 from .explain.gradcam import ExplainError
 from .inference import Predictor, load
 from .rundir import RunDir
@@ -190,22 +190,22 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> list
 
 
 def decode_uploads(
-    uploads: list[tuple[str, bytes]], draft_size: int, max_megapixels: float, prepare: Callable[[Image.Image], Any] = lambda image: image,
+    uploads: list[tuple[str, bytes]], decode_size: int, max_megapixels: float, decode: Callable[[bytes, str, int], Any] = decode_bytes,
 ) -> list[tuple[str, Any]]:
-    """The uploads as RGB images (each passed through `prepare`, e.g. to the model's input tensor), or a 4xx naming
-    what is wrong: first every header against the pixel budget (JPEGs at the scale they decode at), then the photos.
-    Runs in a worker thread; only one decoded photo is held at a time."""
+    """The uploads decoded by `decode` (bytes, name, `decode_size` -> e.g. a PIL image or the model's input tensor),
+    or a 4xx naming what is wrong: first every header against the pixel budget (JPEGs at the scale they decode at),
+    then the photos. Runs in a worker thread; only one decoded photo is held at a time."""
     pixels = 0
     for name, data in uploads:
         with _http_errors():
-            with open_checked(data, name, draft_size) as image:
+            with open_checked(data, name, decode_size) as image:
                 pixels += image.size[0] * image.size[1]
     if pixels > max_megapixels * 1e6:
         raise HTTPException(413, f"the photos hold {pixels / 1e6:,.0f} megapixels to decode; the limit per request is {max_megapixels:,.0f}")
     images = []
     for name, data in uploads:
         with _http_errors():
-            images.append((name, prepare(decode_bytes(data, name, draft_size))))
+            images.append((name, decode(data, name, decode_size)))
     return images
 
 
@@ -256,7 +256,9 @@ def create_app(
     decoder = ThreadPoolExecutor(1, thread_name_prefix="tlab-decode")  # one photo set decoding at a time
     batcher: MicroBatcher[tuple[np.ndarray, np.ndarray]] = MicroBatcher(predictor.answers, MAX_BATCH, BATCH_WAIT_S, MAX_WAITING)
     explainer = ThreadPoolExecutor(1, thread_name_prefix="tlab-explain")  # gradients in PyTorch, one request at a time
-    draft_size = int(predictor.config.image_size / predictor.config.crop_pct)
+
+    def model_input(data: bytes, name: str, decode_size: int) -> torch.Tensor:
+        return predictor.preprocess(decode_uint8(data, name, decode_size))
 
     def authorized(request: Request) -> None:
         if token is None:
@@ -298,7 +300,7 @@ def create_app(
         loop = asyncio.get_running_loop()
         batcher.expect()
         try:
-            photos = await loop.run_in_executor(decoder, decode_uploads, uploads, draft_size, max_megapixels, predictor.preprocess)
+            photos = await loop.run_in_executor(decoder, decode_uploads, uploads, predictor.decode_size, max_megapixels, model_input)
         except BaseException:
             batcher.arrived()
             raise
@@ -327,7 +329,7 @@ def create_app(
         if not uploads:
             raise HTTPException(422, "no image in the request: send multipart/form-data with one file")
         loop = asyncio.get_running_loop()
-        photos = await loop.run_in_executor(decoder, decode_uploads, uploads, draft_size, max_megapixels, lambda image: image)
+        photos = await loop.run_in_executor(decoder, decode_uploads, uploads, predictor.decode_size, max_megapixels)
         explanation = (await loop.run_in_executor(explainer, predictor.explain, photos[0][1], 5, class_name))[0]
         png = await loop.run_in_executor(explainer, overlay_png, explanation.overlay)
         answers = [p.as_dict() for p in explanation.predictions]

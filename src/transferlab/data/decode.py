@@ -125,18 +125,23 @@ def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
 
 def load_uint8(path: str | Path, min_size: int | None = None) -> torch.Tensor:
     """Decode `path` to an RGB uint8 tensor (3, H, W), EXIF orientation applied; the fast path for training.
+    The file is read once; `decode_uint8` says how it is decoded."""
+    path = Path(path)
+    return decode_uint8(_read(path), str(path), min_size)
 
-    The file is read once. With `min_size`, a JPEG at least twice that on its short side decodes at a reduced
-    scale by Pillow (short side >= min_size); other JPEGs decode with torchvision.io, the rest with Pillow.
+
+def decode_uint8(data: bytes, name: str, min_size: int | None = None) -> torch.Tensor:
+    """The bytes of an image file as an RGB uint8 tensor (3, H, W), EXIF orientation applied; `name` is used in errors.
+
+    With `min_size`, a JPEG at least twice that on its short side decodes at a reduced scale by Pillow (short side
+    >= min_size); other JPEGs decode with torchvision.io, the rest with Pillow.
     (PyTorch loads here, not with the module: checking and scanning photos need Pillow only.)
     """
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
     from torchvision.transforms.v2.functional import pil_to_tensor
 
-    path = Path(path)
-    data = _read(path)
-    with open_checked(data, str(path)) as image:
+    with open_checked(data, name) as image:
         shrinks = min_size is not None and min(image.size) >= 2 * min_size
         if image.format != "JPEG" or shrinks:
             if shrinks:
@@ -146,7 +151,7 @@ def load_uint8(path: str | Path, min_size: int | None = None) -> torch.Tensor:
         return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError as error:
         reason = str(error).rsplit(", ", 1)[-1]
-        raise UnreadableImageError(f"{path}: cannot decode JPEG ({reason})") from None
+        raise UnreadableImageError(f"{name}: cannot decode JPEG ({reason})") from None
 
 
 def check_image(path: str | Path) -> str | None:
