@@ -243,3 +243,23 @@ def test_affine_warp_has_torchvision_geometry_and_fills_every_corner():
     assert (warped.int() - expected.int()).abs().max() <= 1
     for mode in ("reflect", "symmetric", "edge"):
         assert affine_with_fill(image, -54.0, 0.1, 0.1, mode).min() >= 40, mode
+
+
+@pytest.mark.parametrize("mean, std", [((0.5,) * 3, (0.5,) * 3), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+def test_normalize_matches_torchvision_and_takes_only_uint8(mean, std):
+    """The one-pass normalisation gives torchvision's values for a channels-last view and for a batch, returns a new
+    contiguous tensor, and refuses float input (which it would scale by 1/255 a second time)."""
+    from torchvision.transforms import v2
+
+    from transferlab.data.datasets import normalize
+
+    config = DataConfig(224, "bicubic", 0.875, mean, std)
+    reference = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    photo = torch.randint(0, 256, (40, 30, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).permute(2, 0, 1)
+    normalized = normalize(config)(photo)
+    assert normalized.is_contiguous() and normalized.dtype == torch.float32
+    assert torch.allclose(normalized, reference(photo), atol=1e-6)
+    batch = torch.stack([photo, photo.flip(-1)])
+    assert torch.allclose(normalize(config)(batch), reference(batch), atol=1e-6)
+    with pytest.raises(TypeError, match="uint8"):
+        normalize(config)(photo.float())

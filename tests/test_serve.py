@@ -76,15 +76,31 @@ def test_predict_returns_the_cli_json_shape(client, woof_mini):
     assert body[0]["label"] == body[0]["predictions"][0]["label"] == "Samoyed"
 
 
-def test_the_server_sees_a_photo_as_predict_does(run, client, woof_mini):
-    """An upload is decoded, resized and normalised as `Predictor.predict` does a file: the same probabilities."""
+def test_the_server_sees_a_photo_as_predict_does(run, client, woof_mini, tmp_path, monkeypatch):
+    """Uploads are decoded into uint8 tensors (`decode_uint8`), resized and normalised as `Predictor.predict` does
+    files: the same probabilities for a small JPEG (torchvision's decoder), a large one (Pillow at reduced scale),
+    a PNG, a greyscale JPEG and a JPEG whose EXIF says to rotate it."""
+    import transferlab.serve as serve_module
     from transferlab.inference import load
 
-    photo = sorted((woof_mini / "val" / "n02088364-beagle").iterdir())[2]
-    served = client.post("/predict", files=[("files", (photo.name, photo.read_bytes()))]).json()[0]["predictions"]
-    local = load(run.path, runtime="auto", precision="auto").predict(photo)[0].predictions
-    assert [p["class"] for p in served] == [p.class_name for p in local]
-    assert [p["probability"] for p in served] == pytest.approx([p.probability for p in local], abs=1e-6)
+    decoded: list[str] = []
+    real = serve_module.decode_uint8
+    monkeypatch.setattr(serve_module, "decode_uint8", lambda data, name, size: decoded.append(name) or real(data, name, size))
+    photo = Image.open(sorted((woof_mini / "val" / "n02088364-beagle").iterdir())[2])
+    small = photo.resize((photo.width * 200 // photo.height, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    files = {"large.jpg": (photo, {}), "small.jpg": (small, {}), "small.png": (small, {}), "grey.jpg": (small.convert("L"), {}),
+             "turned.jpg": (small, {"exif": exif.tobytes()})}
+    for name, (image, options) in files.items():
+        image.save(tmp_path / name, **options)
+    local = load(run.path, runtime="auto", precision="auto")
+    for name in files:
+        served = client.post("/predict", files=[("files", (name, (tmp_path / name).read_bytes()))]).json()[0]["predictions"]
+        expected = local.predict(tmp_path / name)[0].predictions
+        assert [p["class"] for p in served] == [p.class_name for p in expected], name
+        assert [p["probability"] for p in served] == pytest.approx([p.probability for p in expected], abs=1e-6), name
+    assert decoded == list(files)
 
 
 def test_min_confidence_withholds_unsure_answers(client, woof_mini):

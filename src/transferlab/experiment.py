@@ -463,7 +463,8 @@ class Experiment:
     # -- using the models ----------------------------------------------------------------------------------------
 
     def predict(self, items: Any, top_k: int = 5, strategy: str | None = None) -> list["PhotoPrediction"]:
-        """Top-k classes of photos (paths or PIL images) by the recommended strategy's model, or `strategy`'s."""
+        """Top-k classes of photos (paths, PIL images or decoded RGB uint8 tensors) by the recommended strategy's model,
+        or `strategy`'s."""
         from .inference import load
 
         return load(self.run.path, strategy, runtime="auto").predict(items, top_k)

@@ -128,7 +128,7 @@ class Predictor:
         if isinstance(item, torch.Tensor):
             if item.dtype != torch.uint8 or item.ndim != 3 or item.shape[0] != 3:
                 raise ValueError(f"a photo tensor must be RGB uint8 (3, H, W), not {item.dtype} {tuple(item.shape)}")
-            image = item
+            image = item.cpu()
         elif isinstance(item, Image.Image):
             image = pil_to_tensor(to_rgb(item))
         else:
@@ -178,7 +178,8 @@ class Predictor:
         progress: Callable[[int], None] | None = None, min_confidence: float = 0.0,
     ) -> list[PhotoPrediction]:
         """Top-k (readable name, folder name, calibrated and raw probability) per photo; unreadable files get `error`
-        set; below `min_confidence` a photo's answer is withheld (`label` None, `not_sure` says why)."""
+        set; below `min_confidence` a photo's answer is withheld (`label` None, `not_sure` says why). A tensor that
+        is not an RGB uint8 photo raises ValueError (a caller's mistake, not a bad file)."""
         items = photo_list(items)
         top_k = max(1, min(top_k, len(self.classes)))
         names = [path_of(item) for item in items]

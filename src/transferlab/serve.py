@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .batching import MicroBatcher, QueueFull
 from .data.names import class_noun, plural
 from .data.resolve import data_title
-from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_bytes, decode_uint8, open_checked
+from .data.decode import ImageTooLargeError, NotAnImageError, UnreadableImageError, decode_uint8, open_checked
 from .explain.gradcam import ExplainError
 from .inference import Predictor, load
 from .rundir import RunDir
@@ -190,9 +190,9 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> list
 
 
 def decode_uploads(
-    uploads: list[tuple[str, bytes]], decode_size: int, max_megapixels: float, decode: Callable[[bytes, str, int], Any] = decode_bytes,
+    uploads: list[tuple[str, bytes]], decode_size: int, max_megapixels: float, decode: Callable[[bytes, str, int], Any] = decode_uint8,
 ) -> list[tuple[str, Any]]:
-    """The uploads decoded by `decode` (bytes, name, `decode_size` -> e.g. a PIL image or the model's input tensor),
+    """The uploads decoded by `decode` (bytes, name, `decode_size` -> an RGB uint8 tensor, or the model's input),
     or a 4xx naming what is wrong: first every header against the pixel budget (JPEGs at the scale they decode at),
     then the photos. Runs in a worker thread; only one decoded photo is held at a time."""
     pixels = 0

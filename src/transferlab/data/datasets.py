@@ -45,14 +45,16 @@ def square_view(image_size: int) -> v2.Transform:
 
 
 def normalize(config: DataConfig) -> Callable[[torch.Tensor], torch.Tensor]:
-    """uint8 tensor (3, H, W) -> contiguous float32 tensor normalised with the backbone's mean and std, in one
-    conversion and two in-place passes: (x / 255 - mean) / std as x * scale + shift. Three to four times faster than
-    v2.ToDtype + v2.Normalize on the channels-last views that resizing and cropping leave (0.15 against 0.68 ms a
-    224-px photo, one thread)."""
+    """uint8 tensor (3, H, W) or batch (N, 3, H, W) -> a new contiguous float32 tensor normalised with the backbone's
+    mean and std: (x / 255 - mean) / std, computed as x * scale + shift in one conversion and two in-place passes.
+    Four times faster than v2.ToDtype + v2.Normalize on the channels-last views that resizing and cropping leave
+    (0.11 against 0.44 ms a 224-px photo, one thread)."""
     scale = torch.tensor([1 / (255 * s) for s in config.std], dtype=torch.float32).view(3, 1, 1)
     shift = torch.tensor([-m / s for m, s in zip(config.mean, config.std)], dtype=torch.float32).view(3, 1, 1)
 
     def normalized(image: torch.Tensor) -> torch.Tensor:
+        if image.dtype != torch.uint8:
+            raise TypeError(f"normalize takes uint8 photos (0-255), not {image.dtype}")
         return image.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
 
     return normalized
