@@ -222,8 +222,11 @@ def test_a_ctrl_c_that_python_drops_still_stops_training_at_the_next_batch():
                 except KeyboardInterrupt:
                     pass  # as Python does for an exception in __del__
 
-    data = torch.utils.data.TensorDataset(torch.randn(32, 4))
-    loader = L.LightningDataModule.from_datasets(train_dataset=data, batch_size=4)
+    class Data(L.LightningDataModule):  # from_datasets would pin memory, which warns without a GPU
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(32, 4)), batch_size=4)
+
+    loader = Data()
     trainer = L.Trainer(max_epochs=5, callbacks=[DroppedCtrlC()], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
     with pytest.raises(KeyboardInterrupt):
