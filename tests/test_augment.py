@@ -263,3 +263,12 @@ def test_normalize_matches_torchvision_and_takes_only_uint8(mean, std):
     assert torch.allclose(normalize(config)(batch), reference(batch), atol=1e-6)
     with pytest.raises(TypeError, match="uint8"):
         normalize(config)(photo.float())
+
+
+def test_ops_leave_the_callers_image_alone():
+    """Ops compute in place on their own copies: a float image given to one is not changed."""
+    image = torch.rand(3, 24, 30) * 255
+    before = image.clone()
+    for op in (Contrast(0.5), Rotation(0.2)):
+        op.apply(image, op.sample(image, torch.Generator().manual_seed(0)))
+    assert torch.equal(image, before)
