@@ -213,24 +213,31 @@ def stage_finetune_last_block(args) -> dict:
     return stage_finetune(args, unfreeze_blocks=1)
 
 
+KERAS_STRATEGIES = {
+    "frozen": lambda args: ["--strategy", "frozen", "--epochs", str(args.keras_epochs)],
+    "finetune": lambda args: ["--strategy", "finetune", "--epochs", "1", *(["--limit-steps", str(args.keras_steps)] if args.keras_steps else [])],
+}
+
+
+def keras_strategy(args, name: str) -> dict:
+    """One strategy of the Keras reference in its own venv: epoch times, train img/s, peak RSS, final val accuracy."""
+    out = Path(args.work) / f"keras_{name}.json"
+    command = [args.keras_python, str(KERAS_REFERENCE), "--data", str(args.data), "--out", str(out), "--verbose", "0",
+               *KERAS_STRATEGIES[name](args)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    report = json.loads(out.read_text())
+    epochs = report["epochs"]
+    return {
+        "epoch_wall_s": [e["wall_s"] for e in epochs],
+        "train_images_per_s": epochs[0]["train_images_per_s"],
+        "train_images_per_s_excl_first_step": epochs[0]["train_images_per_s_excl_first_step"],
+        "peak_rss_mib": report["peak_rss_mib"],
+        "val_acc": report["history"]["val_accuracy"][-1],
+    }
+
+
 def keras(args) -> dict:
-    results = {}
-    for name, extra in (
-        ("frozen", ["--strategy", "frozen", "--epochs", str(args.keras_epochs)]),
-        ("finetune", ["--strategy", "finetune", "--epochs", "1", *(["--limit-steps", str(args.keras_steps)] if args.keras_steps else [])]),
-    ):
-        out = Path(args.work) / f"keras_{name}.json"
-        command = [args.keras_python, str(KERAS_REFERENCE), "--data", str(args.data), "--out", str(out), "--verbose", "0", *extra]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        report = json.loads(out.read_text())
-        epochs = report["epochs"]
-        results[name] = {
-            "epoch_wall_s": [e["wall_s"] for e in epochs],
-            "train_images_per_s": epochs[0]["train_images_per_s"],
-            "train_images_per_s_excl_first_step": epochs[0]["train_images_per_s_excl_first_step"],
-            "peak_rss_mib": report["peak_rss_mib"],
-            "val_acc": report["history"]["val_accuracy"][-1],
-        }
+    results = {name: keras_strategy(args, name) for name in KERAS_STRATEGIES}
     frozen = results["frozen"]["epoch_wall_s"]
     steady = frozen[1:] or frozen
     results["frozen"]["ten_epochs_estimated_s"] = frozen[0] + 9 * float(np.mean(steady))
