@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from machine import cpu, describe, scratch
-from speed import DEFAULT_DATA, REPO, keras_strategy, run_stage
+from speed import DEFAULT_DATA, REPO, keras_strategy, run_stage, ten_epochs_estimated_s
 
 STRATEGIES = ("frozen", "finetune")
 
@@ -29,8 +29,7 @@ STRATEGIES = ("frozen", "finetune")
 def frozen_pair(args) -> dict:
     shutil.rmtree(Path(args.work) / f"frozen-{args.precision}", ignore_errors=True)
     ours = run_stage("frozen", args, args.precision)["frozen_10_epochs_wall_s"]
-    epochs = keras_strategy(args, "frozen")["epoch_wall_s"]
-    theirs = epochs[0] + 9 * float(np.mean(epochs[1:] or epochs))
+    theirs = ten_epochs_estimated_s(keras_strategy(args, "frozen")["epoch_wall_s"])
     return {"frozen_ours_s": ours, "frozen_keras_s": theirs, "frozen_ratio": theirs / ours}
 
 
