@@ -89,8 +89,17 @@ def test_the_gate_looks_at_a_seeded_sample_of_many_photos():
 def test_cpu_flags_and_auto(tmp_path, monkeypatch):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512_bf16 amx_bf16\n")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     assert {"avx2", "amx_bf16"} <= cpu_flags(info)
     assert cpu_flags(tmp_path / "missing") == set()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # kernels capped at AVX2 only emulate bf16: as on an EPYC
+    assert cpu_flags(info) == {"fpu", "sse", "avx2"}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert cpu_flags(info) == {"fpu", "sse", "avx2", "avx512_bf16"}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert "amx_bf16" in cpu_flags(info)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setattr(precision_module, "native_precisions", lambda: ("fp32",))
     assert candidate_precision("auto") == "fp32"  # an AVX2-only CPU stays in fp32
     assert candidate_precision("int8") == "int8"

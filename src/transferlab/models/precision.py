@@ -10,6 +10,7 @@ CPUs without native bf16 (AVX2-only EPYC) OpenVINO would emulate it, slower than
 import functools
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,15 +50,40 @@ def check_precision(name: str) -> str:
     return name
 
 
+_VNNI_BF16 = ("avx512_vnni", "avx512_bf16")
+ISA_CAPS = {
+    "SSE41": (), "AVX": (), "AVX2": (), "AVX2_VNNI": ("avx_vnni",), "AVX2_VNNI_2": ("avx_vnni",), "AVX512_CORE": (),
+    "AVX512_CORE_VNNI": ("avx512_vnni",), "AVX512_CORE_BF16": _VNNI_BF16, "AVX512_CORE_FP16": _VNNI_BF16,
+    "AVX10_1_512": _VNNI_BF16, "AVX512_CORE_AMX": (*_VNNI_BF16, "amx_bf16", "amx_int8"),
+    "AVX10_1_512_AMX": (*_VNNI_BF16, "amx_bf16", "amx_int8"),
+}
+"""oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) and which of the `CPU_FLAGS` each still lets the kernels use; a cap not
+listed here (ALL, DEFAULT, the AMX_FP16 ones) takes nothing away."""
+CAPPED_FLAGS = frozenset(flag for flags in CPU_FLAGS.values() for flag in flags)
+
+
+def isa_cap() -> str | None:
+    """oneDNN's ISA cap for this process (ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA), upper-case."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return cap.strip().upper() if cap else None
+
+
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The first CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
+    """The first CPU's feature flags (Linux), less the `CPU_FLAGS` that oneDNN's ISA cap keeps its kernels from
+    (`ISA_CAPS`: PyTorch's and OpenVINO's convolutions would emulate bf16 under ONEDNN_MAX_CPU_ISA=AVX2); empty where
+    /proc/cpuinfo is not there."""
+    flags: set[str] = set()
     try:
         for line in cpuinfo.read_text().splitlines():
             if line.startswith("flags"):
-                return set(line.partition(":")[2].split())
+                flags = set(line.partition(":")[2].split())
+                break
     except OSError:
         pass
-    return set()
+    cap = isa_cap()
+    if cap in ISA_CAPS:
+        flags -= CAPPED_FLAGS - set(ISA_CAPS[cap])
+    return flags
 
 
 @functools.cache
