@@ -53,3 +53,81 @@ def test_a_threaded_batch_equals_the_photos_loaded_one_by_one(image_tree, three_
 def test_a_dataloader_worker_loads_one_photo_at_a_time():
     counts = torch.utils.data.DataLoader(range(2), batch_size=1, num_workers=1, collate_fn=lambda _: threads.loading_threads())
     assert list(counts) == [1, 1]
+
+
+# -- the next batch loaded while the model computes ------------------------------------------------------------------
+
+
+def prefetch_threads() -> int:
+    return sum(thread.name == "tlab-prefetch" for thread in threading.enumerate())
+
+
+def test_prefetched_loads_the_next_item_while_the_caller_works_on_this_one():
+    second_started = threading.Event()
+
+    def items():
+        yield 0
+        second_started.set()
+        yield 1
+
+    batches = threads.prefetched(items())
+    assert next(batches) == 0
+    assert second_started.wait(5), "the second item was not loaded while the caller held the first"
+    assert list(batches) == [1]
+    with pytest.raises(StopIteration):  # still exhausted, not waiting for more
+        next(batches)
+
+
+def test_prefetched_raises_at_the_item_that_failed():
+    def items():
+        yield from range(3)
+        raise OSError("photo 3 unreadable")
+
+    batches = threads.prefetched(items())
+    assert [next(batches) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(OSError, match="photo 3"):
+        next(batches)
+
+
+def test_an_abandoned_prefetch_stops_its_thread():
+    before = prefetch_threads()
+    batches = threads.prefetched(iter(int, 1))  # endless: the thread waits on a full queue until told to stop
+    assert next(batches) == 0
+    assert prefetch_threads() == before + 1
+    del batches
+    deadline = time.monotonic() + 5
+    while prefetch_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert prefetch_threads() == before
+
+
+def test_the_photo_loaders_prefetch_and_give_the_same_batches(image_tree):
+    from transferlab.data.datasets import PhotoDataModule, PrefetchingLoader
+
+    index = folder_source(image_tree({"a": 6, "b": 6}), val_fraction=0.25)
+    config = DataConfig(32, "bilinear", 1.0, (0.5,) * 3, (0.5,) * 3)
+    module = PhotoDataModule(index, config, build_augment("seed-keras"), batch_size=4, seed=1)
+    loader = module.train_dataloader()
+    assert isinstance(loader, PrefetchingLoader) and isinstance(module.val_dataloader(), PrefetchingLoader)
+    plain = torch.utils.data.DataLoader(loader.dataset, batch_size=4, sampler=loader.sampler)
+    for (images, labels), (expected_images, expected_labels) in zip(loader, plain, strict=True):
+        assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
+def test_prefetching_starts_at_the_first_batch_so_the_epoch_set_after_iter_counts():
+    """Lightning's order when it resumes a run: iter(loader), then sampler.set_epoch, then the first batch."""
+    from transferlab.data.datasets import EpochSampler, PrefetchingLoader
+
+    class Keys(torch.utils.data.Dataset):
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, key):
+            return key
+
+    sampler = EpochSampler(12, seed=0)
+    loader = PrefetchingLoader(Keys(), batch_size=12, sampler=sampler, collate_fn=list)
+    batches = iter(loader)
+    time.sleep(0.2)  # time enough for a thread started by iter() to read the sampler's epoch too early
+    sampler.set_epoch(3)
+    assert next(batches) == list(sampler) and {epoch for _, epoch in list(sampler)} == {3}
