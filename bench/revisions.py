@@ -1,0 +1,141 @@
+"""Our frozen and finetune stages at an earlier revision and at this one, in alternated pairs; optionally on an
+emulated AVX2-only CPU.
+
+    .venv/bin/python bench/revisions.py --baseline 51510b7 [--pairs 3] [--emulate-avx2]
+
+#17 asks that nothing be slower than before on an AVX2-only CPU. Each pair runs, back to back, the baseline's
+bench/speed.py stage and this tree's (the same venv; the baseline's sources from a git worktree): frozen 10 epochs
+(photos -> trained head, cold caches) and a finetune stage of the notebook's trainable set from that frozen run.
+This tree runs its defaults (`auto` precisions); its first finetune epoch decodes every photo, as the baseline's
+only epoch does.
+
+--emulate-avx2 caps both revisions' kernels at AVX2: PyTorch's own (ATEN_CPU_CAPABILITY=avx2) and oneDNN's
+(ONEDNN_MAX_CPU_ISA=AVX2: PyTorch's convolutions and OpenVINO's); transferlab reads the cap, so `auto` chooses fp32
+as on an AVX2-only CPU. OpenVINO's kernels outside oneDNN are not capped in a release wheel: an emulation of an
+AVX2-only CPU, not one. Writes bench/revisions.json (or --out).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from machine import cpu, describe, scratch
+from speed import DEFAULT_DATA, REPO
+
+AVX2_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def checkout(revision: str, folder: Path) -> Path:
+    """`revision`'s tree in `folder` (a detached git worktree, removed at the end)."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--force", str(folder), revision], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return folder
+
+
+def stage(tree: Path, name: str, work: Path, args, environment: dict[str, str], precision: str | None) -> dict:
+    """One bench/speed.py stage of `tree`'s sources, in a child process; its JSON."""
+    out = work / f"{name}.json"
+    command = [sys.executable, str(tree / "bench" / "speed.py"), "--stage", name, "--data", str(args.data), "--work", str(work),
+               "--out", str(out), "--views", "2", "--threads", str(len(os.sched_getaffinity(0))), "--reps", "1",
+               *(["--precision", precision] if precision else [])]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=tree, env=environment | {"PYTHONPATH": str(tree / "src")})
+    return json.loads(out.read_text()) | {"stage_wall_s": time.perf_counter() - started}
+
+
+def imported_from(tree: Path, environment: dict[str, str]) -> str:
+    """Where the child processes of `tree` import transferlab from (the worktree's sources, not the venv's install)."""
+    command = [sys.executable, "-c", "import transferlab; print(transferlab.__file__)"]
+    return subprocess.run(command, check=True, capture_output=True, text=True, cwd=tree,
+                          env=environment | {"PYTHONPATH": str(tree / "src")}).stdout.strip()
+
+
+def pair(trees: dict[str, Path], works: dict[str, Path], args, environment: dict[str, str]) -> dict:
+    result = {}
+    for name, tree in trees.items():
+        precision = "auto" if name == "current" else None
+        for folder in ("frozen", "frozen-auto", "finetune_unfreeze_blocks1", "finetune_unfreeze_blocks1-auto"):
+            subprocess.run(["rm", "-rf", str(works[name] / folder)], check=True)
+        frozen = stage(tree, "frozen", works[name], args, environment, precision)
+        finetune = stage(tree, "finetune_last_block", works[name], args, environment, precision)
+        result[f"{name}_frozen_s"] = frozen["frozen_10_epochs_wall_s"]
+        result[f"{name}_finetune_epoch1"] = finetune["finetune_train_images_per_s"]
+        result[f"{name}_frozen_val_acc"] = frozen["frozen_val_acc_final"]
+        result[f"{name}_finetune_val_acc"] = finetune["finetune_val_acc"]
+        if "finetune_train_images_per_s_epoch2" in finetune:
+            result[f"{name}_finetune_epoch2"] = finetune["finetune_train_images_per_s_epoch2"]
+        if "inference_precision" in finetune:
+            result[f"{name}_precisions"] = f"{frozen['inference_precision']['used']} / {finetune['inference_precision']['used']} / {finetune['training_precision']}"
+    result["frozen_speedup"] = result["baseline_frozen_s"] / result["current_frozen_s"]
+    result["finetune_speedup_epoch1"] = result["current_finetune_epoch1"] / result["baseline_finetune_epoch1"]
+    if "current_finetune_epoch2" in result:
+        result["finetune_speedup_epoch2"] = result["current_finetune_epoch2"] / result["baseline_finetune_epoch1"]
+    return result
+
+
+COLUMNS = (
+    ("baseline frozen (s)", "baseline_frozen_s", "{:.0f}"), ("current frozen (s)", "current_frozen_s", "{:.0f}"),
+    ("frozen speed-up", "frozen_speedup", "{:.2f}x"), ("baseline finetune img/s", "baseline_finetune_epoch1", "{:.1f}"),
+    ("current epoch 1 (cold) img/s", "current_finetune_epoch1", "{:.1f}"), ("current epoch 2 img/s", "current_finetune_epoch2", "{:.1f}"),
+    ("speed-up epoch 1", "finetune_speedup_epoch1", "{:.2f}x"), ("speed-up epoch 2", "finetune_speedup_epoch2", "{:.2f}x"),
+    ("val acc frozen base / current", None, None), ("precisions (frozen / finetune / training)", "current_precisions", "{}"),
+)
+
+
+def table(pairs: list[dict], medians: dict[str, float]) -> str:
+    def cell(row: dict, key: str | None, form: str | None) -> str:
+        if key is None:
+            return f"{row['baseline_frozen_val_acc']:.3f} / {row['current_frozen_val_acc']:.3f}"
+        return form.format(row[key]) if key in row else ""
+
+    lines = ["| pair | " + " | ".join(title for title, _, _ in COLUMNS) + " |", "| ---: |" + " ---: |" * len(COLUMNS)]
+    lines += [f"| {n} | " + " | ".join(cell(row, key, form) for _, key, form in COLUMNS) + " |" for n, row in enumerate(pairs, 1)]
+    lines.append("| median | " + " | ".join(f"**{medians[key]:.2f}x**" if key in medians else "" for _, key, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", required=True, help="the earlier revision (a commit, tag or branch)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--emulate-avx2", action="store_true", help="cap PyTorch's and oneDNN's kernels at AVX2")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "revisions.json")
+    args = parser.parse_args()
+    scratch_folder = Path(scratch(prefix="tlab-revisions-"))
+    (scratch_folder / "tmp").mkdir()  # the baseline's stages leave their caches in temporary folders
+    environment = os.environ | {"TMPDIR": str(scratch_folder / "tmp")} | (AVX2_ENVIRONMENT if args.emulate_avx2 else {})
+    baseline = checkout(args.baseline, scratch_folder / "baseline")
+    trees = {"baseline": baseline, "current": REPO}
+    works = {name: scratch_folder / f"work-{name}" for name in trees}
+    try:
+        for name, tree in trees.items():
+            works[name].mkdir()
+            where = imported_from(tree, environment)
+            if not where.startswith(str(tree / "src")):
+                raise SystemExit(f"{name}: transferlab imported from {where}, not from {tree / 'src'}")
+        machine = cpu()
+        print(f"cpu: {describe(machine)}{', emulating AVX2 only' if args.emulate_avx2 else ''}", file=sys.stderr, flush=True)
+        pairs = []
+        for number in range(1, args.pairs + 1):
+            print(f"pair {number}...", file=sys.stderr, flush=True)
+            pairs.append(pair(trees, works, args, environment))
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(baseline)], check=False)
+    speedups = [key for key in pairs[0] if "speedup" in key]
+    medians = {key: float(np.median([row[key] for row in pairs])) for key in speedups}
+    text = table(pairs, medians)
+    args.out.write_text(json.dumps({"cpu": machine, "emulated_avx2": args.emulate_avx2, "baseline": args.baseline,
+                                    "environment": AVX2_ENVIRONMENT if args.emulate_avx2 else {}, "pairs": pairs,
+                                    "medians": medians, "table": text}, indent=2) + "\n")
+    print(f"cpu: {describe(machine)}{', emulating AVX2 only' if args.emulate_avx2 else ''}; baseline {args.baseline}")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
