@@ -4,10 +4,12 @@ emulated AVX2-only CPU.
     .venv/bin/python bench/revisions.py --baseline 51510b7 [--pairs 3] [--emulate-avx2]
 
 #17 asks that nothing be slower than before on an AVX2-only CPU. Each pair runs, back to back, the baseline's
-bench/speed.py stage and this tree's (the same venv; the baseline's sources from a git worktree): frozen 10 epochs
-(photos -> trained head, cold caches) and a finetune stage of the notebook's trainable set from that frozen run.
-This tree runs its defaults (`auto` precisions); its first finetune epoch decodes every photo, as the baseline's
-only epoch does.
+bench/speed.py stages and this tree's (the same venv; the baseline's sources from a git worktree; which goes first
+alternates from pair to pair): frozen 10 epochs (photos -> trained head, cold caches) and a finetune stage of the
+notebook's trainable set from that frozen run. This tree runs its defaults (`auto` precisions, so without
+--emulate-avx2 the speed-up includes bf16's); the baseline runs its speed.py's defaults. This tree's first finetune
+epoch decodes every photo, as the baseline's only epoch does; "speed-up epoch 2" sets this tree's second epoch (photos
+decoded once) against that same baseline epoch, since the baseline decodes in every epoch.
 
 --emulate-avx2 caps both revisions' kernels at AVX2: PyTorch's own (ATEN_CPU_CAPABILITY=avx2) and oneDNN's
 (ONEDNN_MAX_CPU_ISA=AVX2: PyTorch's convolutions and OpenVINO's); transferlab reads the cap, so `auto` chooses fp32
@@ -18,6 +20,7 @@ AVX2-only CPU, not one. Writes bench/revisions.json (or --out).
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,11 +36,11 @@ AVX2_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 def checkout(revision: str, folder: Path) -> Path:
     """`revision`'s tree in `folder` (a detached git worktree, removed at the end)."""
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--force", str(folder), revision], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL)
     return folder
 
 
-def stage(tree: Path, name: str, work: Path, args, environment: dict[str, str], precision: str | None) -> dict:
+def stage(tree: Path, name: str, work: Path, args: argparse.Namespace, environment: dict[str, str], precision: str | None) -> dict:
     """One bench/speed.py stage of `tree`'s sources, in a child process; its JSON."""
     out = work / f"{name}.json"
     command = [sys.executable, str(tree / "bench" / "speed.py"), "--stage", name, "--data", str(args.data), "--work", str(work),
@@ -55,14 +58,22 @@ def imported_from(tree: Path, environment: dict[str, str]) -> str:
                           env=environment | {"PYTHONPATH": str(tree / "src")}).stdout.strip()
 
 
-def pair(trees: dict[str, Path], works: dict[str, Path], args, environment: dict[str, str]) -> dict:
+PRECISIONS = {"baseline": None, "current": "auto"}
+"""speed.py's --precision per tree: the baseline's default; this tree's defaults."""
+
+
+def pair(trees: dict[str, Path], scratch_folder: Path, args: argparse.Namespace, environment: dict[str, str], order: list[str]) -> dict:
+    """Both trees' frozen and finetune stages, in `order`, each in fresh work and cache folders; times and ratios."""
     result = {}
-    for name, tree in trees.items():
-        precision = "auto" if name == "current" else None
-        for folder in ("frozen", "frozen-auto", "finetune_unfreeze_blocks1", "finetune_unfreeze_blocks1-auto"):
-            subprocess.run(["rm", "-rf", str(works[name] / folder)], check=True)
-        frozen = stage(tree, "frozen", works[name], args, environment, precision)
-        finetune = stage(tree, "finetune_last_block", works[name], args, environment, precision)
+    for name in order:
+        work = scratch_folder / f"work-{name}"
+        shutil.rmtree(work, ignore_errors=True)
+        for folder in ("tmp", "data"):  # the baseline's stages leave their feature caches in tmp
+            shutil.rmtree(scratch_folder / folder, ignore_errors=True)
+            (scratch_folder / folder).mkdir()
+        work.mkdir()
+        frozen = stage(trees[name], "frozen", work, args, environment, PRECISIONS[name])
+        finetune = stage(trees[name], "finetune_last_block", work, args, environment, PRECISIONS[name])
         result[f"{name}_frozen_s"] = frozen["frozen_10_epochs_wall_s"]
         result[f"{name}_finetune_epoch1"] = finetune["finetune_train_images_per_s"]
         result[f"{name}_frozen_val_acc"] = frozen["frozen_val_acc_final"]
@@ -107,33 +118,39 @@ def main() -> None:
     parser.add_argument("--emulate-avx2", action="store_true", help="cap PyTorch's and oneDNN's kernels at AVX2")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "revisions.json")
     args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
+    args.data = args.data.resolve()  # the stages run in their own trees
     scratch_folder = Path(scratch(prefix="tlab-revisions-"))
-    (scratch_folder / "tmp").mkdir()  # the baseline's stages leave their caches in temporary folders
-    environment = os.environ | {"TMPDIR": str(scratch_folder / "tmp")} | (AVX2_ENVIRONMENT if args.emulate_avx2 else {})
-    baseline = checkout(args.baseline, scratch_folder / "baseline")
-    trees = {"baseline": baseline, "current": REPO}
-    works = {name: scratch_folder / f"work-{name}" for name in trees}
+    # Temporary folders and transferlab's caches inside the scratch folder: the baseline's stages leave gigabytes
+    # of features in the one, and neither tree may read or fill the user's cache.
+    environment = os.environ | {"TMPDIR": str(scratch_folder / "tmp"), "TLAB_DATA_DIR": str(scratch_folder / "data")}
+    environment |= AVX2_ENVIRONMENT if args.emulate_avx2 else {}
+    machine = cpu()
+    described = f"{describe(machine)}{', emulating AVX2 only' if args.emulate_avx2 else ''}"
+    trees = {"baseline": scratch_folder / "baseline", "current": REPO}
     try:
+        checkout(args.baseline, trees["baseline"])
         for name, tree in trees.items():
-            works[name].mkdir()
             where = imported_from(tree, environment)
             if not where.startswith(str(tree / "src")):
                 raise SystemExit(f"{name}: transferlab imported from {where}, not from {tree / 'src'}")
-        machine = cpu()
-        print(f"cpu: {describe(machine)}{', emulating AVX2 only' if args.emulate_avx2 else ''}", file=sys.stderr, flush=True)
+        print(f"cpu: {described}", file=sys.stderr, flush=True)
         pairs = []
         for number in range(1, args.pairs + 1):
             print(f"pair {number}...", file=sys.stderr, flush=True)
-            pairs.append(pair(trees, works, args, environment))
+            order = ["baseline", "current"] if number % 2 else ["current", "baseline"]
+            pairs.append(pair(trees, scratch_folder, args, environment, order))
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(baseline)], check=False)
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(trees["baseline"])], check=False)
+        subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
     speedups = [key for key in pairs[0] if "speedup" in key]
     medians = {key: float(np.median([row[key] for row in pairs])) for key in speedups}
     text = table(pairs, medians)
     args.out.write_text(json.dumps({"cpu": machine, "emulated_avx2": args.emulate_avx2, "baseline": args.baseline,
                                     "environment": AVX2_ENVIRONMENT if args.emulate_avx2 else {}, "pairs": pairs,
                                     "medians": medians, "table": text}, indent=2) + "\n")
-    print(f"cpu: {describe(machine)}{', emulating AVX2 only' if args.emulate_avx2 else ''}; baseline {args.baseline}")
+    print(f"cpu: {described}; baseline {args.baseline}")
     print(text)
 
 

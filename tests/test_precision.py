@@ -18,7 +18,7 @@ from transferlab.data.photo_cache import PhotoCache
 from transferlab.data.sources import Sample
 from transferlab.experiment import Experiment, train
 from transferlab.models.classifier import DataConfig
-from transferlab.models.precision import GATE_PHOTOS, MIN_AGREEMENT, candidate_precision, cpu_flags, gate, gate_sample
+from transferlab.models.precision import GATE_PHOTOS, MIN_AGREEMENT, candidate_precision, cpu_flags, gate, gate_sample, usable_cpu_flags
 from transferlab.models.runtime import FeatureRuntime
 from transferlab.train.distributed import cpu_has_bf16, resolve_precision
 
@@ -89,17 +89,8 @@ def test_the_gate_looks_at_a_seeded_sample_of_many_photos():
 def test_cpu_flags_and_auto(tmp_path, monkeypatch):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512_bf16 amx_bf16\n")
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     assert {"avx2", "amx_bf16"} <= cpu_flags(info)
     assert cpu_flags(tmp_path / "missing") == set()
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # kernels capped at AVX2 only emulate bf16: as on an EPYC
-    assert cpu_flags(info) == {"fpu", "sse", "avx2"}
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
-    assert cpu_flags(info) == {"fpu", "sse", "avx2", "avx512_bf16"}
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
-    assert "amx_bf16" in cpu_flags(info)
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setattr(precision_module, "native_precisions", lambda: ("fp32",))
     assert candidate_precision("auto") == "fp32"  # an AVX2-only CPU stays in fp32
     assert candidate_precision("int8") == "int8"
@@ -107,12 +98,30 @@ def test_cpu_flags_and_auto(tmp_path, monkeypatch):
     assert candidate_precision("auto") == "bf16"  # measured faster than int8 where both exist
 
 
+def test_usable_flags_follow_onednns_isa_cap(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512_vnni avx512_bf16 amx_bf16\n")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert usable_cpu_flags(info) == cpu_flags(info)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # kernels capped at AVX2 only emulate bf16: as on an EPYC
+    assert usable_cpu_flags(info) == {"fpu", "sse", "avx2"}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert usable_cpu_flags(info) == {"fpu", "sse", "avx2", "avx512_vnni", "avx512_bf16"}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert usable_cpu_flags(info) == cpu_flags(info)
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")  # the older name counts only where the newer one is unset
+    assert "amx_bf16" in usable_cpu_flags(info)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "")
+    assert usable_cpu_flags(info) == {"fpu", "sse", "avx2"}
+
+
 def test_training_precision_auto_follows_the_cpu(monkeypatch):
     import transferlab.train.distributed as distributed
 
-    monkeypatch.setattr(distributed, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(distributed, "usable_cpu_flags", lambda: {"avx2"})
     assert resolve_precision("auto", "cpu") == "32-true"
-    monkeypatch.setattr(distributed, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    monkeypatch.setattr(distributed, "usable_cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert resolve_precision("auto", "cpu") == "bf16-mixed"
     assert resolve_precision("auto", "cpu", trains_backbone=False) == "32-true"  # a head on cached features
     assert resolve_precision("32", "cpu") == "32-true"

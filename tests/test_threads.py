@@ -58,8 +58,9 @@ def test_a_dataloader_worker_loads_one_photo_at_a_time():
 # -- the next batch loaded while the model computes ------------------------------------------------------------------
 
 
-def prefetch_threads() -> int:
-    return sum(thread.name == "tlab-prefetch" for thread in threading.enumerate())
+def started_prefetch_thread(before: set[threading.Thread]) -> threading.Thread:
+    (thread,) = [t for t in threading.enumerate() if t.name == "tlab-prefetch" and t not in before]
+    return thread
 
 
 def test_prefetched_loads_the_next_item_while_the_caller_works_on_this_one():
@@ -89,16 +90,38 @@ def test_prefetched_raises_at_the_item_that_failed():
         next(batches)
 
 
-def test_an_abandoned_prefetch_stops_its_thread():
-    before = prefetch_threads()
-    batches = threads.prefetched(iter(int, 1))  # endless: the thread waits on a full queue until told to stop
+def test_an_abandoned_or_closed_prefetch_stops_its_thread():
+    for close in (False, True):
+        before = set(threading.enumerate())
+        batches = threads.prefetched(iter(int, 1))  # endless: the thread waits for a permit until told to stop
+        assert next(batches) == 0
+        thread = started_prefetch_thread(before)
+        if close:
+            batches.close()
+            with pytest.raises(StopIteration):
+                next(batches)
+        del batches
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_prefetched_loads_only_depth_items_ahead():
+    produced = []
+
+    def items():
+        for number in range(100):
+            produced.append(number)
+            yield number
+
+    batches = threads.prefetched(items(), depth=1)
     assert next(batches) == 0
-    assert prefetch_threads() == before + 1
-    del batches
     deadline = time.monotonic() + 5
-    while prefetch_threads() > before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert prefetch_threads() == before
+    while len(produced) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # time enough to load more, were it allowed to
+    assert produced == [0, 1]
+    with pytest.raises(ValueError, match="depth"):
+        threads.prefetched([], depth=0)
 
 
 def test_the_photo_loaders_prefetch_and_give_the_same_batches(image_tree):

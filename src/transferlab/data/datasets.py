@@ -123,10 +123,9 @@ class Placement:
 class PrefetchingLoader(DataLoader):
     """A DataLoader that, without worker processes, loads the next batch in a background thread while the caller
     computes on this one (`threads.prefetched`); with workers, they prefetch already. For photos, whose decoding and
-    augmentation take a third of a finetune step on 2 cores; the first finetune epoch (decoding every photo) ran
-    113 -> 122 img/s on woof-bench (bench/speed.py, Xeon, 2 cores)."""
+    augmentation sat between two finetune steps (bench/RESULTS.md: the first finetune epoch on woof-bench, 2 cores)."""
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator:
         batches = super().__iter__()
         return prefetched(batches) if self.num_workers == 0 else batches
 

@@ -9,8 +9,10 @@ DataLoader worker process the workers are the parallelism, so items are loaded o
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import get_worker_info
@@ -61,57 +63,95 @@ def map_in_threads(function: Callable[[Item], Result], items: Sequence[Item]) ->
     return results
 
 
+POLL_S = 0.1
+"""How often a waiting prefetch thread, or a consumer waiting on one, checks whether the other side is gone."""
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    item: Any
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+_END = object()
+
+
 class _Prefetched(Iterator[Item]):
-    """See `prefetched`. The thread starts at the first `next`, not before: Lightning creates a loader's iterator,
-    then sets its sampler's epoch, then takes the first batch (a resumed run would otherwise replay epoch 0's order).
-    The thread holds the queue and the stop flag, not this object, so an iterator dropped before its end (Lightning's
-    sanity check takes two batches) is collected and stops its thread."""
+    """See `prefetched`.
+
+    The thread starts at the first `next`, not before: Lightning creates a loader's iterator, then sets its sampler's
+    epoch, then takes the first batch (a resumed run would otherwise replay epoch 0's order). It loads an item only
+    with a permit, one per item the consumer has taken, so at most `depth` wait. It holds the queue, the permits and
+    the stop flag, not this object: an iterator dropped before its end is collected and its thread stops (Lightning
+    keeps a sanity check's or a limited epoch's iterator until the loader's next epoch: one batch stays loaded)."""
 
     def __init__(self, items: Iterable[Item], depth: int):
-        self._items = iter(items)
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        if depth < 1:
+            raise ValueError(f"prefetch depth must be at least 1, got {depth}")
         self._stop = threading.Event()
-        self._started = self._finished = False
+        self._items = iter(items)
+        self._entries: queue.SimpleQueue = queue.SimpleQueue()
+        self._permits = threading.Semaphore(depth)
+        self._thread: threading.Thread | None = None
+        self._finished = False
 
     def __next__(self) -> Item:
         if self._finished:
             raise StopIteration
-        if not self._started:
-            self._started = True
-            threading.Thread(target=_fill, args=(self._items, self._queue, self._stop), daemon=True, name="tlab-prefetch").start()
-        loaded, value = self._queue.get()
-        if loaded:
-            return value
+        if self._thread is None:
+            thread = threading.Thread(target=_fill, args=(self._items, self._entries, self._permits, self._stop),
+                                      daemon=True, name="tlab-prefetch")
+            thread.start()
+            self._thread = thread
+        entry = self._next_entry(self._thread)
+        if isinstance(entry, _Loaded):
+            self._permits.release()
+            return entry.item
         self._finished = True
-        if value is None:
-            raise StopIteration
-        raise value
+        if isinstance(entry, _Failed):
+            raise entry.error
+        raise StopIteration
+
+    def _next_entry(self, thread: threading.Thread) -> object:
+        while True:
+            try:
+                return self._entries.get(timeout=POLL_S)  # a timeout keeps Ctrl-C responsive everywhere
+            except queue.Empty:
+                if not thread.is_alive() and self._entries.empty():
+                    self._finished = True
+                    raise RuntimeError("the prefetching thread stopped without a result") from None
 
     def close(self) -> None:
-        self._stop.set()
+        """Stop the thread after its current item; later `next` calls raise StopIteration."""
+        self._finished = True
+        stop = getattr(self, "_stop", None)  # absent on an instance whose __init__ failed
+        if stop is not None:
+            stop.set()
 
     __del__ = close
 
 
-def _fill(items: Iterator, batches: queue.Queue, stop: threading.Event) -> None:
-    """Put (True, item) for each of `items`, then (False, None), or (False, the exception) where they raised."""
-
-    def put(entry: tuple) -> bool:
-        while not stop.is_set():
-            try:
-                batches.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
+def _fill(items: Iterator, entries: queue.SimpleQueue, permits: threading.Semaphore, stop: threading.Event) -> None:
+    """Put `_Loaded(item)` for each of `items` as permits come, then `_END`, or `_Failed(error)` where they raised."""
     try:
-        for item in items:
-            if not put((True, item)):
+        while True:
+            while not permits.acquire(timeout=POLL_S):
+                if stop.is_set():
+                    return
+            if stop.is_set():
                 return
-        put((False, None))
-    except BaseException as error:  # re-raised by the consumer, at the item that raised it
-        put((False, error))
+            try:
+                item = next(items)
+            except StopIteration:
+                entries.put(_END)
+                return
+            entries.put(_Loaded(item))
+    except BaseException as error:  # noqa: BLE001 (re-raised by the consumer, at the item that raised it)
+        entries.put(_Failed(error))
 
 
 def prefetched(items: Iterable[Item], depth: int = 1) -> Iterator[Item]:

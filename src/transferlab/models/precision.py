@@ -50,39 +50,44 @@ def check_precision(name: str) -> str:
     return name
 
 
-_VNNI_BF16 = ("avx512_vnni", "avx512_bf16")
+_AVX512_LEVELS = ("avx_vnni", "avx512_vnni", "avx512_bf16")
 ISA_CAPS = {
     "SSE41": (), "AVX": (), "AVX2": (), "AVX2_VNNI": ("avx_vnni",), "AVX2_VNNI_2": ("avx_vnni",), "AVX512_CORE": (),
-    "AVX512_CORE_VNNI": ("avx512_vnni",), "AVX512_CORE_BF16": _VNNI_BF16, "AVX512_CORE_FP16": _VNNI_BF16,
-    "AVX10_1_512": _VNNI_BF16, "AVX512_CORE_AMX": (*_VNNI_BF16, "amx_bf16", "amx_int8"),
-    "AVX10_1_512_AMX": (*_VNNI_BF16, "amx_bf16", "amx_int8"),
+    "AVX512_CORE_VNNI": ("avx512_vnni",), "AVX512_CORE_BF16": ("avx512_vnni", "avx512_bf16"),
+    "AVX512_CORE_FP16": _AVX512_LEVELS, "AVX10_1_512": _AVX512_LEVELS,
+    "AVX512_CORE_AMX": (*_AVX512_LEVELS, "amx_bf16", "amx_int8"), "AVX10_1_512_AMX": (*_AVX512_LEVELS, "amx_bf16", "amx_int8"),
 }
-"""oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) and which of the `CPU_FLAGS` each still lets the kernels use; a cap not
+"""oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) and which of the `CPU_FLAGS` each still lets its kernels use; a cap not
 listed here (ALL, DEFAULT, the AMX_FP16 ones) takes nothing away."""
-CAPPED_FLAGS = frozenset(flag for flags in CPU_FLAGS.values() for flag in flags)
+PRECISION_FLAGS = frozenset(flag for flags in CPU_FLAGS.values() for flag in flags)
+"""The CPU flags a reduced precision needs, which an ISA cap can take away."""
 
 
 def isa_cap() -> str | None:
-    """oneDNN's ISA cap for this process (ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA), upper-case."""
+    """oneDNN's ISA cap for this process, upper-case: ONEDNN_MAX_CPU_ISA, else its older name DNNL_MAX_CPU_ISA (an
+    empty value counts as unset, as oneDNN reads them)."""
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
-    return cap.strip().upper() if cap else None
+    return cap.upper() if cap else None
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The first CPU's feature flags (Linux), less the `CPU_FLAGS` that oneDNN's ISA cap keeps its kernels from
-    (`ISA_CAPS`: PyTorch's and OpenVINO's convolutions would emulate bf16 under ONEDNN_MAX_CPU_ISA=AVX2); empty where
-    /proc/cpuinfo is not there."""
-    flags: set[str] = set()
+    """The first CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
     try:
         for line in cpuinfo.read_text().splitlines():
             if line.startswith("flags"):
-                flags = set(line.partition(":")[2].split())
-                break
+                return set(line.partition(":")[2].split())
     except OSError:
         pass
+    return set()
+
+
+def usable_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """`cpu_flags` less those oneDNN's ISA cap keeps its kernels from (`ISA_CAPS`): under ONEDNN_MAX_CPU_ISA=AVX2,
+    PyTorch's and OpenVINO's convolutions would only emulate bf16, as on an AVX2-only CPU."""
+    flags = cpu_flags(cpuinfo)
     cap = isa_cap()
     if cap in ISA_CAPS:
-        flags -= CAPPED_FLAGS - set(ISA_CAPS[cap])
+        flags -= PRECISION_FLAGS - set(ISA_CAPS[cap])
     return flags
 
 
@@ -96,7 +101,7 @@ def native_precisions() -> tuple[str, ...]:
         capabilities = set(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     except Exception:  # not installed, or no CPU plugin: everything runs in fp32
         return ("fp32",)
-    flags = cpu_flags()
+    flags = usable_cpu_flags()
     native = ["fp32"]
     if "BF16" in capabilities and flags & set(CPU_FLAGS["bf16"]):
         native.append("bf16")

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import Accelerator, Precision
 from ..models.devices import default_device, default_threads
-from ..models.precision import CPU_FLAGS, cpu_flags
+from ..models.precision import CPU_FLAGS, usable_cpu_flags
 
 
 RANK_VARIABLES = ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "SLURM_PROCID")
@@ -66,7 +66,7 @@ def resolve_precision(precision: Precision, accelerator: Accelerator, trains_bac
 
 
 def cpu_has_bf16() -> bool:
-    return bool(cpu_flags() & set(CPU_FLAGS["bf16"]))
+    return bool(usable_cpu_flags() & set(CPU_FLAGS["bf16"]))
 
 
 def resolve_workers(workers: int | None, accelerator: Accelerator, devices: int) -> int:
