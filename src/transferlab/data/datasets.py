@@ -123,7 +123,8 @@ class Placement:
 class PrefetchingLoader(DataLoader):
     """A DataLoader that, without worker processes, loads the next batch in a background thread while the caller
     computes on this one (`threads.prefetched`); with workers, they prefetch already. For photos, whose decoding and
-    augmentation sat between two finetune steps (bench/RESULTS.md: the first finetune epoch on woof-bench, 2 cores)."""
+    augmentation sat between two finetune steps (bench/RESULTS.md: woof-bench's finetune epochs on 2 cores, a few
+    per cent)."""
 
     def __iter__(self) -> Iterator:
         batches = super().__iter__()
