@@ -6,8 +6,9 @@
 On a shared machine the speed of the cores moves by more than a code change from one hour to the next, so a ratio
 of two figures measured ten minutes apart (as in bench/speed.py's single pass) moves with it. Here each pair runs,
 back to back: our frozen stage (10 epochs, photos -> trained head, cold caches) and the Keras reference's (its
---keras-epochs epochs extrapolated to 10), then our finetune stage from that frozen run (bench/speed.py's: two epochs
-of the notebook's trainable set, the first on a cold decoded-photo cache) and the Keras reference's finetune epoch.
+--keras-epochs epochs extrapolated to 10), then our finetune stage from that frozen run (bench/speed.py's: the seed
+recipe's four epochs of the notebook's trainable set, the first on a cold decoded-photo cache, those after the
+--trunk-views-th on kept trunk outputs) and the Keras reference's finetune epoch (every one of its epochs is alike).
 Each pair gives its own ratios; the table shows every pair and the medians. Writes bench/pairs.json. With
 --strategies finetune alone, one frozen run is trained first and only the finetune stages are paired.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from machine import cpu, describe, scratch
-from speed import DEFAULT_DATA, REPO, keras_strategy, run_stage, ten_epochs_estimated_s
+from speed import DEFAULT_DATA, FINETUNE_EPOCHS, REPO, keras_strategy, run_stage, ten_epochs_estimated_s
 
 STRATEGIES = ("frozen", "finetune")
 
@@ -41,6 +42,7 @@ def finetune_pair(args) -> dict:
         "finetune_ours_epoch1": ours["finetune_train_images_per_s"], "finetune_ours_epoch2": ours["finetune_train_images_per_s_epoch2"],
         "finetune_keras": theirs, "finetune_ratio_epoch1": ours["finetune_train_images_per_s"] / theirs,
         "finetune_ratio_epoch2": ours["finetune_train_images_per_s_epoch2"] / theirs, "finetune_val_acc": ours["finetune_val_acc"],
+        "finetune_ours_mean": ours["finetune_train_images_per_s_mean"], "finetune_ratio_mean": ours["finetune_train_images_per_s_mean"] / theirs,
     }
 
 
@@ -52,7 +54,9 @@ def table(pairs: list[dict], medians: dict[str, float]) -> str:
     if "finetune_ratio_epoch2" in medians:
         columns += [("ours finetune epoch 1 (cold) img/s", "finetune_ours_epoch1", "{:.1f}"),
                     ("ours epoch 2 img/s", "finetune_ours_epoch2", "{:.1f}"), ("Keras img/s", "finetune_keras", "{:.1f}"),
-                    ("ratio epoch 1", "finetune_ratio_epoch1", "{:.2f}x"), ("ratio epoch 2", "finetune_ratio_epoch2", "{:.2f}x")]
+                    ("ratio epoch 1", "finetune_ratio_epoch1", "{:.2f}x"), ("ratio epoch 2", "finetune_ratio_epoch2", "{:.2f}x"),
+                    (f"ours {FINETUNE_EPOCHS} epochs, mean img/s", "finetune_ours_mean", "{:.1f}"),
+                    (f"ratio, {FINETUNE_EPOCHS}-epoch mean", "finetune_ratio_mean", "{:.2f}x")]
     lines = ["| pair | " + " | ".join(title for title, _, _ in columns) + " |", "| ---: |" + " ---: |" * len(columns)]
     lines += [f"| {n} | " + " | ".join(form.format(pair[key]) for _, key, form in columns) + " |" for n, pair in enumerate(pairs, 1)]
     lines.append("| median | " + " | ".join(f"**{medians[key]:.2f}x**" if key in medians else "" for _, key, _ in columns) + " |")

@@ -58,8 +58,6 @@ def imported_from(tree: Path, environment: dict[str, str]) -> str:
                           env=environment | {"PYTHONPATH": str(tree / "src")}).stdout.strip()
 
 
-PRECISIONS = {"baseline": None, "current": "auto"}
-"""speed.py's --precision per tree: the baseline's default; this tree's defaults."""
 
 
 def pair(trees: dict[str, Path], scratch_folder: Path, args: argparse.Namespace, environment: dict[str, str], order: list[str]) -> dict:
@@ -72,8 +70,9 @@ def pair(trees: dict[str, Path], scratch_folder: Path, args: argparse.Namespace,
             shutil.rmtree(scratch_folder / folder, ignore_errors=True)
             (scratch_folder / folder).mkdir()
         work.mkdir()
-        frozen = stage(trees[name], "frozen", work, args, environment, PRECISIONS[name])
-        finetune = stage(trees[name], "finetune_last_block", work, args, environment, PRECISIONS[name])
+        precision = args.baseline_precision if name == "baseline" else "auto"
+        frozen = stage(trees[name], "frozen", work, args, environment, precision)
+        finetune = stage(trees[name], "finetune_last_block", work, args, environment, precision)
         result[f"{name}_frozen_s"] = frozen["frozen_10_epochs_wall_s"]
         result[f"{name}_finetune_epoch1"] = finetune["finetune_train_images_per_s"]
         result[f"{name}_frozen_val_acc"] = frozen["frozen_val_acc_final"]
@@ -85,13 +84,15 @@ def pair(trees: dict[str, Path], scratch_folder: Path, args: argparse.Namespace,
     result["frozen_speedup"] = result["baseline_frozen_s"] / result["current_frozen_s"]
     result["finetune_speedup_epoch1"] = result["current_finetune_epoch1"] / result["baseline_finetune_epoch1"]
     if "current_finetune_epoch2" in result:
-        result["finetune_speedup_epoch2"] = result["current_finetune_epoch2"] / result["baseline_finetune_epoch1"]
+        baseline = result.get("baseline_finetune_epoch2", result["baseline_finetune_epoch1"])  # an older speed.py ran one epoch
+        result["finetune_speedup_epoch2"] = result["current_finetune_epoch2"] / baseline
     return result
 
 
 COLUMNS = (
     ("baseline frozen (s)", "baseline_frozen_s", "{:.0f}"), ("current frozen (s)", "current_frozen_s", "{:.0f}"),
-    ("frozen speed-up", "frozen_speedup", "{:.2f}x"), ("baseline finetune img/s", "baseline_finetune_epoch1", "{:.1f}"),
+    ("frozen speed-up", "frozen_speedup", "{:.2f}x"), ("baseline epoch 1 img/s", "baseline_finetune_epoch1", "{:.1f}"),
+    ("baseline epoch 2 img/s", "baseline_finetune_epoch2", "{:.1f}"),
     ("current epoch 1 (cold) img/s", "current_finetune_epoch1", "{:.1f}"), ("current epoch 2 img/s", "current_finetune_epoch2", "{:.1f}"),
     ("speed-up epoch 1", "finetune_speedup_epoch1", "{:.2f}x"), ("speed-up epoch 2", "finetune_speedup_epoch2", "{:.2f}x"),
     ("val acc frozen base / current", None, None), ("precisions (frozen / finetune / training)", "current_precisions", "{}"),
@@ -115,6 +116,8 @@ def main() -> None:
     parser.add_argument("--baseline", required=True, help="the earlier revision (a commit, tag or branch)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--baseline-precision", default=None, choices=["fp32", "auto"],
+                        help="the baseline's speed.py --precision (default: its own default; auto once it has one)")
     parser.add_argument("--emulate-avx2", action="store_true", help="cap PyTorch's and oneDNN's kernels at AVX2")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "revisions.json")
     args = parser.parse_args()

@@ -177,9 +177,14 @@ def stage_frozen(args) -> dict:
     }
 
 
+FINETUNE_EPOCHS = 4
+"""The seed recipe's (the notebook's) finetune epochs."""
+
+
 def stage_finetune(args, **unfreeze) -> dict:
-    """Two finetune epochs from the frozen run (the first decodes every photo, the second reads the decoded-photo
-    cache); `unfreeze` as TrainConfig takes it (default: 20 weight layers)."""
+    """The seed recipe's finetune epochs from the frozen run (the first decodes every photo, the second reads the
+    decoded-photo cache, those after the `--trunk-views`-th reuse the trunk's outputs); `unfreeze` as TrainConfig takes
+    it (default: 20 weight layers)."""
     unfreeze = unfreeze or {"unfreeze_layers": 20}
     from transferlab.config import TrainConfig
     from transferlab.data.sources import folder_source
@@ -190,7 +195,7 @@ def stage_finetune(args, **unfreeze) -> dict:
     out = Path(args.work) / ("finetune" + "".join(f"_{k}{v}" for k, v in unfreeze.items()) + f"-{args.precision}")
     run = train(
         TrainConfig(
-            data=str(args.data), out=str(out), strategy="finetune", epochs=2, init=str(Path(args.work) / f"frozen-{args.precision}"),
+            data=str(args.data), out=str(out), strategy="finetune", epochs=FINETUNE_EPOCHS, init=str(Path(args.work) / f"frozen-{args.precision}"),
             **unfreeze, **PRECISION_SETTINGS[args.precision],
         ),
         callbacks=[timer],
@@ -198,11 +203,15 @@ def stage_finetune(args, **unfreeze) -> dict:
     n_train = len(folder_source(args.data).train)
     history = run.read_history("finetune")
     metrics = run.read_metrics()["finetune"]
+    seconds = timer.train_seconds[-FINETUNE_EPOCHS:]  # the last fit's (a failed gate trains again)
     return {
         "training_precision": metrics["training_precision"],
         "inference_precision": metrics["inference_precision"],
-        "finetune_train_images_per_s": n_train / timer.train_seconds[-2],  # the last fit's (a failed gate trains again)
-        "finetune_train_images_per_s_epoch2": n_train / timer.train_seconds[-1],
+        "trunk_views": run.read_config()["config"]["trunk_views"],
+        "finetune_train_images_per_s": n_train / seconds[0],
+        "finetune_train_images_per_s_epoch2": n_train / seconds[1],
+        "finetune_train_images_per_s_by_epoch": [n_train / s for s in seconds],
+        "finetune_train_images_per_s_mean": n_train * len(seconds) / sum(seconds),
         "finetune_epoch_wall_s": history[0]["seconds"],
         "finetune_val_acc": history[-1]["val_acc"],
     }
@@ -295,10 +304,16 @@ def table(results: dict) -> str:
     row("finetune epoch 2 (photos decoded once, as after a frozen stage), train img/s", [f"{by[p]['finetune_last_block']['finetune_train_images_per_s_epoch2']:.1f}" for p in precisions],
         f"{keras_run['finetune']['train_images_per_s_excl_first_step']:.1f}" if keras_run else "",
         [f"{by[p]['finetune_last_block']['finetune_train_images_per_s_epoch2'] / keras_run['finetune']['train_images_per_s_excl_first_step']:.2f}x" for p in precisions] if keras_run else None)
+    if all("finetune_train_images_per_s_mean" in by[p]["finetune_last_block"] for p in precisions):
+        means = [by[p]["finetune_last_block"]["finetune_train_images_per_s_mean"] for p in precisions]
+        views = by[precisions[0]]["finetune_last_block"]["trunk_views"]
+        row(f"finetune, the seed recipe's {FINETUNE_EPOCHS} epochs (trunk outputs reused after epoch {views}), mean train img/s",
+            [f"{v:.1f}" for v in means], f"{keras_run['finetune']['train_images_per_s_excl_first_step']:.1f}" if keras_run else "",
+            [f"{v / keras_run['finetune']['train_images_per_s_excl_first_step']:.2f}x" for v in means] if keras_run else None)
     if all("finetune" in by[p] for p in precisions):
         row("finetune epoch, last 20 weight layers, train img/s", [f"{by[p]['finetune']['finetune_train_images_per_s']:.1f}" for p in precisions])
     row("frozen val acc, final / best", [f"{by[p]['frozen']['frozen_val_acc_final']:.3f} / {by[p]['frozen']['frozen_val_acc_best']:.3f}" for p in precisions])
-    row("finetune val acc after 2 epochs", [f"{by[p]['finetune_last_block']['finetune_val_acc']:.3f}" for p in precisions])
+    row(f"finetune val acc after {FINETUNE_EPOCHS} epochs", [f"{by[p]['finetune_last_block']['finetune_val_acc']:.3f}" for p in precisions])
     row("inference precision used (frozen / finetune)", [
         f"{by[p]['frozen']['inference_precision']['used']} / {by[p]['finetune_last_block']['inference_precision']['used']}" for p in precisions
     ])

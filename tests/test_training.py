@@ -187,36 +187,34 @@ def test_loggers_receive_the_curves_and_history_csv_stays(image_tree, tmp_path, 
         assert list((out / produced).glob("events.out.tfevents.*"))
 
 
-def test_validation_runs_the_frozen_trunk_once_per_fit_with_the_same_answers(image_tree, tmp_path, monkeypatch):
-    """finetune with its trunk in the fast runtime: from the second epoch on, the validation photos skip the trunk
-    (its outputs are kept) and the history is the one recomputing them gives."""
-    import dataclasses
-
-    from transferlab.train import module
+def test_finetune_runs_each_view_through_the_frozen_trunk_once_per_fit_with_the_same_answers(image_tree, tmp_path, monkeypatch):
+    """finetune with its trunk in the fast runtime and epochs cycling through two views: validation photos skip the
+    trunk from the second epoch on, training photos from the third, and the history is the one recomputing gives."""
+    from transferlab.data import frozen_outputs
 
     root = image_tree({"a": 8, "b": 8})
     through_trunk: list[int] = []
-    attach = module.ClassifierModule.use_fast_frozen_part
+    run_part = frozen_outputs.FrozenPart.run
 
-    def counted(self, runtime, rest):
-        def run(images):
-            through_trunk.append(len(images))
-            return runtime.run(images)
+    def counted(self, images):
+        through_trunk.append(len(images))
+        return run_part(self, images)
 
-        attach(self, dataclasses.replace(runtime, run=run), rest)
-
-    monkeypatch.setattr(module.ClassifierModule, "use_fast_frozen_part", counted)
+    monkeypatch.setattr(frozen_outputs.FrozenPart, "run", counted)
 
     def finetune(out: str, kept_bytes: int) -> list[dict]:
-        monkeypatch.setattr(module, "VAL_OUTPUTS_BYTES", kept_bytes)
-        through_trunk.clear()
-        run = train(TrainConfig(data=str(root), out=str(tmp_path / out), strategy="finetune", frozen_epochs=1, epochs=3,
-                                batch_size=4, image_size=64, augment="none", inference_precision="fp32", runtime="openvino"))
+        monkeypatch.setattr(frozen_outputs, "OUTPUTS_BYTES", kept_bytes)
+        run = train(TrainConfig(data=str(root), out=str(tmp_path / out), strategy="finetune", frozen_epochs=1, epochs=4,
+                                batch_size=4, image_size=64, augment="seed-keras", trunk_views=2, inference_precision="fp32",
+                                runtime="openvino"))
+        assert run.read_metrics()["finetune"]["trunk_views"] == 2
         return run.read_history("finetune")
 
-    kept, photos_kept = finetune("kept", module.VAL_OUTPUTS_BYTES), sum(through_trunk)
-    recomputed, photos_recomputed = finetune("recomputed", 0), sum(through_trunk)
-    val = kept[0]["val_photos"]
-    assert photos_recomputed - photos_kept == 2 * val  # epochs 2 and 3 ran validation without the trunk
-    for a, b in zip(kept, recomputed):
+    kept = finetune("kept", 1 << 30)
+    photos_kept = sum(through_trunk)
+    through_trunk.clear()
+    recomputed = finetune("recomputed", 0)
+    val, train_photos = kept[0]["val_photos"], sum(through_trunk) // 4 - kept[0]["val_photos"]
+    assert photos_kept == 2 * train_photos + val
+    for a, b in zip(kept, recomputed, strict=True):
         assert (a["val_loss"], a["val_acc"], a["train_loss"]) == (b["val_loss"], b["val_acc"], b["train_loss"])

@@ -13,6 +13,7 @@ from ..augment.pipeline import Pipeline, seeded_generator
 from ..models.classifier import DataConfig
 from .decode import load_uint8
 from .decoded import DecodedStore
+from .frozen_outputs import FrozenOutputs, FrozenPart
 from .photo_cache import PhotoCache
 from .threads import map_in_threads, prefetched
 from .sources import DatasetIndex, Sample
@@ -224,11 +225,22 @@ class PhotoDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_set = PhotoDataset(index.train, config, augment, seed, decoded, photos)
         self.val_set = PhotoDataset(index.val, config, decoded=decoded, photos=photos)
+        self.frozen_part: FrozenPart | None = None
+        """Set for a fit whose model's frozen layers run in a fast runtime: the loaders give their outputs."""
+
+    def _loader(self, photos: PhotoDataset, split: str, shuffle: bool, weights: Sequence[float] | None = None) -> DataLoader:
+        placement = Placement.of(self.trainer)
+        if self.frozen_part is None:
+            return epoch_loader(photos, self.batch_size, self.seed, shuffle, self.workers, placement, weights, prefetch=True)
+        # the runtime and the outputs kept live in this process: its loading threads load the photos
+        outputs = FrozenOutputs(photos, self.frozen_part, split)
+        return epoch_loader(outputs, self.batch_size, self.seed, shuffle, 0, placement, weights, prefetch=True)
 
     def train_dataloader(self) -> DataLoader:
-        placement = Placement.of(self.trainer)
-        return epoch_loader(self.train_set, self.batch_size, self.seed, True, self.workers, placement, self.sample_weights, prefetch=True)
+        return self._loader(self.train_set, "train", True, self.sample_weights)
 
     def val_dataloader(self) -> DataLoader:
-        placement = Placement.of(self.trainer)
-        return epoch_loader(self.val_set, self.batch_size, self.seed, False, self.workers, placement, prefetch=True)
+        return self._loader(self.val_set, "val", False)
+
+    def teardown(self, stage: str) -> None:
+        self.frozen_part = None  # the fit is over: its runtime and the outputs it kept go

@@ -53,18 +53,21 @@ def _metrics_rows(run: RunDir, histories: dict[str, list[dict[str, Any]]]) -> li
                 "seconds_per_epoch": sum(row["seconds"] for row in history) / len(history),
                 "seconds": sum(row["seconds"] for row in history),
                 "feature_seconds": values.get("feature_seconds"),
-                "precision_note": precision_note(values),
+                "training_note": training_note(values),
             }
         )
     return rows
 
 
-def precision_note(metrics: dict[str, Any]) -> str | None:
-    """How a strategy trained and answers, in words: its training precision, and its inference precision with the
-    accuracy gate's verdict (metrics.json)."""
+def training_note(metrics: dict[str, Any]) -> str | None:
+    """How a strategy trained and answers, in words: its training precision, the augmented views its epochs cycled
+    through, and its inference precision with the accuracy gate's verdict (metrics.json)."""
     parts = []
     if metrics.get("training_precision"):
         parts.append(f"trained in {metrics['training_precision']}")
+    if metrics.get("trunk_views"):
+        parts.append(f"its epochs cycled through {metrics['trunk_views']} augmented view(s) of each photo, the frozen "
+                     "trunk's outputs kept (--trunk-views)")
     record = metrics.get("inference_precision")
     if record:
         gate = record.get("gate")

@@ -27,6 +27,7 @@ from ..augment.pipeline import build_augment, resolve_ops
 from ..config import RunSettings
 from ..data.datasets import PhotoDataModule, PhotoDataset, balanced_weights
 from ..data.decoded import DecodedStore
+from ..data.frozen_outputs import FrozenPart
 from ..data.photo_cache import PhotoCache
 from ..data.sources import DataSourceError, DatasetIndex, Sample
 from ..files import cache_dir, runtimes_dir
@@ -170,6 +171,8 @@ def fit_stage(
     L.seed_everything(settings.seed, workers=True, verbose=False)  # each stage draws the same numbers, resumed or not
     module, runtime_precision = training_module(model, stage, settings, classes, datamodule)
     frozen_precision = runtime_precision or frozen_precision
+    part = datamodule.frozen_part if isinstance(datamodule, PhotoDataModule) else None
+    cycled_views = part.views if part and module.after_frozen and datamodule.train_set.augment else 0
     callbacks: list[L.Callback] = [RunCheckpoints(run, name), *strategy.callbacks(model, unfreeze), *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
@@ -206,6 +209,8 @@ def fit_stage(
         metrics["feature_seconds"] = datamodule.extraction_seconds
     metrics["training_precision"] = trainer.precision
     metrics["schedule"] = stage.schedule
+    if cycled_views:
+        metrics["trunk_views"] = cycled_views
     if is_rank_zero():
         run.update_metrics(name, metrics)
         save_figure(history_figure(run.read_history(name), name), run.plot_file(f"history_{name}"))
@@ -242,8 +247,10 @@ def training_module(
     """`stage_module`, its frozen part running in the fast runtime where that applies (photos, something frozen, the
     CPU); the precision that part runs in, or None where PyTorch runs all of it."""
     module = stage_module(model, stage, settings, classes, datamodule)
-    if fast_runtime_applies(settings) and stage.strategy.trains != "all" and isinstance(datamodule, PhotoDataModule):
-        return module, attach_fast_runtime(module, model, stage, settings, datamodule.config.image_size, datamodule.index.train)
+    if isinstance(datamodule, PhotoDataModule):
+        datamodule.frozen_part = None  # another fit's, or none
+        if fast_runtime_applies(settings) and stage.strategy.trains != "all":
+            return module, attach_fast_runtime(module, model, stage, settings, datamodule)
     return module, None
 
 
@@ -340,27 +347,39 @@ def calibration_photos(samples: Sequence[Sample], config: DataConfig, seed: int)
     return batches
 
 
-def attach_fast_runtime(module: ClassifierModule, model: Classifier, stage: Stage, settings: RunSettings, image_size: int, train: Sequence[Sample] = ()) -> str:
-    """The frozen part of the model runs in the fast runtime: the whole backbone when only the head trains (frozen
-    on photos, --no-cache), else the trunk before the first layer that trains in the stage. PyTorch trains the rest.
-    Returns the precision the frozen part runs in."""
+def attach_fast_runtime(
+    module: ClassifierModule, model: Classifier, stage: Stage, settings: RunSettings, datamodule: PhotoDataModule,
+) -> str:
+    """The frozen part of the model runs in the fast runtime, in the loaders (`data.frozen_outputs`): the whole
+    backbone when only the head trains (frozen on photos, --no-cache), else the trunk before the first layer that
+    trains in the stage, whose training epochs cycle through `--trunk-views` views. PyTorch trains the rest. Returns
+    the precision the frozen part runs in."""
     export_dir = runtimes_dir(settings.data_dir)
     threads = threads_per_process(settings.devices)
     precision = run_precision(settings)
+    image_size = datamodule.config.image_size
+    train = datamodule.index.train
     calibration = calibration_photos(train, data_config(model.backbone, image_size), settings.seed) if train else None
     if stage.strategy.trains == "head":
         runtime = feature_runtime(model.backbone, image_size, export_dir, settings.runtime, threads, precision=precision, calibration=calibration)
-        rest, what = model.head.forward_pooled, "backbone"
+        what, views, after_frozen = "backbone", 0, None  # pooled features: the module's head takes them as they are
     else:
         split = split_at_first_trainable(model.backbone)
         if split is None:
             return "fp32"
         runtime = module_runtime(split.trunk, (3, image_size, image_size), export_dir, settings.runtime, threads, precision=precision, calibration=calibration)
-        rest, what = (lambda trunk_output: model.head(split.tail(trunk_output))), f"trunk ({split.trunk_layers} modules)"
+        what, views = f"trunk ({split.trunk_layers} modules)", settings.trunk_views
+        after_frozen = lambda trunk_output: model.head(split.tail(trunk_output))  # noqa: E731
     if runtime.name == "torch":
         return "fp32"
-    log.info("%s: the frozen %s runs in %s (%s)", stage.name, what, runtime.name, runtime.precision)
-    module.use_fast_frozen_part(runtime, rest)
+    if after_frozen is not None:
+        module.takes_frozen_outputs(after_frozen)
+    log.info("%s: the frozen %s runs in %s (%s)%s", stage.name, what, runtime.name, runtime.precision,
+             f"; training epochs cycle through {views} views of each photo" if views else "")
+    if datamodule.workers:
+        log.info("%s: photos load in this process's threads, where the frozen %s runs (--workers %d is for the other stages)",
+                 stage.name, what, datamodule.workers)
+    datamodule.frozen_part = FrozenPart(runtime, views)
     return runtime.precision
 
 

@@ -10,15 +10,9 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric, SumMetric
 
 from ..models.freezing import set_frozen_batchnorms_eval
-from ..models.runtime import FeatureRuntime
 from .strategies.registry import SCHEDULES, adam, single_group
 
 log = logging.getLogger(__name__)
-
-
-VAL_OUTPUTS_BYTES = 1 << 30
-"""At most this much memory keeps the frozen part's outputs on validation photos between epochs (Stanford Dogs'
-8,580 validation photos at the notebook's cut take about 320 MB)."""
 
 
 class ClassifierModule(L.LightningModule):
@@ -56,10 +50,7 @@ class ClassifierModule(L.LightningModule):
         self.strategy = strategy
         self.param_groups = param_groups
         self.schedule = schedule
-        self.fast_frozen: tuple[FeatureRuntime, Callable[[torch.Tensor], torch.Tensor]] | None = None
-        self.frozen_val_outputs: dict[int, torch.Tensor] = {}
-        """The frozen part's output on each validation batch of this fit, by batch index: the same unaugmented photos
-        in the same order every epoch, so from the second epoch on validation runs only the trainable part."""
+        self.after_frozen: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.epoch_metrics = nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in ("train", "val") for name in ("loss", "acc")}
             | {"val_photos": SumMetric()}
@@ -68,28 +59,18 @@ class ClassifierModule(L.LightningModule):
         own `sync_dist` mean truncates the photo count to an integer mean over processes)."""
         self.save_hyperparameters(ignore=["model", "param_groups"])
 
-    def use_fast_frozen_part(self, runtime: FeatureRuntime, rest: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Photos go through `runtime` (the frozen part of the model in OpenVINO or ONNX Runtime), then `rest`
-        (the trainable part, in PyTorch)."""
-        self.fast_frozen = (runtime, rest)
+    def takes_frozen_outputs(self, after_frozen: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Batches hold the output of the model's frozen layers (run by the loaders, `data.frozen_outputs`), not
+        photos: `after_frozen` (the trainable part, in PyTorch) maps them to logits."""
+        self.after_frozen = after_frozen
 
-    def on_fit_start(self) -> None:
-        self.frozen_val_outputs = {}  # another fit may validate other photos
-
-    def forward(self, images: torch.Tensor, val_batch: int | None = None) -> torch.Tensor:
-        """Photos (N, 3, H, W), or cached pooled backbone features (N, D) that only the head sees. `val_batch`: the
-        index of a validation batch, whose frozen part's output is kept for the next epochs."""
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Photos (N, 3, H, W), cached pooled backbone features (N, D) that only the head sees, or the frozen
+        layers' outputs (`takes_frozen_outputs`)."""
         if images.ndim == 2:
             return self.model.head.forward_pooled(images)
-        if self.fast_frozen is not None:
-            runtime, rest = self.fast_frozen
-            kept = self.frozen_val_outputs
-            frozen_output = kept.get(val_batch) if val_batch is not None else None
-            if frozen_output is None:
-                frozen_output = torch.from_numpy(runtime.run(images.numpy()))
-                if val_batch is not None and sum(t.nbytes for t in kept.values()) + frozen_output.nbytes <= VAL_OUTPUTS_BYTES:
-                    kept[val_batch] = frozen_output
-            return rest(frozen_output.contiguous(memory_format=torch.channels_last) if frozen_output.ndim == 4 else frozen_output)
+        if self.after_frozen is not None:
+            return self.after_frozen(images.contiguous(memory_format=torch.channels_last))
         return self.model(images.contiguous(memory_format=torch.channels_last))
 
     def setup(self, stage: str) -> None:
@@ -97,9 +78,9 @@ class ClassifierModule(L.LightningModule):
         before DDP wraps the model, so its gradient buckets take the same strides."""
         self.model.to(memory_format=torch.channels_last)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, batch_idx: int) -> torch.Tensor:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
-        logits = self(images, batch_idx if stage == "val" else None)
+        logits = self(images)
         training = stage == "train"
         weights = self.class_weights if training and self.class_weights is not None else None
         loss = F.cross_entropy(
@@ -117,10 +98,10 @@ class ClassifierModule(L.LightningModule):
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train", batch_idx)
+        return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val", batch_idx)
+        self._step(batch, "val")
 
     def configure_optimizers(self) -> Any:
         groups = (self.param_groups or single_group)(self.model, self.lr)

@@ -1,0 +1,85 @@
+"""The frozen layers' outputs as data: a view runs through them once and is kept; epochs cycle through the views."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_image
+from transferlab.augment.pipeline import Pipeline
+from transferlab.data.datasets import PhotoDataset
+from transferlab.data.frozen_outputs import FrozenOutputs, FrozenPart, OutputCache
+from transferlab.data.sources import Sample
+from transferlab.models.classifier import DataConfig
+
+CONFIG = DataConfig(32, "bilinear", 1.0, (0.5,) * 3, (0.5,) * 3)
+
+
+class CountingRuntime:
+    """Frozen layers that keep every pixel (so different views give different outputs) and count the photos run."""
+
+    name = "counting"
+
+    def __init__(self):
+        self.photos = 0
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        self.photos += len(images)
+        return images * 2
+
+
+@pytest.fixture
+def samples(tmp_path):
+    paths = [make_image(tmp_path / f"{i}.jpg", seed=i) for i in range(4)]
+    return [Sample(path, i % 2) for i, path in enumerate(paths)]
+
+
+def outputs(samples, views: int, augment: bool = True, budget: int | None = None) -> tuple[FrozenOutputs, CountingRuntime]:
+    runtime = CountingRuntime()
+    photos = PhotoDataset(samples, CONFIG, Pipeline.from_config("seed-keras") if augment else None, seed=3)
+    return FrozenOutputs(photos, FrozenPart(runtime, views, OutputCache(budget)), "train"), runtime
+
+
+def batch(dataset: FrozenOutputs, epoch: int) -> torch.Tensor:
+    return torch.stack([output for output, _ in dataset.__getitems__([(i, epoch) for i in range(len(dataset))])])
+
+
+def test_epochs_cycle_through_views_each_run_once_through_the_frozen_layers(samples):
+    dataset, runtime = outputs(samples, views=2)
+    first, second = batch(dataset, 0), batch(dataset, 1)
+    assert runtime.photos == 8
+    assert torch.equal(batch(dataset, 2), first) and torch.equal(batch(dataset, 5), second)
+    assert runtime.photos == 8  # epochs 3 and 6 loaded no photo and ran nothing
+    assert not torch.equal(first, second)
+    photos = dataset.photos
+    assert torch.equal(first[1], torch.from_numpy(runtime.run(photos[(1, 0)][0][None].numpy()))[0])  # the augmentation epoch 0 draws
+    assert [label for _, label in dataset.__getitems__([(2, 4), (3, 4)])] == [0, 1]
+
+
+def test_without_views_every_epoch_is_a_fresh_view(samples):
+    dataset, runtime = outputs(samples, views=0)
+    assert not torch.equal(batch(dataset, 0), batch(dataset, 2))
+    assert runtime.photos == 8 and len(dataset.part.cache) == 0
+
+
+def test_unaugmented_photos_have_one_view_kept_whatever_views_says(samples):
+    dataset, runtime = outputs(samples, views=0, augment=False)
+    assert torch.equal(batch(dataset, 0), batch(dataset, 7)) and runtime.photos == 4
+
+
+def test_the_budget_bounds_what_is_kept_and_the_rest_is_computed_again_alike(samples):
+    one_photo = 3 * 32 * 32 * 4
+    dataset, runtime = outputs(samples, views=1, budget=one_photo)
+    first = batch(dataset, 0)
+    assert len(dataset.part.cache) == 1 and dataset.part.cache.bytes == one_photo
+    assert torch.equal(batch(dataset, 1), first)  # one photo missing: the batch runs again, with the same answers
+    assert runtime.photos == 8
+    kept, runtime_kept = outputs(samples, views=1)
+    assert torch.equal(batch(kept, 0), first) and torch.equal(batch(kept, 1), first) and runtime_kept.photos == 4
+
+
+def test_the_report_says_how_many_views_the_epochs_cycled_through():
+    from transferlab.report.html import training_note
+
+    note = training_note({"training_precision": "bf16-mixed", "trunk_views": 2})
+    assert note.startswith("trained in bf16-mixed; its epochs cycled through 2 augmented view(s)")
+    assert "views" not in (training_note({"training_precision": "32-true"}) or "")
