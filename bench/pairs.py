@@ -43,6 +43,7 @@ def finetune_pair(args) -> dict:
         "finetune_keras": theirs, "finetune_ratio_epoch1": ours["finetune_train_images_per_s"] / theirs,
         "finetune_ratio_epoch2": ours["finetune_train_images_per_s_epoch2"] / theirs, "finetune_val_acc": ours["finetune_val_acc"],
         "finetune_ours_mean": ours["finetune_train_images_per_s_mean"], "finetune_ratio_mean": ours["finetune_train_images_per_s_mean"] / theirs,
+        "finetune_ours_by_epoch": ours["finetune_train_images_per_s_by_epoch"],
     }
 
 

@@ -58,8 +58,6 @@ def imported_from(tree: Path, environment: dict[str, str]) -> str:
                           env=environment | {"PYTHONPATH": str(tree / "src")}).stdout.strip()
 
 
-
-
 def pair(trees: dict[str, Path], scratch_folder: Path, args: argparse.Namespace, environment: dict[str, str], order: list[str]) -> dict:
     """Both trees' frozen and finetune stages, in `order`, each in fresh work and cache folders; times and ratios."""
     result = {}

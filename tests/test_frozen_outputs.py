@@ -1,5 +1,7 @@
 """The frozen layers' outputs as data: a view runs through them once and is kept; epochs cycle through the views."""
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch
 from conftest import make_image
 from transferlab.augment.pipeline import Pipeline
 from transferlab.data.datasets import PhotoDataset
-from transferlab.data.frozen_outputs import FrozenOutputs, FrozenPart, OutputCache
+from transferlab.data.frozen_outputs import OUTPUTS_BYTES, FrozenOutputs, FrozenPart, OutputCache
 from transferlab.data.sources import Sample
 from transferlab.models.classifier import DataConfig
 
@@ -33,14 +35,15 @@ def samples(tmp_path):
     return [Sample(path, i % 2) for i, path in enumerate(paths)]
 
 
-def outputs(samples, views: int, augment: bool = True, budget: int | None = None) -> tuple[FrozenOutputs, CountingRuntime]:
+def outputs(samples, views: int, augment: bool = True, budget: int | None = None, epochs: int | None = None) -> tuple[FrozenOutputs, CountingRuntime]:
     runtime = CountingRuntime()
     photos = PhotoDataset(samples, CONFIG, Pipeline.from_config("seed-keras") if augment else None, seed=3)
-    return FrozenOutputs(photos, FrozenPart(runtime, views, OutputCache(budget)), "train"), runtime
+    return FrozenOutputs(photos, FrozenPart(runtime, views, epochs, OutputCache(budget)), "train"), runtime
 
 
-def batch(dataset: FrozenOutputs, epoch: int) -> torch.Tensor:
-    return torch.stack([output for output, _ in dataset.__getitems__([(i, epoch) for i in range(len(dataset))])])
+def batch(dataset: FrozenOutputs, epoch: int, indices: Sequence[int] | None = None) -> torch.Tensor:
+    keys = [(i, epoch) for i in (range(len(dataset)) if indices is None else indices)]
+    return torch.stack([output for output, _ in dataset.__getitems__(keys)])
 
 
 def test_epochs_cycle_through_views_each_run_once_through_the_frozen_layers(samples):
@@ -53,6 +56,25 @@ def test_epochs_cycle_through_views_each_run_once_through_the_frozen_layers(samp
     photos = dataset.photos
     assert torch.equal(first[1], torch.from_numpy(runtime.run(photos[(1, 0)][0][None].numpy()))[0])  # the augmentation epoch 0 draws
     assert [label for _, label in dataset.__getitems__([(2, 4), (3, 4)])] == [0, 1]
+
+
+def test_a_batch_runs_only_its_photos_not_kept(samples):
+    dataset, runtime = outputs(samples, views=1)
+    kept = batch(dataset, 0, [0, 1])
+    mixed = batch(dataset, 1, [2, 0, 3, 1])  # drawn with replacement, another process's shard: some kept, some not
+    assert runtime.photos == 4
+    assert torch.equal(mixed[1], kept[0]) and torch.equal(mixed[3], kept[1])
+    assert torch.equal(batch(dataset, 2), mixed[[1, 3, 0, 2]]) and runtime.photos == 4
+
+
+def test_outputs_are_kept_only_for_a_later_epoch_of_the_fit_and_as_copies_of_their_own(samples):
+    dataset, runtime = outputs(samples, views=2, epochs=3)
+    batch(dataset, 0), batch(dataset, 1)
+    assert len(dataset.part.cache) == 4  # epoch 0's view shows again in epoch 2; epoch 1's in none of the three
+    kept = dataset.part.cache.get(("train", 0, 0))
+    assert kept.untyped_storage().nbytes() == kept.nbytes  # not a view holding its whole batch
+    dataset.part.release()
+    assert len(dataset.part.cache) == 0 and dataset.part.cache.bytes == 0
 
 
 def test_without_views_every_epoch_is_a_fresh_view(samples):
@@ -71,10 +93,9 @@ def test_the_budget_bounds_what_is_kept_and_the_rest_is_computed_again_alike(sam
     dataset, runtime = outputs(samples, views=1, budget=one_photo)
     first = batch(dataset, 0)
     assert len(dataset.part.cache) == 1 and dataset.part.cache.bytes == one_photo
-    assert torch.equal(batch(dataset, 1), first)  # one photo missing: the batch runs again, with the same answers
-    assert runtime.photos == 8
-    kept, runtime_kept = outputs(samples, views=1)
-    assert torch.equal(batch(kept, 0), first) and torch.equal(batch(kept, 1), first) and runtime_kept.photos == 4
+    assert torch.equal(batch(dataset, 1), first)  # three photos missing: they run again, with the same answers
+    assert runtime.photos == 7
+    assert OutputCache(processes=4).budget == OUTPUTS_BYTES // 4  # the processes of a machine share it
 
 
 def test_the_report_says_how_many_views_the_epochs_cycled_through():
@@ -83,3 +104,24 @@ def test_the_report_says_how_many_views_the_epochs_cycled_through():
     note = training_note({"training_precision": "bf16-mixed", "trunk_views": 2})
     assert note.startswith("trained in bf16-mixed; its epochs cycled through 2 augmented view(s)")
     assert "views" not in (training_note({"training_precision": "32-true"}) or "")
+
+
+def test_the_datamodule_gives_frozen_outputs_in_its_own_process_and_frees_them_when_the_fit_ends(samples, tmp_path):
+    from transferlab.data.datasets import PhotoDataModule
+    from transferlab.data.sources import DatasetIndex
+
+    index = DatasetIndex(tmp_path, ("a", "b"), tuple(samples), tuple(samples[:2]))
+    datamodule = PhotoDataModule(index, CONFIG, Pipeline.from_config("seed-keras"), batch_size=2, workers=2)
+    assert datamodule.train_dataloader().num_workers == 2
+    datamodule.frozen_part = FrozenPart(CountingRuntime(), views=1)
+    loader = datamodule.val_dataloader()
+    assert loader.num_workers == 0  # the runtime and the outputs kept live in this process
+    outputs, labels = next(iter(loader))
+    assert outputs.shape == (2, 3, 32, 32) and labels.tolist() == [0, 1]
+    cache = datamodule.frozen_part.cache
+    assert len(cache) == 2
+    datamodule.teardown("fit")
+    assert datamodule.frozen_part is None and len(cache) == 0
+    datamodule.frozen_part = FrozenPart(CountingRuntime(), views=1)
+    datamodule.on_exception(KeyboardInterrupt())
+    assert datamodule.frozen_part is None

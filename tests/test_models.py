@@ -145,3 +145,31 @@ def test_finetune_default_is_the_notebooks_trainable_set():
     assert any(n.startswith("backbone.conv_head") for n in trainable) and any(n.startswith("backbone.blocks.6.") for n in trainable)
     with pytest.raises(ValueError, match="not both"):
         TrainConfig(data="x", out="y", unfreeze_layers=20, unfreeze_blocks=2)
+
+
+def test_roomy_signal_stacks_of_ended_threads_are_freed():
+    """A loader starts a thread each epoch; each that ran bf16 inference gets a 1 MiB signal stack, freed after it ends."""
+    import ctypes
+    import sys
+    import threading
+
+    from transferlab.models import runtime
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("alternate signal stacks are set on Linux only")
+
+    def small_stack_then_roomy():
+        small = ctypes.create_string_buffer(64 * 1024)  # as OpenVINO's bf16 inference leaves one, if smaller
+        runtime._libc().sigaltstack(ctypes.byref(runtime._SignalStack(ctypes.addressof(small), 0, len(small))), None)
+        runtime.roomy_signal_stack()
+        given.append(threading.get_ident() in runtime._signal_stacks)
+        runtime._libc().sigaltstack(ctypes.byref(runtime._SignalStack(None, runtime.SS_DISABLE, 0)), None)
+
+    given: list[bool] = []
+    before = len(runtime._signal_stacks)
+    for _ in range(5):
+        thread = threading.Thread(target=small_stack_then_roomy)
+        thread.start()
+        thread.join()
+    assert given == [True] * 5
+    assert len(runtime._signal_stacks) <= before + 1

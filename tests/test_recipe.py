@@ -70,11 +70,13 @@ def test_schedule_flag_decays_the_rate_over_the_run(three_classes, tmp_path):
     from transferlab.data.resolve import load_index
     from transferlab.train.fit import prepare_run
 
-    config = RunDir(out).read_config()  # a run from before --schedule and --recipe existed resumes: their defaults
-    del config["config"]["schedule"], config["config"]["recipe"]
+    config = RunDir(out).read_config()  # a run from before --schedule, --recipe and --trunk-views existed resumes: their defaults
+    del config["config"]["schedule"], config["config"]["recipe"], config["config"]["trunk_views"]
     RunDir(out).write_config(config)
-    settings = TrainConfig(**{**config["config"], "schedule": "auto", "recipe": "seed"})
+    settings = TrainConfig(**{**config["config"], "schedule": "auto", "recipe": "seed", "trunk_views": 0})
     prepare_run(settings, load_index(settings.data_spec))
+    with pytest.raises(Exception, match="other settings \\(trunk_views\\)"):  # it drew fresh views every epoch
+        prepare_run(settings.model_copy(update={"trunk_views": 2}), load_index(settings.data_spec))
     with pytest.raises(Exception, match="other settings \\(schedule\\)"):
         changed = settings.model_copy(update={"schedule": "onecycle"})
         prepare_run(changed, load_index(changed.data_spec))

@@ -194,13 +194,16 @@ def test_finetune_runs_each_view_through_the_frozen_trunk_once_per_fit_with_the_
 
     root = image_tree({"a": 8, "b": 8})
     through_trunk: list[int] = []
-    run_part = frozen_outputs.FrozenPart.run
+    outputs = frozen_outputs.FrozenPart.outputs
 
-    def counted(self, images):
-        through_trunk.append(len(images))
-        return run_part(self, images)
+    def counted(self, keys, epoch, views, images):
+        def counted_images(positions):
+            through_trunk.append(len(positions))
+            return images(positions)
 
-    monkeypatch.setattr(frozen_outputs.FrozenPart, "run", counted)
+        return outputs(self, keys, epoch, views, counted_images)
+
+    monkeypatch.setattr(frozen_outputs.FrozenPart, "outputs", counted)
 
     def finetune(out: str, kept_bytes: int) -> list[dict]:
         monkeypatch.setattr(frozen_outputs, "OUTPUTS_BYTES", kept_bytes)

@@ -67,7 +67,7 @@ class RunSettings(BaseModel):
         "in the others and in gradual."
     ))
     early_stop: int | None = Field(None, ge=1, le=10_000, description="Stop when val_loss has not improved for this many epochs.")
-    workers: int | None = Field(None, ge=0, le=64, description="DataLoader worker processes (0: decode in the training process; default 0 on CPU, the cores per device on GPUs).")
+    workers: int | None = Field(None, ge=0, le=64, description="DataLoader worker processes (0: decode in the training process; default 0 on CPU, the cores per device on GPUs; a stage whose frozen layers run in OpenVINO/ONNX Runtime loads in the training process's threads).")
     overwrite: bool = Field(False, description="Replace a finished run in the run directory (an interrupted one is resumed without it).")
     cache: bool = Field(True, description="frozen: train the head on cached backbone features (--no-cache: run the backbone on every photo every epoch).")
     views: int = Field(DEFAULT_VIEWS, ge=0, le=64, description="frozen: augmented views per training photo in the feature cache (plus the clean one).")

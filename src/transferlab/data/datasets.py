@@ -242,5 +242,14 @@ class PhotoDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, "val", False)
 
+    def release_frozen_part(self) -> None:
+        """The fit is over: the outputs it kept are freed (its loaders may outlive it in the trainer)."""
+        if self.frozen_part is not None:
+            self.frozen_part.release()
+            self.frozen_part = None
+
     def teardown(self, stage: str) -> None:
-        self.frozen_part = None  # the fit is over: its runtime and the outputs it kept go
+        self.release_frozen_part()
+
+    def on_exception(self, exception: BaseException) -> None:
+        self.release_frozen_part()

@@ -1,15 +1,16 @@
 """Photos through the frozen part of the model, as data: a batch is loaded, augmented and run through the frozen
 layers (OpenVINO / ONNX Runtime) in the loading process, and what the training step receives is their output.
 
-Each output is kept in memory (up to a byte budget) under its photo and view, so a photo's view is run through the
-frozen layers once per fit: validation photos (one clean view) from the second epoch on, and training photos when
-epochs cycle through `views` augmented views (epoch e shows view e mod `views`, the augmentation epoch e mod `views`
-would draw), from epoch `views` + 1 on. Those batches load no photo and run no frozen layer: only the layers that
-train compute.
+Each output a later epoch of the fit will show again is kept in memory (up to a byte budget) under its photo and
+view, so a photo's view runs through the frozen layers once per fit: validation photos (one clean view) from the
+second epoch on, and training photos when epochs cycle through `views` augmented views (epoch e shows the augmentation
+epoch e mod `views` would draw), from epoch `views` + 1 on. Only the photos of a batch that are not kept are loaded
+and run; a batch whose photos are all kept costs only the layers that train.
 """
 
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,10 +21,12 @@ from torch.utils.data import Dataset
 if TYPE_CHECKING:
     from .datasets import PhotoDataset
 
+log = logging.getLogger(__name__)
+
 OUTPUTS_BYTES = 3 << 29
 """At most this much memory (1.5 GiB) keeps frozen outputs in a fit: at the notebook's cut for EfficientNet at 224 px
 (192 x 7 x 7 float32, 37.6 kB a view), Stanford Dogs' 12,000 training photos x 2 views and 8,580 validation photos
-take 1.2 GB; what does not fit is computed again each epoch."""
+take 1.2 GB; what does not fit is computed again each epoch. Shared by the training processes of a machine."""
 
 
 class FrozenRuntime(Protocol):
@@ -35,47 +38,75 @@ class FrozenRuntime(Protocol):
 
 
 class OutputCache:
-    """Frozen outputs by (split, photo index, view), up to `budget` bytes in all."""
+    """Frozen outputs by (split, photo index, view), up to `budget` bytes in all (default: `OUTPUTS_BYTES` shared by
+    `processes`). Each is kept as a copy of its own, so the budget counts what stays in memory."""
 
-    def __init__(self, budget: int | None = None):
-        self.budget = OUTPUTS_BYTES if budget is None else budget
+    def __init__(self, budget: int | None = None, processes: int = 1) -> None:
+        self.budget = OUTPUTS_BYTES // processes if budget is None else budget
         self.bytes = 0
         self._outputs: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._said_full = False
 
-    def get_all(self, keys: Sequence[tuple[str, int, int]]) -> list[torch.Tensor] | None:
-        """The outputs of every key, or None when one is missing."""
-        found = [self._outputs.get(key) for key in keys]
-        return None if any(output is None for output in found) else found  # type: ignore[return-value]
+    def get(self, key: tuple[str, int, int]) -> torch.Tensor | None:
+        return self._outputs.get(key)
 
-    def keep(self, keys: Sequence[tuple[str, int, int]], outputs: torch.Tensor) -> None:
-        """Keep each key's output (a row of `outputs`) while the budget allows."""
-        for key, output in zip(keys, outputs):
-            if key not in self._outputs and self.bytes + output.nbytes <= self.budget:
-                self._outputs[key] = output
-                self.bytes += output.nbytes
+    def keep(self, key: tuple[str, int, int], output: torch.Tensor) -> None:
+        if key in self._outputs:
+            return
+        if self.bytes + output.nbytes > self.budget:
+            if not self._said_full:
+                log.info("frozen outputs: %.2f GiB kept, the budget; the photos beyond it run through the frozen layers "
+                         "every epoch", self.bytes / 2**30)
+                self._said_full = True
+            return
+        self._outputs[key] = output.clone()
+        self.bytes += output.nbytes
+
+    def clear(self) -> None:
+        self._outputs.clear()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._outputs)
 
 
-@dataclass
+@dataclass(eq=False)
 class FrozenPart:
-    """The frozen layers of one fit, shared by its loaders: their runtime (one request at a time), the outputs kept,
-    and how many augmented views training epochs cycle through (0: a fresh view every epoch, none kept)."""
+    """The frozen layers of one fit, shared by its loaders: their runtime (one request at a time), how many augmented
+    views training epochs cycle through (0: a fresh view every epoch), the fit's epochs (None: unknown; outputs are
+    kept only for a later epoch that shows them again) and the outputs kept."""
 
     runtime: FrozenRuntime
     views: int = 0
+    epochs: int | None = None
     cache: OutputCache = field(default_factory=OutputCache)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def run(self, images: torch.Tensor) -> torch.Tensor:
+    def outputs(self, keys: Sequence[tuple[str, int, int]], epoch: int, views: int,
+                images: Callable[[list[int]], torch.Tensor]) -> list[torch.Tensor]:
+        """The output of each key: kept ones as they are, the others from `images(positions)` (the missing keys' photos,
+        loaded) run through the frozen layers, and kept when epoch + `views` is an epoch of the fit."""
         with self._lock:
-            return torch.from_numpy(self.runtime.run(images.numpy()))
+            found = [self.cache.get(key) if views else None for key in keys]
+            missing = [position for position, output in enumerate(found) if output is None]
+            if missing:
+                computed = torch.from_numpy(self.runtime.run(images(missing).numpy()))
+                keep = views and (self.epochs is None or epoch + views < self.epochs)
+                for position, output in zip(missing, computed):
+                    found[position] = output
+                    if keep:
+                        self.cache.keep(keys[position], output)
+            return found  # type: ignore[return-value]
+
+    def release(self) -> None:
+        """Free the kept outputs (the fit is over)."""
+        with self._lock:
+            self.cache.clear()
 
 
 class FrozenOutputs(Dataset):
-    """`photos` (indexed by `index` or `(index, epoch)`) as the outputs of `part`'s frozen layers.
-    Without augmentation a photo has one view, kept."""
+    """`photos` (indexed by `index` or `(index, epoch)`) as the outputs of `part`'s frozen layers. Without
+    augmentation a photo has one view."""
 
     def __init__(self, photos: "PhotoDataset", part: FrozenPart, split: str):
         self.photos = photos
@@ -95,13 +126,11 @@ class FrozenOutputs(Dataset):
         return self.__getitems__([key])[0]
 
     def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[tuple[torch.Tensor, int]]:
+        epoch = max((key[1] for key in keys if isinstance(key, tuple)), default=0)  # a batch is of one epoch
         views = [self.view(key) for key in keys]
-        labels = [self.photos.samples[index].label for index, _ in views]
-        cache_keys = [(self.split, index, view) for index, view in views]
-        outputs = self.part.cache.get_all(cache_keys) if self.views else None
-        if outputs is None:
-            computed = self.part.run(torch.stack([image for image, _ in self.photos.__getitems__(views)]))
-            if self.views:
-                self.part.cache.keep(cache_keys, computed)
-            outputs = list(computed)
-        return list(zip(outputs, labels))
+
+        def images(positions: list[int]) -> torch.Tensor:
+            return torch.stack([image for image, _ in self.photos.__getitems__([views[p] for p in positions])])
+
+        outputs = self.part.outputs([(self.split, index, view) for index, view in views], epoch, self.views, images)
+        return [(output, self.photos.samples[index].label) for output, (index, _) in zip(outputs, views)]

@@ -14,6 +14,7 @@ import io
 import logging
 import ctypes
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -126,8 +127,9 @@ def onnxruntime_runtime(onnx_path: Path, threads: int) -> FeatureRuntime:
 
 
 SIGNAL_STACK_BYTES = 1 << 20
-_signal_stacks: list[Any] = []
-"""Alternate signal stacks given to threads by `roomy_signal_stack`, kept alive: the kernel writes signal frames there."""
+_signal_stacks: dict[int, Any] = {}
+"""Alternate signal stacks given to threads by `roomy_signal_stack`, by thread: kept alive while the thread runs (the
+kernel writes signal frames there), freed once it has ended (the loaders start a thread each epoch)."""
 
 
 class _SignalStack(ctypes.Structure):
@@ -150,7 +152,10 @@ def roomy_signal_stack() -> None:
         return
     stack = ctypes.create_string_buffer(SIGNAL_STACK_BYTES)
     if libc.sigaltstack(ctypes.byref(_SignalStack(ctypes.addressof(stack), 0, SIGNAL_STACK_BYTES)), None) == 0:
-        _signal_stacks.append(stack)
+        running = {thread.ident for thread in threading.enumerate()}
+        for ident in [ident for ident in _signal_stacks if ident not in running]:
+            del _signal_stacks[ident]
+        _signal_stacks[threading.get_ident()] = stack
 
 
 SS_ONSTACK, SS_DISABLE = 1, 2

@@ -27,7 +27,7 @@ from ..augment.pipeline import build_augment, resolve_ops
 from ..config import RunSettings
 from ..data.datasets import PhotoDataModule, PhotoDataset, balanced_weights
 from ..data.decoded import DecodedStore
-from ..data.frozen_outputs import FrozenPart
+from ..data.frozen_outputs import FrozenPart, OutputCache
 from ..data.photo_cache import PhotoCache
 from ..data.sources import DataSourceError, DatasetIndex, Sample
 from ..files import cache_dir, runtimes_dir
@@ -172,7 +172,7 @@ def fit_stage(
     module, runtime_precision = training_module(model, stage, settings, classes, datamodule)
     frozen_precision = runtime_precision or frozen_precision
     part = datamodule.frozen_part if isinstance(datamodule, PhotoDataModule) else None
-    cycled_views = part.views if part and module.after_frozen and datamodule.train_set.augment else 0
+    cycled_views = part.views if part and datamodule.train_set.augment else 0
     callbacks: list[L.Callback] = [RunCheckpoints(run, name), *strategy.callbacks(model, unfreeze), *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
@@ -369,7 +369,9 @@ def attach_fast_runtime(
             return "fp32"
         runtime = module_runtime(split.trunk, (3, image_size, image_size), export_dir, settings.runtime, threads, precision=precision, calibration=calibration)
         what, views = f"trunk ({split.trunk_layers} modules)", settings.trunk_views
-        after_frozen = lambda trunk_output: model.head(split.tail(trunk_output))  # noqa: E731
+
+        def after_frozen(trunk_output: torch.Tensor) -> torch.Tensor:
+            return model.head(split.tail(trunk_output))
     if runtime.name == "torch":
         return "fp32"
     if after_frozen is not None:
@@ -379,7 +381,7 @@ def attach_fast_runtime(
     if datamodule.workers:
         log.info("%s: photos load in this process's threads, where the frozen %s runs (--workers %d is for the other stages)",
                  stage.name, what, datamodule.workers)
-    datamodule.frozen_part = FrozenPart(runtime, views)
+    datamodule.frozen_part = FrozenPart(runtime, views, stage.epochs, OutputCache(processes=settings.devices))
     return runtime.precision
 
 
@@ -429,6 +431,8 @@ def saved_setting(saved: dict[str, Any], key: str, settings: RunSettings) -> Any
         return saved[key]
     if key == "schedule" and saved.get("recipe", "seed") != "seed":
         return "constant"
+    if key == "trunk_views":
+        return 0  # a fresh view every epoch
     return type(settings).model_fields[key].get_default(call_default_factory=True)
 
 
