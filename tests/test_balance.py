@@ -73,6 +73,6 @@ def test_the_weighted_loss_weighs_the_small_class_up_and_validation_stays_plain(
     for name, weights in (("plain", None), ("weighted", [0.5, 5.0])):
         module = ClassifierModule(model.eval(), 1e-3, "frozen", "efficientnet_lite0", ["a", "b"], 0.2, 48, class_weights=weights)
         module.log = lambda *args, **kwargs: None
-        losses[name] = {stage: float(module._step((features, labels), stage, 0).detach()) for stage in ("train", "val")}
+        losses[name] = {stage: float(module._step((features, labels), stage).detach()) for stage in ("train", "val")}
     assert losses["weighted"]["train"] != pytest.approx(losses["plain"]["train"])
     assert losses["weighted"]["val"] == pytest.approx(losses["plain"]["val"])

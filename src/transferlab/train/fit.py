@@ -248,7 +248,7 @@ def training_module(
     CPU); the precision that part runs in, or None where PyTorch runs all of it."""
     module = stage_module(model, stage, settings, classes, datamodule)
     if isinstance(datamodule, PhotoDataModule):
-        datamodule.frozen_part = None  # another fit's, or none
+        datamodule.release_frozen_part()  # another fit's, if it ended without its teardown
         if fast_runtime_applies(settings) and stage.strategy.trains != "all":
             return module, attach_fast_runtime(module, model, stage, settings, datamodule)
     return module, None
