@@ -1,15 +1,16 @@
 """Our frozen and finetune stages at an earlier revision and at this one, in alternated pairs; optionally on an
 emulated AVX2-only CPU.
 
-    .venv/bin/python bench/revisions.py --baseline 51510b7 [--pairs 3] [--emulate-avx2]
+    .venv/bin/python bench/revisions.py --baseline 51510b7 [--pairs 3] [--emulate-avx2] [--baseline-precision auto]
 
 #17 asks that nothing be slower than before on an AVX2-only CPU. Each pair runs, back to back, the baseline's
 bench/speed.py stages and this tree's (the same venv; the baseline's sources from a git worktree; which goes first
 alternates from pair to pair): frozen 10 epochs (photos -> trained head, cold caches) and a finetune stage of the
 notebook's trainable set from that frozen run. This tree runs its defaults (`auto` precisions, so without
---emulate-avx2 the speed-up includes bf16's); the baseline runs its speed.py's defaults. This tree's first finetune
-epoch decodes every photo, as the baseline's only epoch does; "speed-up epoch 2" sets this tree's second epoch (photos
-decoded once) against that same baseline epoch, since the baseline decodes in every epoch.
+--emulate-avx2 the speed-up includes bf16's); the baseline runs its speed.py's defaults, or `--baseline-precision`
+for a baseline whose speed.py has one. This tree's first finetune epoch decodes every photo, as the baseline's first
+does; "speed-up epoch 2" sets this tree's second epoch (photos decoded once) against the baseline's second, or against
+its only epoch when its speed.py ran one (it decoded in every epoch).
 
 --emulate-avx2 caps both revisions' kernels at AVX2: PyTorch's own (ATEN_CPU_CAPABILITY=avx2) and oneDNN's
 (ONEDNN_MAX_CPU_ISA=AVX2: PyTorch's convolutions and OpenVINO's); transferlab reads the cap, so `auto` chooses fp32
