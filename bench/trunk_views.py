@@ -22,15 +22,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
 
+def schedule(text: str) -> tuple[int, float]:
+    """EPOCHS:LR, e.g. 4:1e-5."""
+    epochs, _, lr = text.partition(":")
+    try:
+        return int(epochs), float(lr)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected EPOCHS:LR, e.g. 4:1e-5") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, nargs="+", default=[SHARED / "woof-bench", SHARED / "clothing-mini"])
     parser.add_argument("--views", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--schedules", nargs="+", default=["4:1e-5", "6:1e-4"])
+    parser.add_argument("--schedules", nargs="+", type=schedule, default=[schedule("4:1e-5"), schedule("6:1e-4")])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "trunk_views.json")
     args = parser.parse_args()
-    schedules = [(int(epochs), float(lr)) for epochs, lr in (s.split(":") for s in args.schedules)]
+    schedules = args.schedules
     os.environ.setdefault("TLAB_DATA_DIR", scratch(prefix="tlab-trunk-views-"))
 
     from transferlab.config import TrainConfig

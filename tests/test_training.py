@@ -196,12 +196,12 @@ def test_finetune_runs_each_view_through_the_frozen_trunk_once_per_fit_with_the_
     through_trunk: list[int] = []
     outputs = frozen_outputs.FrozenPart.outputs
 
-    def counted(self, keys, epoch, views, images):
+    def counted(self, keys, images, keep):
         def counted_images(positions):
             through_trunk.append(len(positions))
             return images(positions)
 
-        return outputs(self, keys, epoch, views, counted_images)
+        return outputs(self, keys, counted_images, keep)
 
     monkeypatch.setattr(frozen_outputs.FrozenPart, "outputs", counted)
 

@@ -229,12 +229,10 @@ class PhotoDataModule(L.LightningDataModule):
         """Set for a fit whose model's frozen layers run in a fast runtime: the loaders give their outputs."""
 
     def _loader(self, photos: PhotoDataset, split: str, shuffle: bool, weights: Sequence[float] | None = None) -> DataLoader:
-        placement = Placement.of(self.trainer)
-        if self.frozen_part is None:
-            return epoch_loader(photos, self.batch_size, self.seed, shuffle, self.workers, placement, weights, prefetch=True)
-        # the runtime and the outputs kept live in this process: its loading threads load the photos
-        outputs = FrozenOutputs(photos, self.frozen_part, split)
-        return epoch_loader(outputs, self.batch_size, self.seed, shuffle, 0, placement, weights, prefetch=True)
+        dataset, workers = (photos, self.workers) if self.frozen_part is None else (
+            FrozenOutputs(photos, self.frozen_part, split), 0  # the runtime and the outputs kept live in this process
+        )
+        return epoch_loader(dataset, self.batch_size, self.seed, shuffle, workers, Placement.of(self.trainer), weights, prefetch=True)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, "train", True, self.sample_weights)

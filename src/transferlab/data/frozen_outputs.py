@@ -82,16 +82,14 @@ class FrozenPart:
     cache: OutputCache = field(default_factory=OutputCache)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def outputs(self, keys: Sequence[tuple[str, int, int]], epoch: int, views: int,
-                images: Callable[[list[int]], torch.Tensor]) -> list[torch.Tensor]:
+    def outputs(self, keys: Sequence[tuple[str, int, int]], images: Callable[[list[int]], torch.Tensor], keep: bool) -> list[torch.Tensor]:
         """The output of each key: kept ones as they are, the others from `images(positions)` (the missing keys' photos,
-        loaded) run through the frozen layers, and kept when epoch + `views` is an epoch of the fit."""
+        loaded) run through the frozen layers, and kept with `keep`."""
         with self._lock:
-            found = [self.cache.get(key) if views else None for key in keys]
+            found = [self.cache.get(key) for key in keys]
             missing = [position for position, output in enumerate(found) if output is None]
             if missing:
                 computed = torch.from_numpy(self.runtime.run(images(missing).numpy()))
-                keep = views and (self.epochs is None or epoch + views < self.epochs)
                 for position, output in zip(missing, computed):
                     found[position] = output
                     if keep:
@@ -132,5 +130,6 @@ class FrozenOutputs(Dataset):
         def images(positions: list[int]) -> torch.Tensor:
             return torch.stack([image for image, _ in self.photos.__getitems__([views[p] for p in positions])])
 
-        outputs = self.part.outputs([(self.split, index, view) for index, view in views], epoch, self.views, images)
+        shown_again = self.views and (self.part.epochs is None or epoch + self.views < self.part.epochs)
+        outputs = self.part.outputs([(self.split, index, view) for index, view in views], images, keep=bool(shown_again))
         return [(output, self.photos.samples[index].label) for output, (index, _) in zip(outputs, views)]
