@@ -88,8 +88,8 @@ def test_trainer_options_use_ddp_only_with_several_processes():
 def test_cpu_defaults_train_in_bf16_only_where_the_cpu_has_it_and_decode_in_process():
     from transferlab.train.distributed import cpu_has_bf16
 
-    assert resolve_precision("auto", "auto") == ("bf16-mixed" if cpu_has_bf16() else "32-true")
-    assert resolve_precision("auto", "auto", trains_backbone=False) == "32-true"
+    assert resolve_precision("auto", "auto", cpu_bf16_pays=True) == ("bf16-mixed" if cpu_has_bf16() else "32-true")
+    assert resolve_precision("auto", "auto", cpu_bf16_pays=False) == "32-true"
     assert resolve_workers(None, "auto", 1) == 0
     assert resolve_workers(3, "cpu", 1) == 3
 

@@ -17,7 +17,7 @@ from transferlab.data.decoded import DecodedStore
 from transferlab.data.photo_cache import PhotoCache
 from transferlab.data.sources import Sample
 from transferlab.experiment import Experiment, train
-from transferlab.models.classifier import DataConfig
+from transferlab.models.classifier import DataConfig, build_classifier
 from transferlab.models.precision import GATE_PHOTOS, MIN_AGREEMENT, candidate_precision, cpu_flags, gate, gate_sample, usable_cpu_flags
 from transferlab.models.runtime import FeatureRuntime
 from transferlab.train.distributed import cpu_has_bf16, resolve_precision
@@ -120,11 +120,28 @@ def test_training_precision_auto_follows_the_cpu(monkeypatch):
     import transferlab.train.distributed as distributed
 
     monkeypatch.setattr(distributed, "usable_cpu_flags", lambda: {"avx2"})
-    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("auto", "cpu", cpu_bf16_pays=True) == "32-true"
     monkeypatch.setattr(distributed, "usable_cpu_flags", lambda: {"avx2", "amx_bf16"})
-    assert resolve_precision("auto", "cpu") == "bf16-mixed"
-    assert resolve_precision("auto", "cpu", trains_backbone=False) == "32-true"  # a head on cached features
-    assert resolve_precision("32", "cpu") == "32-true"
+    assert resolve_precision("auto", "cpu", cpu_bf16_pays=True) == "bf16-mixed"
+    assert resolve_precision("auto", "cpu", cpu_bf16_pays=False) == "32-true"  # scratch, or a head on cached features
+    assert resolve_precision("32", "cpu", cpu_bf16_pays=True) == "32-true"
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+
+
+def test_bf16_autocast_only_where_no_wide_depthwise_convolution_trains():
+    from transferlab.models.freezing import freeze, unfreeze, unfreeze_last_blocks
+    from transferlab.train.distributed import bf16_pays_on_cpu
+
+    for backbone in ("efficientnet_lite0", "efficientnet_b0"):
+        model, _ = build_classifier(backbone, num_classes=3, pretrained=False)
+        unfreeze(model)
+        assert not bf16_pays_on_cpu(model.backbone), "scratch trains 5x5 depthwise convolutions"
+        freeze(model.backbone)
+        assert not bf16_pays_on_cpu(model.backbone), "nothing of the backbone trains: a head alone gains nothing"
+        unfreeze_last_blocks(model.backbone, 1)
+        assert bf16_pays_on_cpu(model.backbone), "the notebook's finetune: the last block (3x3) and the head conv"
+        unfreeze_last_blocks(model.backbone, 2)
+        assert not bf16_pays_on_cpu(model.backbone), "blocks.5's 5x5 depthwise convolutions train slower in bf16"
 
 
 # -- the gate in a run: kept, or fp32 with the reason ---------------------------------------------------------------

@@ -146,6 +146,8 @@ def test_scratch_one_epoch_through_the_cli(woof_mini, tmp_path):
     assert len(rows) == 1 and rows[0]["strategy"] == "scratch"
     assert all(rows[0][c] != "" and math.isfinite(float(rows[0][c])) for c in HISTORY_COLUMNS if c != "strategy")
     assert "scratch: val_acc" in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())["scratch"]
+    assert metrics["training_precision"] == "32-true", "bf16 autocast trains EfficientNet's 5x5 depthwise convolutions slower"
 
 
 def test_finetune_without_init_runs_the_frozen_stage_first(image_tree, tmp_path):

@@ -50,19 +50,33 @@ def training_device(accelerator: Accelerator) -> str:
     return "cuda" if uses_gpu(accelerator) else "cpu"
 
 
-def resolve_precision(precision: Precision, accelerator: Accelerator, trains_backbone: bool = True) -> str:
-    """`auto`: bf16 autocast on a GPU that supports it, and on a CPU with native bf16 (AMX / AVX512-BF16) for a model
-    whose backbone trains; float32 elsewhere. On the 2-core Xeon (bench/speed.py) the finetune tail's forward and
-    backward took 0.11 s per 64 photos in bf16 against 0.22 s in fp32; on CPUs without bf16 autocast is slower. A
-    stage that trains only the head (on cached features or behind a frozen backbone) stays in fp32: the head is too
-    small to gain, and its frozen backbone runs in the inference precision instead."""
+def resolve_precision(precision: Precision, accelerator: Accelerator, cpu_bf16_pays: bool = False) -> str:
+    """`auto`: bf16 autocast on a GPU that supports it, and on a CPU with native bf16 (AMX / AVX512-BF16) where it
+    speeds up what trains (`cpu_bf16_pays`: `bf16_pays_on_cpu`, e.g. the finetune's last block group; not a head
+    alone, whose frozen backbone runs in the inference precision instead, nor scratch); float32 elsewhere, and on CPUs
+    without bf16, where autocast is emulated and slower."""
     if precision != "auto":
         return precision if precision != "32" else "32-true"
     if uses_gpu(accelerator):
         import torch
 
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if trains_backbone and cpu_has_bf16() else "32-true"
+    return "bf16-mixed" if cpu_bf16_pays and cpu_has_bf16() else "32-true"
+
+
+def bf16_pays_on_cpu(backbone: Any) -> bool:
+    """Whether bf16 autocast speeds up training `backbone`, as frozen now, on a CPU with native bf16: something in it
+    trains, and no depthwise convolution wider than 3x3 among what does. Each EfficientNet-Lite0 block alone, forward
+    and backward at 224 px (bench/train_precision.py, 2-core Xeon with AMX): five of seven with 3x3 depthwise kernels
+    1.4-2.8x faster in bf16, all nine with 5x5 ones 0.29-0.69x (oneDNN's bf16 kernels for them are slow). So the
+    notebook's finetune (the last block, 3x3, and the head convolution) trains 1.30-1.48x faster in bf16 at 224 px,
+    while three blocks train at 0.68-0.72x and scratch at 0.49-1.08x.
+    """
+    from torch import nn
+
+    training = [m for m in backbone.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
+    wide_depthwise = [m for m in training if m.groups > 1 and m.groups == m.in_channels and max(m.kernel_size) > 3]
+    return bool(training) and not wide_depthwise
 
 
 def cpu_has_bf16() -> bool:
@@ -86,11 +100,11 @@ def threads_per_process(devices: int) -> int:
 
 def trainer_options(
     accelerator: Accelerator, devices: int, num_nodes: int, precision: Precision, unused_parameters: bool = False,
-    trains_backbone: bool = True,
+    cpu_bf16_pays: bool = False,
 ) -> dict[str, Any]:
     """Keyword arguments of `L.Trainer` for where and how the run trains. Samplers shard themselves.
     `unused_parameters`: some trainable parameters get no gradient in some epochs (a stage that unfreezes as it goes).
-    `trains_backbone`: False when only the head trains (`resolve_precision`)."""
+    `cpu_bf16_pays`: see `resolve_precision`."""
     distributed = devices * num_nodes > 1
     if distributed:
         from lightning.pytorch.strategies import DDPStrategy
@@ -103,6 +117,6 @@ def trainer_options(
         "devices": devices,
         "num_nodes": num_nodes,
         "strategy": strategy,
-        "precision": resolve_precision(precision, accelerator, trains_backbone),
+        "precision": resolve_precision(precision, accelerator, cpu_bf16_pays),
         "use_distributed_sampler": False,
     }

@@ -41,7 +41,7 @@ from ..models.weights import WeightsInfo
 from ..report.plots import history_figure, save_figure
 from ..rundir import RunDir, RunDirError
 from .checkpoints import AtomicCheckpointIO, RunCheckpoints, resume_point
-from .distributed import is_rank_zero, resolve_workers, threads_per_process, trainer_options, training_device, uses_gpu
+from .distributed import bf16_pays_on_cpu, is_rank_zero, resolve_workers, threads_per_process, trainer_options, training_device, uses_gpu
 from .feature_store import FeatureStore, remember_store, store_dir
 from .features import FeatureDataModule, FeatureDataset, extract_features
 from .module import ClassifierModule, FrozenBatchNormEval
@@ -183,7 +183,7 @@ def fit_stage(
         max_epochs=stage.epochs,
         **trainer_options(
             settings.accelerator, settings.devices, settings.num_nodes, settings.precision, strategy.unfreezes_during_training,
-            trains_backbone=strategy.trains != "head",
+            cpu_bf16_pays=bf16_pays_on_cpu(model.backbone),
         ),
         logger=experiment_logger(settings.logger, run, name),
         log_every_n_steps=1,

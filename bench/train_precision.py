@@ -1,0 +1,158 @@
+"""Where bf16 autocast speeds up training on this CPU (`train.distributed.bf16_pays_on_cpu`): a training step
+(forward, backward, Adam) of what trains in each strategy, fp32 against bf16 autocast, both channels_last as
+`train.module` runs them, alternated; then each block of the backbone alone (forward and backward at 224 px).
+
+    .venv/bin/python bench/train_precision.py [--backbones efficientnet_lite0 efficientnet_b0] [--sizes 224 96]
+
+What trains: scratch (every layer, BatchNorm in training mode, from the photo), finetune (the last block group and
+the head, from the frozen trunk's output, as the loader hands it over) and finetune with the last three blocks. Random
+weights and inputs: the speed of a step does not depend on them. Prints two tables and writes
+bench/train_precision.json with the CPU named.
+"""
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from machine import cpu, describe
+
+REPO = Path(__file__).resolve().parents[1]
+SETUPS = {"scratch": None, "finetune, last block group": 1, "finetune, last 3 blocks": 3}
+"""What trains: None for everything, else the last K blocks (`--unfreeze-blocks K`) and the head behind a frozen trunk."""
+
+
+def step_setup(backbone: str, blocks: int | None, size: int, batch: int):
+    """(the trainable module, its input batch, labels): the whole classifier, or the tail and head after the trunk."""
+    from transferlab.models.classifier import build_classifier
+    from transferlab.models.freezing import freeze, set_frozen_batchnorms_eval, unfreeze, unfreeze_last_blocks
+    from transferlab.models.split import split_at_first_trainable
+
+    model, _ = build_classifier(backbone, num_classes=10, pretrained=False)
+    images = torch.randn(batch, 3, size, size)
+    labels = torch.randint(0, 10, (batch,))
+    if blocks is None:
+        unfreeze(model)
+        model.train()
+        trainable = model
+    else:
+        freeze(model.backbone)
+        unfreeze_last_blocks(model.backbone, blocks)
+        model.train()
+        set_frozen_batchnorms_eval(model)
+        split = split_at_first_trainable(model.backbone)
+        with torch.no_grad():
+            images = split.trunk.eval()(images)
+        trainable = torch.nn.Sequential(split.tail, model.head)
+    trainable.to(memory_format=torch.channels_last)
+    return trainable, images.contiguous(memory_format=torch.channels_last), labels
+
+
+def step_seconds(trainable: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: bool, steps: int) -> float:
+    """The median seconds of `steps` training steps, after one warm-up step."""
+    optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=1e-4)
+    seconds = []
+    for step in range(steps + 1):
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(trainable(images).float(), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step:
+            seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
+
+
+def measure(backbone: str, setup: str, size: int, batch: int, steps: int, rounds: int) -> dict:
+    trainable, images, labels = step_setup(backbone, SETUPS[setup], size, batch)
+    times = {"fp32": [], "bf16": []}
+    for _ in range(rounds):
+        for name in times:
+            times[name].append(step_seconds(trainable, images, labels, name == "bf16", steps))
+    fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
+    return {
+        "backbone": backbone, "trains": setup, "image_size": size, "batch": batch,
+        "fp32_images_per_s": batch / fp32, "bf16_images_per_s": batch / bf16, "bf16_speedup": fp32 / bf16,
+        "rounds_s": times,
+    }
+
+
+def backbone_parts(backbone) -> list[tuple[str, torch.nn.Module]]:
+    """The stem, each block and the head convolution, in order."""
+    parts = [("stem", torch.nn.Sequential(backbone.conv_stem, backbone.bn1))]
+    parts += [(f"blocks.{i}.{j}", block) for i, stage in enumerate(backbone.blocks) for j, block in enumerate(stage)]
+    return parts + [("conv_head", torch.nn.Sequential(backbone.conv_head, backbone.bn2))]
+
+
+def depthwise_kernel(part: torch.nn.Module) -> int | None:
+    kernels = [max(m.kernel_size) for m in part.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels]
+    return max(kernels) if kernels else None
+
+
+def per_block(backbone_name: str, size: int, batch: int, steps: int, rounds: int) -> list[dict]:
+    """Forward and backward (to the weights and the input) of each part of the backbone alone, on its real input."""
+    from transferlab.models.classifier import build_classifier
+
+    model, _ = build_classifier(backbone_name, num_classes=10, pretrained=False)
+    backbone = model.backbone.eval()
+    features = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    rows = []
+    for name, part in backbone_parts(backbone):
+        part.to(memory_format=torch.channels_last)
+        times = {"fp32": [], "bf16": []}
+        for _ in range(rounds):
+            for precision in times:
+                seconds = []
+                for step in range(steps + 1):
+                    started = time.perf_counter()
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                        output = part(features.detach().requires_grad_(True))
+                    output.float().sum().backward()
+                    if step:
+                        seconds.append(time.perf_counter() - started)
+                times[precision].append(statistics.median(seconds))
+        fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
+        rows.append({"part": name, "input": list(features.shape[1:]), "depthwise_kernel": depthwise_kernel(part),
+                     "fp32_ms": 1000 * fp32, "bf16_ms": 1000 * bf16, "bf16_speedup": fp32 / bf16})
+        with torch.no_grad():
+            features = part(features)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", default=["efficientnet_lite0", "efficientnet_b0"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[224, 96])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--blocks-of", default="efficientnet_lite0", help="the backbone timed block by block ('' skips)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "train_precision.json")
+    args = parser.parse_args()
+    machine = cpu()
+    rows = [
+        measure(backbone, setup, size, args.batch, args.steps, args.rounds)
+        for backbone in args.backbones for size in args.sizes for setup in SETUPS
+    ]
+    blocks = per_block(args.blocks_of, 224, args.batch, args.steps, args.rounds) if args.blocks_of else []
+    print(f"CPU: {describe(machine)}; torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
+    print("| backbone | what trains | px | fp32 img/s | bf16 img/s | bf16 speed-up |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(f"| {row['backbone']} | {row['trains']} | {row['image_size']} | {row['fp32_images_per_s']:.1f} | "
+              f"{row['bf16_images_per_s']:.1f} | {row['bf16_speedup']:.2f}x |")
+    if blocks:
+        print(f"\n{args.blocks_of}, each part alone, forward + backward, 224 px, batch {args.batch}:\n")
+        print("| part | input (C, H, W) | depthwise kernel | fp32 ms | bf16 ms | bf16 speed-up |")
+        print("| --- | --- | ---: | ---: | ---: | ---: |")
+        for row in blocks:
+            print(f"| {row['part']} | {tuple(row['input'])} | {row['depthwise_kernel'] or '-'} | {row['fp32_ms']:.1f} | "
+                  f"{row['bf16_ms']:.1f} | {row['bf16_speedup']:.2f}x |")
+    args.out.write_text(json.dumps({"cpu": machine, "torch": torch.__version__, "rows": rows, "blocks": blocks}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
