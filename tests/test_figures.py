@@ -2,6 +2,7 @@
 photo figures written quickly."""
 
 import io
+import itertools
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -10,7 +11,7 @@ from PIL import Image
 from conftest import make_image
 from transferlab.evaluate.metrics import Predictions
 from transferlab.explain.explanation import Explanation
-from transferlab.report.plots import calibration_figure, history_figure, mistakes_figure, save_figure, shows_photos
+from transferlab.report.plots import PANEL_GAP, calibration_figure, history_figure, mistakes_figure, save_figure, shows_photos
 
 
 def _row(epoch: int) -> dict:
@@ -36,16 +37,14 @@ class _Explainer:
 
 
 def _overlaps(figure) -> list[str]:
-    """Axes titles (and the figure's title) whose drawn box runs into another axes' image area."""
+    """Captions (axes titles, texts, the figure's title) whose drawn box runs into a photo or into another caption."""
     FigureCanvasAgg(figure).draw()
     renderer = figure.canvas.get_renderer()
-    shown = [ax for ax in figure.axes if ax.images]
-    found = []
-    for ax in figure.axes:
-        title = ax.title.get_window_extent(renderer)
-        for other in shown:
-            if other is not ax and title.overlaps(other.get_window_extent(renderer)):
-                found.append(f"{ax.get_title()!r} covers a photo")
+    photos = [ax.get_window_extent(renderer) for ax in figure.axes if ax.images]
+    captions = [text for ax in figure.axes for text in (ax.title, *ax.texts) if text.get_text()] + list(figure.texts)
+    boxes = [(text.get_text(), text.get_window_extent(renderer)) for text in captions]
+    found = [f"{text!r} covers a photo" for text, box in boxes if any(box.overlaps(photo) for photo in photos)]
+    found += [f"{a!r} runs into {b!r}" for (a, box), (b, other) in itertools.combinations(boxes, 2) if box.overlaps(other)]
     return found
 
 
@@ -62,7 +61,11 @@ def test_mistake_captions_never_cover_the_photos_above(tmp_path):
     for explainer in (None, _Explainer()):
         figure = mistakes_figure(_predictions(paths), list(range(8)), names, "frozen", image_size=64, predictor=explainer)
         assert _overlaps(figure) == []
-        assert len([ax for ax in figure.axes if ax.images]) == (24 if explainer else 8)
+        shown = [ax.images[0].get_array() for ax in figure.axes if ax.images]
+        assert len(shown) == 8, "one image a mistake"
+        panels = 3 if explainer else 1  # the photo, then the maps of the answer given and of the truth
+        gap = max(1, round(64 * PANEL_GAP))
+        assert all(image.shape[:2] == (64, panels * 64 + (panels - 1) * gap) for image in shown)
 
 
 def test_calibration_figure_has_the_reliability_diagram_and_the_coverage_curve(tmp_path):

@@ -3,6 +3,7 @@
 import io
 import math
 import random
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -200,38 +201,64 @@ def save_evaluation_figures(
         save_figure(calibration_figure(predictions, strategy, temperature), out.plot_file(f"calibration_{strategy}"))
 
 
+PANEL_GAP = 0.05
+"""White between the panels of one mistake, as a share of a panel's width."""
+CAPTION_CHARACTERS = 36
+"""A caption line longer than this (a long class name) wraps: it would run over the next panel's."""
+
+
+def caption(*lines: str) -> str:
+    return "\n".join(textwrap.fill(line, CAPTION_CHARACTERS) for line in lines)
+
+
+def side_by_side(images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[float]]:
+    """(H, W, 3) uint8 images of one size in a row, `PANEL_GAP` white between them; and the x centre of each."""
+    height, width = images[0].shape[:2]
+    gap = np.full((height, max(1, round(width * PANEL_GAP)), 3), 255, np.uint8)
+    row = [part for image in images for part in (image, gap)][:-1]
+    return np.concatenate(row, axis=1), [index * (width + gap.shape[1]) + width / 2 for index in range(len(images))]
+
+
 @LITERAL_TEXT
 def mistakes_figure(
     predictions: Any, indices: Sequence[int], names: Sequence[str], strategy: str, image_size: int = 160, predictor: Any = None,
 ) -> Figure:
-    """The most confident mistakes: each photo titled with its true class and the wrong answer's probability; with
-    a `predictor`, beside it the Grad-CAM overlays of the wrong answer and of the true class (what each saw)."""
-    panels = 3 if predictor is not None else 1
+    """The most confident mistakes: each photo captioned with its true class and the wrong answer's probability; with
+    a `predictor`, beside it the Grad-CAM overlays of the wrong answer and of the true class (what each saw), on the
+    model's view of the photo. A mistake's panels are one image in one axes, laid out by fixed margins: 24 axes under
+    constrained layout took twice as long to draw (2.6 s against 1.2 s for woof-mini's eight mistakes)."""
     per_row = 2 if predictor is not None else 4
+    panels = 3 if predictor is not None else 1
     rows = max(1, math.ceil(len(indices) / per_row))
-    figure = Figure(figsize=(2.3 * panels * per_row, 2.9 * rows + 0.5), layout="constrained")
-    axes = figure.subplots(rows, panels * per_row, squeeze=False)
+    height = 2.9 * rows + 0.75  # inches: a 2.3-inch panel and its two-line caption per row, the title on top
+    figure = Figure(figsize=(2.3 * panels * per_row, height))
+    axes = figure.subplots(rows, per_row, squeeze=False, gridspec_kw={
+        "left": 0.005, "right": 0.995, "bottom": 0.05 / height, "top": 1 - 0.75 / height, "wspace": 0.04, "hspace": 0.25,
+    })
     to_square = square_view(image_size)
-    for slot, i in enumerate(indices):
-        row, first = divmod(slot, per_row)
-        photo_ax, *map_axes = axes[row, first * panels : (first + 1) * panels]
+    for ax, i in zip(axes.flat, indices):
         true, said = names[predictions.labels[i]], names[predictions.predicted[i]]
-        photo_ax.set_title(f"true: {true}\nsaid: {said} ({predictions.probability[i]:.0%})", fontsize=8)
+        captions = [caption(f"true: {true}", f"said: {said} ({predictions.probability[i]:.0%})")]
         try:
-            photo_ax.imshow(to_square(load_uint8(predictions.paths[i], min_size=image_size)).permute(1, 2, 0).numpy())
-            explained = predictor.explain([predictions.paths[i]] * 2, 1, [said, true]) if predictor else []  # one pass for both
+            if predictor is not None:
+                explained = predictor.explain([predictions.paths[i]] * 2, 1, [said, true])  # one pass for both
+                images = [explained[0].image] + [explanation.overlay for explanation in explained]
+                captions += [caption("looked at, for", name) for name in (said, true)]
+            else:
+                images = [to_square(load_uint8(predictions.paths[i], min_size=image_size)).permute(1, 2, 0).numpy()]
         except UnreadableImageError:
-            photo_ax.text(0.5, 0.5, "photo not found", ha="center", va="center")
-            explained = []
-        for ax, explanation, name in zip(map_axes, explained, (said, true)):
-            ax.imshow(explanation.overlay)
-            ax.set_title(f"looked at, for\n{name}", fontsize=8)
+            ax.text(0.5, 0.5, f"photo not found\n{captions[0]}", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            continue
+        row, centres = side_by_side(images)
+        ax.imshow(row)
+        for x, text in zip(centres, captions):
+            ax.text(x, -0.02 * row.shape[0], text, ha="center", va="bottom", fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
     if not indices:
         figure.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14)
-    caption = "the most confident mistakes" + (", and where the model looked (Grad-CAM) for each answer" if predictor else "")
-    figure.suptitle(f"{strategy}: {caption}")
+    title = "the most confident mistakes" + (", and where the model looked (Grad-CAM) for each answer" if predictor else "")
+    figure.suptitle(f"{strategy}: {title}", y=1 - 0.1 / height, va="top")
     return figure
 
 
