@@ -85,7 +85,7 @@ def test_trainer_options_use_ddp_only_with_several_processes():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU defaults")
-def test_cpu_defaults_train_in_bf16_only_where_the_cpu_has_it_and_decode_in_process():
+def test_cpus_train_in_bf16_only_where_they_have_it_and_it_pays_and_decode_in_process():
     from transferlab.train.distributed import cpu_has_bf16
 
     assert resolve_precision("auto", "auto", cpu_bf16_pays=True) == ("bf16-mixed" if cpu_has_bf16() else "32-true")

@@ -45,6 +45,9 @@ def _overlaps(figure) -> list[str]:
     boxes = [(text.get_text(), text.get_window_extent(renderer)) for text in captions]
     found = [f"{text!r} covers a photo" for text, box in boxes if any(box.overlaps(photo) for photo in photos)]
     found += [f"{a!r} runs into {b!r}" for (a, box), (b, other) in itertools.combinations(boxes, 2) if box.overlaps(other)]
+    page = figure.bbox
+    found += [f"{text!r} runs off the figure" for text, box in boxes
+              if box.x0 < page.x0 or box.x1 > page.x1 or box.y0 < page.y0 or box.y1 > page.y1]
     return found
 
 
@@ -57,7 +60,7 @@ def test_curves_label_epochs_with_whole_numbers():
 
 def test_mistake_captions_never_cover_the_photos_above(tmp_path):
     paths = [str(make_image(tmp_path / f"p{i}.png", size=(80, 60), seed=i)) for i in range(8)]
-    names = ["a class with a rather long name", "b", "c"]
+    names = ["a class with a rather long name", "b", "another class whose name goes on and on and on and on"]
     for explainer in (None, _Explainer()):
         figure = mistakes_figure(_predictions(paths), list(range(8)), names, "frozen", image_size=64, predictor=explainer)
         assert _overlaps(figure) == []

@@ -142,6 +142,10 @@ def test_bf16_autocast_only_where_no_wide_depthwise_convolution_trains():
         assert bf16_pays_on_cpu(model.backbone), "the notebook's finetune: the last block (3x3) and the head conv"
         unfreeze_last_blocks(model.backbone, 2)
         assert not bf16_pays_on_cpu(model.backbone), "blocks.5's 5x5 depthwise convolutions train slower in bf16"
+    transformer, _ = build_classifier("timm:vit_tiny_patch16_224", num_classes=3, pretrained=False)
+    freeze(transformer.backbone)
+    unfreeze_last_blocks(transformer.backbone, 1)
+    assert bf16_pays_on_cpu(transformer.backbone), "no convolution trains: matrix products, which bf16 speeds up"
 
 
 # -- the gate in a run: kept, or fp32 with the reason ---------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_scratch_one_epoch_through_the_cli(woof_mini, tmp_path):
     out = tmp_path / "scratch"
     result = subprocess.run(
         [sys.executable, "-m", "transferlab.cli", "train", str(woof_mini), "--strategy", "scratch",
-         "--epochs", "1", "--batch-size", "32", "--image-size", "96", "--out", str(out)],
+         "--epochs", "1", "--batch-size", "32", "--image-size", "96", "--accelerator", "cpu", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr

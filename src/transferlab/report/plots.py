@@ -203,12 +203,14 @@ def save_evaluation_figures(
 
 PANEL_GAP = 0.05
 """White between the panels of one mistake, as a share of a panel's width."""
-CAPTION_CHARACTERS = 36
-"""A caption line longer than this (a long class name) wraps: it would run over the next panel's."""
+CAPTION_CHARACTERS = 30
+"""A caption line longer than this (a long class name) wraps once, then is cut with an ellipsis: at 8 pt, 30
+characters fill a 2.3-inch panel; more would run into the next panel's caption or the photos above."""
 
 
 def caption(*lines: str) -> str:
-    return "\n".join(textwrap.fill(line, CAPTION_CHARACTERS) for line in lines)
+    """A mistake's caption: each line wrapped to `CAPTION_CHARACTERS`, at most two rows a line."""
+    return "\n".join(textwrap.fill(line, CAPTION_CHARACTERS, max_lines=2, placeholder="…") for line in lines)
 
 
 def side_by_side(images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[float]]:
@@ -225,20 +227,20 @@ def mistakes_figure(
 ) -> Figure:
     """The most confident mistakes: each photo captioned with its true class and the wrong answer's probability; with
     a `predictor`, beside it the Grad-CAM overlays of the wrong answer and of the true class (what each saw), on the
-    model's view of the photo. A mistake's panels are one image in one axes, laid out by fixed margins: 24 axes under
-    constrained layout took twice as long to draw (2.6 s against 1.2 s for woof-mini's eight mistakes)."""
+    model's view of the photo (else the photo at `image_size`). A mistake's panels are one image in one axes, laid out
+    by fixed margins: 24 axes under constrained layout took 2.6 s to draw woof-mini's eight mistakes, this 1.0 s."""
     per_row = 2 if predictor is not None else 4
     panels = 3 if predictor is not None else 1
     rows = max(1, math.ceil(len(indices) / per_row))
-    height = 2.9 * rows + 0.75  # inches: a 2.3-inch panel and its two-line caption per row, the title on top
+    height = 3.1 * rows + 0.85  # inches: a 2.3-inch panel and its caption (up to four rows) per row, the title on top
     figure = Figure(figsize=(2.3 * panels * per_row, height))
     axes = figure.subplots(rows, per_row, squeeze=False, gridspec_kw={
-        "left": 0.005, "right": 0.995, "bottom": 0.05 / height, "top": 1 - 0.75 / height, "wspace": 0.04, "hspace": 0.25,
+        "left": 0.005, "right": 0.995, "bottom": 0.05 / height, "top": 1 - 0.85 / height, "wspace": 0.04, "hspace": 0.33,
     })
     to_square = square_view(image_size)
     for ax, i in zip(axes.flat, indices):
         true, said = names[predictions.labels[i]], names[predictions.predicted[i]]
-        captions = [caption(f"true: {true}", f"said: {said} ({predictions.probability[i]:.0%})")]
+        captions = [caption(f"true: {true}", f"said ({predictions.probability[i]:.0%}): {said}")]
         try:
             if predictor is not None:
                 explained = predictor.explain([predictions.paths[i]] * 2, 1, [said, true])  # one pass for both

@@ -70,13 +70,23 @@ def bf16_pays_on_cpu(backbone: Any) -> bool:
     and backward at 224 px (bench/train_precision.py, 2-core Xeon with AMX): five of seven with 3x3 depthwise kernels
     1.4-2.8x faster in bf16, all nine with 5x5 ones 0.29-0.69x (oneDNN's bf16 kernels for them are slow). So the
     notebook's finetune (the last block, 3x3, and the head convolution) trains 1.30-1.48x faster in bf16 at 224 px,
-    while three blocks train at 0.68-0.72x and scratch at 0.49-1.08x.
-    """
-    from torch import nn
+    three blocks 0.68-0.72x; from scratch, where the 3x3 blocks at 112 and 56 px gain about what the 5x5 ones lose,
+    B0 0.72x and Lite0 1.08x at 224 px (both about 0.5x at 96 px): fp32."""
+    trains = any(parameter.requires_grad for parameter in backbone.parameters())
+    return trains and not any(_wide_depthwise(module) for module in backbone.modules() if _trains_weight(module))
 
-    training = [m for m in backbone.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
-    wide_depthwise = [m for m in training if m.groups > 1 and m.groups == m.in_channels and max(m.kernel_size) > 3]
-    return bool(training) and not wide_depthwise
+
+def _trains_weight(module: Any) -> bool:
+    weight = getattr(module, "weight", None)
+    return weight is not None and weight.requires_grad
+
+
+def _wide_depthwise(module: Any) -> bool:
+    """A convolution (torch's or timm's CondConv2d, ...) with one filter group per input channel, wider than 3x3."""
+    groups, channels, kernel = (getattr(module, name, None) for name in ("groups", "in_channels", "kernel_size"))
+    if groups is None or channels is None or kernel is None:
+        return False
+    return 1 < groups == channels and max(kernel if isinstance(kernel, tuple | list) else (kernel,)) > 3
 
 
 def cpu_has_bf16() -> bool:
