@@ -98,6 +98,16 @@ def test_the_budget_bounds_what_is_kept_and_the_rest_is_computed_again_alike(sam
     assert OutputCache(processes=4).budget == OUTPUTS_BYTES // 4  # the processes of a machine share it
 
 
+def test_outputs_kept_in_bf16_take_half_the_memory_and_every_epoch_sees_the_same_values(samples):
+    runtime = CountingRuntime()
+    photos = PhotoDataset(samples, CONFIG, Pipeline.from_config("seed-keras"), seed=3)
+    dataset = FrozenOutputs(photos, FrozenPart(runtime, 1, None, OutputCache(dtype=torch.bfloat16)), "train")
+    first = batch(dataset, 0)
+    assert first.dtype == torch.float32 and torch.equal(first, first.to(torch.bfloat16).float())  # rounded once, at once
+    assert torch.equal(batch(dataset, 1), first) and runtime.photos == 4
+    assert dataset.part.cache.bytes == first.numel() * 2
+
+
 def test_the_report_says_how_many_views_the_epochs_cycled_through():
     from transferlab.report.html import training_note
 

@@ -41,7 +41,7 @@ from ..models.weights import WeightsInfo
 from ..report.plots import history_figure, save_figure
 from ..rundir import RunDir, RunDirError
 from .checkpoints import AtomicCheckpointIO, RunCheckpoints, resume_point
-from .distributed import bf16_pays_on_cpu, is_rank_zero, resolve_workers, threads_per_process, trainer_options, training_device, uses_gpu
+from .distributed import bf16_pays_on_cpu, is_rank_zero, resolve_precision, resolve_workers, threads_per_process, trainer_options, training_device, uses_gpu
 from .feature_store import FeatureStore, remember_store, store_dir
 from .features import FeatureDataModule, FeatureDataset, extract_features
 from .module import ClassifierModule, FrozenBatchNormEval
@@ -381,7 +381,9 @@ def attach_fast_runtime(
     if datamodule.workers:
         log.info("%s: photos load in this process's threads, where the frozen %s runs (--workers %d is for the other stages)",
                  stage.name, what, datamodule.workers)
-    datamodule.frozen_part = FrozenPart(runtime, views, stage.epochs, OutputCache(processes=settings.devices))
+    trains_in_bf16 = resolve_precision(settings.precision, settings.accelerator, bf16_pays_on_cpu(model.backbone)) == "bf16-mixed"
+    cache = OutputCache(processes=settings.devices, dtype=torch.bfloat16 if trains_in_bf16 else None)
+    datamodule.frozen_part = FrozenPart(runtime, views, stage.epochs, cache)
     return runtime.precision
 
 
