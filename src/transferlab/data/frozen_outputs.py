@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 OUTPUTS_BYTES = 3 << 29
 """At most this much memory (1.5 GiB) keeps frozen outputs in a fit: at the notebook's cut for EfficientNet at 224 px
-(192 x 7 x 7 float32, 37.6 kB a view), Stanford Dogs' 12,000 training photos x 2 views and 8,580 validation photos
-take 1.2 GB; what does not fit is computed again each epoch. Shared by the training processes of a machine."""
+(192 x 7 x 7 float32, 37.6 kB a view; half in bf16), Stanford Dogs' 12,000 training photos x 2 views and 8,580
+validation photos take 1.2 GB (0.6 in bf16); what does not fit is computed again each epoch. Shared by the training
+processes of a machine."""
 
 
 class FrozenRuntime(Protocol):
