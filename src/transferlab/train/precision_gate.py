@@ -56,17 +56,16 @@ def gate_on_photos(settings: RunSettings, model: Classifier, val: Sequence[Sampl
     config = data_config(model.backbone, image_size)
     shape = (3, config.image_size, config.image_size)
     export_dir, threads = runtimes_dir(settings.data_dir), threads_per_process(settings.devices)
-    runs = {
-        name: checked_precision(module_runtime(model, shape, export_dir, settings.runtime, threads, precision=name), name).run
-        for name in ("fp32", precision)
-    }
     dataset = PhotoDataset(samples, config, decoded=DecodedStore.for_config(config, settings.data_dir), photos=PhotoCache.in_cache(settings.data_dir))
-    logits: dict[str, list[np.ndarray]] = {name: [] for name in runs}
-    for start in range(0, len(dataset), BATCH):
-        batch = torch.stack([dataset[i][0] for i in range(start, min(start + BATCH, len(dataset)))]).numpy()
-        for name, run in runs.items():
-            logits[name].append(run(batch))
-    return gate(precision, np.concatenate(logits["fp32"]), np.concatenate(logits[precision]), np.array([s.label for s in samples]))
+    logits: dict[str, np.ndarray] = {}
+    for name in ("fp32", precision):  # one compiled model in memory at a time (the photos come from the decoded cache)
+        run = checked_precision(module_runtime(model, shape, export_dir, settings.runtime, threads, precision=name), name).run
+        logits[name] = np.concatenate([
+            run(torch.stack([dataset[i][0] for i in range(start, min(start + BATCH, len(dataset)))]).numpy())
+            for start in range(0, len(dataset), BATCH)
+        ])
+        del run
+    return gate(precision, logits["fp32"], logits[precision], np.array([s.label for s in samples]))
 
 
 def precision_record(requested: str, used: str, result: GateResult | None) -> dict[str, Any]:
