@@ -55,18 +55,20 @@ class OutputCache:
         output = self._outputs.get(key)
         return output.float() if output is not None and output.dtype != torch.float32 else output
 
-    def keep(self, key: tuple[str, int, int], output: torch.Tensor) -> None:
+    def keep(self, key: tuple[str, int, int], output: torch.Tensor) -> torch.Tensor:
+        """Keep `output` under `key` (within the budget); returns it as `get` will hand it back."""
         if key in self._outputs:
-            return
+            return self.get(key)  # type: ignore[return-value]
         kept = output.to(self.dtype) if self.dtype not in (None, output.dtype) else output.clone()
         if self.bytes + kept.nbytes > self.budget:
             if not self._said_full:
                 log.info("frozen outputs: %.2f GiB kept, the budget; the photos beyond it run through the frozen layers "
                          "every epoch", self.bytes / 2**30)
                 self._said_full = True
-            return
+            return output
         self._outputs[key] = kept
         self.bytes += kept.nbytes
+        return kept.float()
 
     def clear(self) -> None:
         self._outputs.clear()
@@ -97,11 +99,7 @@ class FrozenPart:
             if missing:
                 computed = torch.from_numpy(self.runtime.run(images(missing).numpy()))
                 for position, output in zip(missing, computed):
-                    if keep:
-                        self.cache.keep(keys[position], output)
-                    found[position] = self.cache.get(keys[position]) if keep else None  # as later epochs will see it
-                    if found[position] is None:
-                        found[position] = output
+                    found[position] = self.cache.keep(keys[position], output) if keep else output  # as later epochs see it
             return found  # type: ignore[return-value]
 
     def release(self) -> None:
