@@ -50,29 +50,43 @@ def step_setup(backbone: str, blocks: int | None, size: int, batch: int):
     return trainable, images.contiguous(memory_format=torch.channels_last), labels
 
 
-def step_seconds(trainable: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: bool, steps: int) -> float:
-    """The median seconds of `steps` training steps, after one warm-up step."""
-    optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=1e-4)
+def median_seconds(step, steps: int) -> float:
+    """The median seconds of `steps` calls of `step`, after one warm-up call."""
     seconds = []
-    for step in range(steps + 1):
+    for call in range(steps + 1):
         started = time.perf_counter()
+        step()
+        if call:
+            seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
+
+
+def alternated(seconds_in, rounds: int) -> tuple[float, float, dict[str, list[float]]]:
+    """`seconds_in(bf16)` for fp32 then bf16, `rounds` times: the median of each, and every round's figure."""
+    times = {"fp32": [], "bf16": []}
+    for _ in range(rounds):
+        for name in times:
+            times[name].append(seconds_in(name == "bf16"))
+    return statistics.median(times["fp32"]), statistics.median(times["bf16"]), times
+
+
+def step_seconds(trainable: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: bool, steps: int) -> float:
+    """A training step: forward, backward, Adam."""
+    optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=1e-4)
+
+    def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = torch.nn.functional.cross_entropy(trainable(images).float(), labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if step:
-            seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
+
+    return median_seconds(step, steps)
 
 
 def measure(backbone: str, setup: str, size: int, batch: int, steps: int, rounds: int) -> dict:
     trainable, images, labels = step_setup(backbone, SETUPS[setup], size, batch)
-    times = {"fp32": [], "bf16": []}
-    for _ in range(rounds):
-        for name in times:
-            times[name].append(step_seconds(trainable, images, labels, name == "bf16", steps))
-    fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
+    fp32, bf16, times = alternated(lambda bf16: step_seconds(trainable, images, labels, bf16, steps), rounds)
     return {
         "backbone": backbone, "trains": setup, "image_size": size, "batch": batch,
         "fp32_images_per_s": batch / fp32, "bf16_images_per_s": batch / bf16, "bf16_speedup": fp32 / bf16,
@@ -102,19 +116,13 @@ def per_block(backbone_name: str, size: int, batch: int, steps: int, rounds: int
     rows = []
     for name, part in backbone_parts(backbone):
         part.to(memory_format=torch.channels_last)
-        times = {"fp32": [], "bf16": []}
-        for _ in range(rounds):
-            for precision in times:
-                seconds = []
-                for step in range(steps + 1):
-                    started = time.perf_counter()
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                        output = part(features.detach().requires_grad_(True))
-                    output.float().sum().backward()
-                    if step:
-                        seconds.append(time.perf_counter() - started)
-                times[precision].append(statistics.median(seconds))
-        fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
+
+        def forward_backward(bf16: bool) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                output = part(features.detach().requires_grad_(True))
+            output.float().sum().backward()
+
+        fp32, bf16, _ = alternated(lambda bf16: median_seconds(lambda: forward_backward(bf16), steps), rounds)
         rows.append({"part": name, "input": list(features.shape[1:]), "depthwise_kernel": depthwise_kernel(part),
                      "fp32_ms": 1000 * fp32, "bf16_ms": 1000 * bf16, "bf16_speedup": fp32 / bf16})
         with torch.no_grad():
