@@ -1,6 +1,6 @@
-"""Where bf16 autocast speeds up training on this CPU (`train.distributed.bf16_pays_on_cpu`): a training step
-(forward, backward, Adam) of what trains in each strategy, fp32 against bf16 autocast, both channels_last as
-`train.module` runs them, alternated; then each block of the backbone alone (forward and backward at 224 px).
+"""Where bf16 autocast speeds up training on this CPU (what `train.bf16_probe` times before a run, here for each
+setup): a training step (forward, backward, Adam) of what trains in each strategy, fp32 against bf16 autocast, both
+channels_last as `train.module` runs them, alternated; then each block of the backbone alone (forward and backward at 224 px).
 
     .venv/bin/python bench/train_precision.py [--backbones efficientnet_lite0 efficientnet_b0] [--sizes 224 96]
 

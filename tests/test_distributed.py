@@ -88,8 +88,8 @@ def test_trainer_options_use_ddp_only_with_several_processes():
 def test_cpus_train_in_bf16_only_where_they_have_it_and_it_pays_and_decode_in_process():
     from transferlab.train.distributed import cpu_has_bf16
 
-    assert resolve_precision("auto", "auto", cpu_bf16_pays=True) == ("bf16-mixed" if cpu_has_bf16() else "32-true")
-    assert resolve_precision("auto", "auto", cpu_bf16_pays=False) == "32-true"
+    assert resolve_precision("auto", "auto", lambda: True) == ("bf16-mixed" if cpu_has_bf16() else "32-true")
+    assert resolve_precision("auto", "auto", lambda: False) == "32-true"
     assert resolve_workers(None, "auto", 1) == 0
     assert resolve_workers(3, "cpu", 1) == 3
 

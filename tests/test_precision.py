@@ -116,36 +116,70 @@ def test_usable_flags_follow_onednns_isa_cap(tmp_path, monkeypatch):
     assert usable_cpu_flags(info) == {"fpu", "sse", "avx2"}
 
 
-def test_training_precision_auto_follows_the_cpu(monkeypatch):
+def test_training_precision_auto_follows_the_cpu_and_asks_the_probe_only_there(monkeypatch):
     import transferlab.train.distributed as distributed
 
+    asked = []
+
+    def probe(answer):
+        return lambda: asked.append(answer) or answer
+
     monkeypatch.setattr(distributed, "usable_cpu_flags", lambda: {"avx2"})
-    assert resolve_precision("auto", "cpu", cpu_bf16_pays=True) == "32-true"
+    assert resolve_precision("auto", "cpu", probe(True)) == "32-true"
+    assert asked == [], "no native bf16: nothing to time"
     monkeypatch.setattr(distributed, "usable_cpu_flags", lambda: {"avx2", "amx_bf16"})
-    assert resolve_precision("auto", "cpu", cpu_bf16_pays=True) == "bf16-mixed"
-    assert resolve_precision("auto", "cpu", cpu_bf16_pays=False) == "32-true"  # scratch, or a head on cached features
-    assert resolve_precision("32", "cpu", cpu_bf16_pays=True) == "32-true"
+    assert resolve_precision("auto", "cpu", probe(True)) == "bf16-mixed"
+    assert resolve_precision("auto", "cpu", probe(False)) == "32-true"
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("auto", "cpu", probe(True), processes=2) == "32-true", "each process would time on its own"
+    assert resolve_precision("32", "cpu", probe(True)) == "32-true"
     assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+    assert asked == [True, False]
 
 
-def test_bf16_autocast_only_where_no_wide_depthwise_convolution_trains():
-    from transferlab.models.freezing import freeze, unfreeze, unfreeze_last_blocks
-    from transferlab.train.distributed import bf16_pays_on_cpu
+def test_bf16_probe_times_what_trains_once_and_keeps_bf16_only_when_clearly_faster(monkeypatch, tmp_path):
+    import transferlab.train.bf16_probe as probe
+    from transferlab.models.freezing import freeze, unfreeze_last_blocks
 
-    for backbone in ("efficientnet_lite0", "efficientnet_b0"):
-        model, _ = build_classifier(backbone, num_classes=3, pretrained=False)
-        unfreeze(model)
-        assert not bf16_pays_on_cpu(model.backbone), "scratch trains 5x5 depthwise convolutions"
+    timings = iter([(1.0, 0.5), (1.0, 0.95), (1.0, 0.5)])
+    timed = []
+    monkeypatch.setattr(probe, "time_training_steps", lambda model, size, batch: timed.append((size, batch)) or next(timings))
+    model, _ = build_classifier("efficientnet_lite0", num_classes=3, pretrained=False)
+    freeze(model.backbone)
+    assert not probe.bf16_pays_on_cpu(model, 224, 64, tmp_path), "a head alone: nothing of the backbone to time"
+    assert timed == []
+    unfreeze_last_blocks(model.backbone, 1)
+    assert probe.bf16_pays_on_cpu(model, 224, 64, tmp_path)
+    assert timed == [(224, probe.PROBE_BATCH)]
+    assert probe.bf16_pays_on_cpu(model, 224, 64, tmp_path), "the kept answer"
+    assert len(timed) == 1, "timed once per setup"
+    unfreeze_last_blocks(model.backbone, 2)
+    assert not probe.bf16_pays_on_cpu(model, 224, 64, tmp_path), f"1.05x is under {probe.MIN_SPEEDUP}x: fp32 stays"
+    assert len(timed) == 2, "another trainable set is another setup"
+    (tmp_path / probe.PROBE_FILE).write_text("{not json")
+    assert probe.bf16_pays_on_cpu(model, 96, 8, tmp_path)
+    assert timed[-1] == (96, 8), "a damaged file is timed again, not an error"
+
+
+def test_bf16_probe_times_real_steps_and_leaves_the_model_and_random_state_alone():
+    from transferlab.models.freezing import freeze, unfreeze_last_blocks
+    from transferlab.train.bf16_probe import time_training_steps
+
+    model, _ = build_classifier("efficientnet_lite0", num_classes=3, pretrained=False)
+    for blocks in (1, None):  # finetune's tail after the trunk, and the whole classifier (scratch)
         freeze(model.backbone)
-        assert not bf16_pays_on_cpu(model.backbone), "nothing of the backbone trains: a head alone gains nothing"
-        unfreeze_last_blocks(model.backbone, 1)
-        assert bf16_pays_on_cpu(model.backbone), "the notebook's finetune: the last block (3x3) and the head conv"
-        unfreeze_last_blocks(model.backbone, 2)
-        assert not bf16_pays_on_cpu(model.backbone), "blocks.5's 5x5 depthwise convolutions train slower in bf16"
-    transformer, _ = build_classifier("timm:vit_tiny_patch16_224", num_classes=3, pretrained=False)
-    freeze(transformer.backbone)
-    unfreeze_last_blocks(transformer.backbone, 1)
-    assert bf16_pays_on_cpu(transformer.backbone), "no convolution trains: matrix products, which bf16 speeds up"
+        if blocks:
+            unfreeze_last_blocks(model.backbone, blocks)
+        else:
+            for parameter in model.parameters():
+                parameter.requires_grad_(True)
+        state = {name: value.clone() for name, value in model.state_dict().items()}
+        rng = torch.get_rng_state()
+        fp32_s, bf16_s = time_training_steps(model, 64, 4)
+        assert fp32_s > 0 and bf16_s > 0
+        assert torch.equal(torch.get_rng_state(), rng), "a run draws the same numbers whether it timed or read the answer"
+        assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items()), "BatchNorm statistics untouched"
+        assert all(parameter.grad is None for parameter in model.parameters())
 
 
 # -- the gate in a run: kept, or fp32 with the reason ---------------------------------------------------------------

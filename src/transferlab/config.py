@@ -89,8 +89,8 @@ class RunSettings(BaseModel):
     devices: int = Field(1, ge=1, le=1024, description="Training processes per machine (GPUs, or CPU processes); more than one trains with DDP.")
     num_nodes: int = Field(1, ge=1, le=1024, description="Machines (with torchrun or SLURM, or NODE_RANK/MASTER_ADDR set on each).")
     precision: Precision = Field("auto", description=(
-        "Training precision: auto (bf16-mixed on a GPU that has it, and on a CPU that computes bf16 natively where it is "
-        "faster: fine-tuning EfficientNet's last block; else 32), 32, 16-mixed (GPU), bf16-mixed."
+        "Training precision: auto (bf16-mixed on a GPU that has it, and on a CPU that computes bf16 natively where a "
+        "training step of what trains, timed once, is faster; else 32), 32, 16-mixed (GPU), bf16-mixed."
     ))
     logger: Literal["none", "csv", "tensorboard", "mlflow"] = Field("none", description=(
         "Also send the curves to: csv (RUN/logs/), tensorboard (RUN/logs/; the tensorboard extra) or mlflow "

@@ -175,9 +175,9 @@ class Experiment:
         """The learning-rate range test of `strategy` from where it would start (`train.lr_find`): the frozen head on
         the cached features in seconds; a continuing strategy from `init` or its base's model (trained first when
         needed). Returns the curve, its figure and the suggested rate."""
-        from .train.distributed import bf16_pays_on_cpu, trainer_options
+        from .train.distributed import trainer_options
         from .train.strategies import Unfreeze
-        from .train.fit import training_module
+        from .train.fit import bf16_probe, training_module
         from .train.lr_find import range_test
 
         stage = plan(strategy, self.recipe, None, None, self.settings.schedule)
@@ -188,7 +188,7 @@ class Experiment:
             model = copy.deepcopy(model)
             stage.strategy.apply(model, Unfreeze(self.settings.unfreeze_layers, self.settings.unfreeze_blocks))
             module, _ = training_module(model, stage, self.settings, self.index.classes, data)
-            options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, cpu_bf16_pays=bf16_pays_on_cpu(model.backbone))
+            options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, bf16_pays=bf16_probe(self.settings, model, data.config.image_size))
             L.seed_everything(self.settings.seed, workers=True, verbose=False)
             return range_test(module, data, strategy, options, min_lr, max_lr, steps, root=str(self.run.path))
 
@@ -242,8 +242,8 @@ class Experiment:
         """Validation accuracy of the finetune strategy trained on `photos`, continuing from the `frozen` model."""
         import dataclasses
 
-        from .train.distributed import bf16_pays_on_cpu, trainer_options
-        from .train.fit import make_datamodule, training_module
+        from .train.distributed import trainer_options
+        from .train.fit import bf16_probe, make_datamodule, training_module
         from .train.module import FrozenBatchNormEval
         from .train.strategies import Unfreeze
 
@@ -252,7 +252,7 @@ class Experiment:
         stage.strategy.apply(model, Unfreeze(self.settings.unfreeze_layers, self.settings.unfreeze_blocks))
         datamodule = make_datamodule(self.settings, dataclasses.replace(self.index, train=tuple(photos)), model, self.settings.image_size)
         module, _ = training_module(model, stage, self.settings, self.index.classes, datamodule)
-        options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, cpu_bf16_pays=bf16_pays_on_cpu(model.backbone))
+        options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, bf16_pays=bf16_probe(self.settings, model, datamodule.config.image_size))
         L.seed_everything(self.settings.seed, workers=True, verbose=False)
         return _fit_for_accuracy(module, datamodule, stage.epochs, options, [FrozenBatchNormEval()])
 

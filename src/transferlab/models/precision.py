@@ -70,15 +70,28 @@ def isa_cap() -> str | None:
     return cap.upper() if cap else None
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The first CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
+def _cpuinfo_field(name: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The first CPU's `name` line in /proc/cpuinfo (Linux); None where it is not there."""
     try:
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.partition(":")[2].split())
+            key, _, value = line.partition(":")
+            if key.strip() == name:
+                return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The first CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
+    return set((_cpuinfo_field("flags", cpuinfo) or "").split())
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux), else what `platform` knows of it."""
+    import platform
+
+    return _cpuinfo_field("model name", cpuinfo) or platform.processor() or platform.machine()
 
 
 def usable_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:

@@ -64,7 +64,9 @@ def training_note(metrics: dict[str, Any]) -> str | None:
     through, and its inference precision with the accuracy gate's verdict (metrics.json)."""
     parts = []
     if metrics.get("training_precision"):
-        parts.append(f"trained in {metrics['training_precision']}")
+        speedup = metrics.get("bf16_training_speedup")
+        timing = f" (bf16 autocast timed at {speedup:.2f}x fp32's speed on this CPU)" if speedup else ""
+        parts.append(f"trained in {metrics['training_precision']}{timing}")
     if metrics.get("trunk_views"):
         parts.append(f"its epochs cycled through {metrics['trunk_views']} augmented view(s) of each photo, the frozen "
                      "trunk's outputs kept (--trunk-views)")

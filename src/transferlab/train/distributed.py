@@ -7,7 +7,7 @@ validation metrics are summed over all shards, so every validation photo is coun
 """
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from ..config import Accelerator, Precision
 from ..models.devices import default_device, default_threads
@@ -50,43 +50,20 @@ def training_device(accelerator: Accelerator) -> str:
     return "cuda" if uses_gpu(accelerator) else "cpu"
 
 
-def resolve_precision(precision: Precision, accelerator: Accelerator, cpu_bf16_pays: bool = False) -> str:
-    """`auto`: bf16 autocast on a GPU that supports it, and on a CPU with native bf16 (AMX / AVX512-BF16) where it
-    speeds up what trains (`cpu_bf16_pays`: `bf16_pays_on_cpu`, e.g. the finetune's last block group; not a head
-    alone, whose frozen backbone runs in the inference precision instead, nor scratch); float32 elsewhere, and on CPUs
-    without bf16, where autocast is emulated and slower."""
+def resolve_precision(precision: Precision, accelerator: Accelerator, bf16_pays: Callable[[], bool] | None = None, processes: int = 1) -> str:
+    """`auto`: bf16 autocast on a GPU that supports it; on a CPU with native bf16 (AMX / AVX512-BF16) where
+    `bf16_pays()` (`train.bf16_probe.bf16_pays_on_cpu`, asked only there) finds it faster for what trains; float32
+    elsewhere: on CPUs without bf16, where autocast is emulated and slower, and with several CPU processes, whose
+    timings could disagree."""
     if precision != "auto":
         return precision if precision != "32" else "32-true"
     if uses_gpu(accelerator):
         import torch
 
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if cpu_bf16_pays and cpu_has_bf16() else "32-true"
-
-
-def bf16_pays_on_cpu(backbone: Any) -> bool:
-    """Whether bf16 autocast speeds up training `backbone`, as frozen now, on a CPU with native bf16: something in it
-    trains, and no depthwise convolution wider than 3x3 among what does. Each EfficientNet-Lite0 block alone, forward
-    and backward at 224 px (bench/train_precision.py, 2-core Xeon with AMX): five of seven with 3x3 depthwise kernels
-    1.4-2.8x faster in bf16, all nine with 5x5 ones 0.29-0.69x (oneDNN's bf16 kernels for them are slow). So the
-    notebook's finetune (the last block, 3x3, and the head convolution) trains 1.30-1.48x faster in bf16 at 224 px,
-    three blocks 0.68-0.72x; from scratch, where the 3x3 blocks at 112 and 56 px gain about what the 5x5 ones lose,
-    B0 0.72x and Lite0 1.08x at 224 px (both about 0.5x at 96 px): fp32."""
-    trains = any(parameter.requires_grad for parameter in backbone.parameters())
-    return trains and not any(_wide_depthwise(module) for module in backbone.modules() if _trains_weight(module))
-
-
-def _trains_weight(module: Any) -> bool:
-    weight = getattr(module, "weight", None)
-    return weight is not None and weight.requires_grad
-
-
-def _wide_depthwise(module: Any) -> bool:
-    """A convolution (torch's or timm's CondConv2d, ...) with one filter group per input channel, wider than 3x3."""
-    groups, channels, kernel = (getattr(module, name, None) for name in ("groups", "in_channels", "kernel_size"))
-    if groups is None or channels is None or kernel is None:
-        return False
-    return 1 < groups == channels and max(kernel if isinstance(kernel, tuple | list) else (kernel,)) > 3
+    if bf16_pays is None or processes > 1 or not cpu_has_bf16():
+        return "32-true"
+    return "bf16-mixed" if bf16_pays() else "32-true"
 
 
 def cpu_has_bf16() -> bool:
@@ -110,11 +87,11 @@ def threads_per_process(devices: int) -> int:
 
 def trainer_options(
     accelerator: Accelerator, devices: int, num_nodes: int, precision: Precision, unused_parameters: bool = False,
-    cpu_bf16_pays: bool = False,
+    bf16_pays: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of `L.Trainer` for where and how the run trains. Samplers shard themselves.
     `unused_parameters`: some trainable parameters get no gradient in some epochs (a stage that unfreezes as it goes).
-    `cpu_bf16_pays`: see `resolve_precision`."""
+    `bf16_pays`: see `resolve_precision`."""
     distributed = devices * num_nodes > 1
     if distributed:
         from lightning.pytorch.strategies import DDPStrategy
@@ -127,6 +104,6 @@ def trainer_options(
         "devices": devices,
         "num_nodes": num_nodes,
         "strategy": strategy,
-        "precision": resolve_precision(precision, accelerator, cpu_bf16_pays),
+        "precision": resolve_precision(precision, accelerator, bf16_pays, devices * num_nodes),
         "use_distributed_sampler": False,
     }
