@@ -137,28 +137,60 @@ def test_training_precision_auto_follows_the_cpu_and_asks_the_probe_only_there(m
     assert asked == [True, False]
 
 
+def _fake_timings(monkeypatch, *timings):
+    """The probe's timings come from `timings`, one (fp32 s, bf16 s) a call, in a process that has timed nothing yet;
+    returns the list of what was timed."""
+    import transferlab.train.bf16_probe as probe
+
+    answers, timed = iter(timings), []
+    monkeypatch.setattr(probe, "_TIMED", {})
+    monkeypatch.setattr(probe, "time_training_steps", lambda model, size, batch, whole: timed.append((size, batch, whole)) or next(answers))
+    return timed
+
+
 def test_bf16_probe_times_what_trains_once_and_keeps_bf16_only_when_clearly_faster(monkeypatch, tmp_path):
     import transferlab.train.bf16_probe as probe
     from transferlab.models.freezing import freeze, unfreeze_last_blocks
 
-    timings = iter([(1.0, 0.5), (1.0, 0.95), (1.0, 0.5)])
-    timed = []
-    monkeypatch.setattr(probe, "time_training_steps", lambda model, size, batch: timed.append((size, batch)) or next(timings))
+    timed = _fake_timings(monkeypatch, (1.0, 0.5), (1.0, 0.95), (1.0, 0.5))
     model, _ = build_classifier("efficientnet_lite0", num_classes=3, pretrained=False)
     freeze(model.backbone)
-    assert not probe.bf16_pays_on_cpu(model, 224, 64, tmp_path), "a head alone: nothing of the backbone to time"
-    assert timed == []
+    head_only = probe.Bf16Probe(model, 224, 64, tmp_path)
+    assert not head_only() and head_only.speedup is None and timed == [], "a head alone: nothing of the backbone to time"
     unfreeze_last_blocks(model.backbone, 1)
-    assert probe.bf16_pays_on_cpu(model, 224, 64, tmp_path)
-    assert timed == [(224, probe.PROBE_BATCH)]
-    assert probe.bf16_pays_on_cpu(model, 224, 64, tmp_path), "the kept answer"
+    tail = probe.Bf16Probe(model, 224, 64, tmp_path)
+    assert tail() and tail.speedup == 2.0
+    assert timed == [(224, probe.PROBE_BATCH, False)]
+    monkeypatch.setattr(probe, "_TIMED", {})  # another process: reads the kept answer
+    assert probe.Bf16Probe(model, 224, 64, tmp_path)(), "the kept answer"
     assert len(timed) == 1, "timed once per setup"
+    other_classes, _ = build_classifier("efficientnet_lite0", num_classes=7, pretrained=False)
+    freeze(other_classes.backbone)
+    unfreeze_last_blocks(other_classes.backbone, 1)
+    assert probe.Bf16Probe(other_classes, 224, 64, tmp_path)() and len(timed) == 1, "another data set's head: the same setup"
     unfreeze_last_blocks(model.backbone, 2)
-    assert not probe.bf16_pays_on_cpu(model, 224, 64, tmp_path), f"1.05x is under {probe.MIN_SPEEDUP}x: fp32 stays"
+    assert not probe.Bf16Probe(model, 224, 64, tmp_path)(), f"1.05x is under {probe.MIN_SPEEDUP}x: fp32 stays"
     assert len(timed) == 2, "another trainable set is another setup"
     (tmp_path / probe.PROBE_FILE).write_text("{not json")
-    assert probe.bf16_pays_on_cpu(model, 96, 8, tmp_path)
-    assert timed[-1] == (96, 8), "a damaged file is timed again, not an error"
+    monkeypatch.setattr(probe, "_TIMED", {})
+    assert probe.Bf16Probe(model, 96, 8, tmp_path, whole_model=True)()
+    assert timed[-1] == (96, 8, True), "a damaged file is timed again, not an error; the trunk in PyTorch is timed too"
+
+
+def test_bf16_probe_gives_one_answer_a_process_even_where_it_cannot_keep_it(monkeypatch, tmp_path):
+    import transferlab.train.bf16_probe as probe
+    from transferlab.models.freezing import freeze, unfreeze_last_blocks
+
+    def read_only(path, data, durable=True):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    timed = _fake_timings(monkeypatch, (1.0, 0.8), (1.0, 1.2))
+    monkeypatch.setattr(probe, "write_atomic", read_only)
+    model, _ = build_classifier("efficientnet_lite0", num_classes=3, pretrained=False)
+    freeze(model.backbone)
+    unfreeze_last_blocks(model.backbone, 1)
+    answers = [probe.Bf16Probe(model, 128, 16, tmp_path)() for _ in range(3)]
+    assert answers == [True] * 3 and len(timed) == 1, "the kept outputs' dtype and the Trainer's precision must agree"
 
 
 def test_bf16_probe_times_real_steps_and_leaves_the_model_and_random_state_alone():
@@ -175,7 +207,7 @@ def test_bf16_probe_times_real_steps_and_leaves_the_model_and_random_state_alone
                 parameter.requires_grad_(True)
         state = {name: value.clone() for name, value in model.state_dict().items()}
         rng = torch.get_rng_state()
-        fp32_s, bf16_s = time_training_steps(model, 64, 4)
+        fp32_s, bf16_s = time_training_steps(model, 64, 4, whole_model=blocks is None)
         assert fp32_s > 0 and bf16_s > 0
         assert torch.equal(torch.get_rng_state(), rng), "a run draws the same numbers whether it timed or read the answer"
         assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items()), "BatchNorm statistics untouched"

@@ -188,7 +188,7 @@ class Experiment:
             model = copy.deepcopy(model)
             stage.strategy.apply(model, Unfreeze(self.settings.unfreeze_layers, self.settings.unfreeze_blocks))
             module, _ = training_module(model, stage, self.settings, self.index.classes, data)
-            options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, bf16_pays=bf16_probe(self.settings, model, data.config.image_size))
+            options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, bf16_pays=bf16_probe(self.settings, model, module, data.config.image_size))
             L.seed_everything(self.settings.seed, workers=True, verbose=False)
             return range_test(module, data, strategy, options, min_lr, max_lr, steps, root=str(self.run.path))
 
@@ -252,7 +252,7 @@ class Experiment:
         stage.strategy.apply(model, Unfreeze(self.settings.unfreeze_layers, self.settings.unfreeze_blocks))
         datamodule = make_datamodule(self.settings, dataclasses.replace(self.index, train=tuple(photos)), model, self.settings.image_size)
         module, _ = training_module(model, stage, self.settings, self.index.classes, datamodule)
-        options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, bf16_pays=bf16_probe(self.settings, model, datamodule.config.image_size))
+        options = trainer_options(self.settings.accelerator, 1, 1, self.settings.precision, bf16_pays=bf16_probe(self.settings, model, module, datamodule.config.image_size))
         L.seed_everything(self.settings.seed, workers=True, verbose=False)
         return _fit_for_accuracy(module, datamodule, stage.epochs, options, [FrozenBatchNormEval()])
 

@@ -15,6 +15,7 @@ import json
 import logging
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,71 +41,94 @@ ROUNDS = 3
 """Timed steps in each precision, alternated, after one warm-up step of each."""
 
 
-def bf16_pays_on_cpu(model: Classifier, image_size: int, batch_size: int, data_dir: str | Path | None = None) -> bool:
-    """Whether a training step of what trains in `model` (as frozen now) is at least `MIN_SPEEDUP` faster under bf16
-    autocast than in fp32 on this CPU (`bf16_speedup`, timed now if it was not before)."""
-    speedup = bf16_speedup(model, image_size, batch_size, data_dir)
-    return speedup is not None and speedup >= MIN_SPEEDUP
+@dataclass
+class Bf16Probe:
+    """Whether bf16 autocast pays for training `model` as frozen now, asked (called) only where the precision is
+    `auto` on a CPU with native bf16; `speedup` is the timing it answered by, None until asked. `whole_model`: PyTorch
+    runs the frozen trunk too (no fast runtime), so a step is timed through all of it."""
+
+    model: Classifier
+    image_size: int
+    batch_size: int
+    data_dir: str | Path | None = None
+    whole_model: bool = False
+    speedup: float | None = None
+
+    def __call__(self) -> bool:
+        self.speedup = bf16_speedup(self.model, self.image_size, self.batch_size, self.data_dir, self.whole_model)
+        return self.speedup is not None and self.speedup >= MIN_SPEEDUP
 
 
-def bf16_speedup(model: Classifier, image_size: int, batch_size: int, data_dir: str | Path | None = None, measure: bool = True) -> float | None:
-    """fp32's step time over bf16 autocast's for what trains in `model` on this CPU: the kept answer, else timed now
-    (seconds to half a minute) and kept. None when nothing of the backbone trains (a head on cached features gains
-    nothing), or when it was not timed before and `measure` is off."""
+_TIMED: dict[str, float] = {}
+"""This process's timings by `probe_key`: every decision of one stage gets the same answer, kept file or not."""
+
+
+def bf16_speedup(model: Classifier, image_size: int, batch_size: int, data_dir: str | Path | None = None, whole_model: bool = False) -> float | None:
+    """fp32's training-step time over bf16 autocast's for what trains in `model` on this CPU: the kept answer, else
+    timed now (seconds to half a minute) and kept. None when nothing of the backbone trains (a head on cached
+    features gains nothing)."""
     if not any(parameter.requires_grad for parameter in model.backbone.parameters()):
         return None
     batch = min(batch_size, PROBE_BATCH)
-    key = probe_key(model, image_size, batch)
+    key = probe_key(model, image_size, batch, whole_model)
     path = cache_dir(data_dir) / PROBE_FILE
-    speedup = _read(path).get(key, {}).get("bf16_speedup")
-    if isinstance(speedup, int | float) or not measure:
-        return speedup if isinstance(speedup, int | float) else None
+    if key not in _TIMED:
+        kept = _read(path).get(key, {}).get("bf16_speedup")
+        _TIMED[key] = kept if _is_number(kept) else _time_and_keep(model, image_size, batch, whole_model, key, path)
+    return _TIMED[key]
+
+
+def _time_and_keep(model: Classifier, image_size: int, batch: int, whole_model: bool, key: str, path: Path) -> float:
     started = time.perf_counter()
-    fp32_s, bf16_s = time_training_steps(model, image_size, batch)
+    fp32_s, bf16_s = time_training_steps(model, image_size, batch, whole_model)
     speedup = fp32_s / bf16_s
     answers = _read(path)  # another process may have added its own meanwhile
     answers[key] = {"fp32_step_s": fp32_s, "bf16_step_s": bf16_s, "bf16_speedup": speedup}
     try:
         write_atomic(path, json.dumps(answers, indent=1), durable=False)
     except OSError as error:
-        log.warning("could not keep the bf16 timing in %s (%s); it will be timed again", path, error)
+        log.warning("could not keep the bf16 timing in %s (%s); another process will time it again", path, error)
     log.info("bf16 autocast against fp32 on this CPU, a training step of what trains: %.3f s vs %.3f s (%.2fx; timed "
              "once in %.0f s, kept in %s)", bf16_s, fp32_s, speedup, time.perf_counter() - started, path)
     return speedup
 
 
-def probe_key(model: Classifier, image_size: int, batch: int) -> str:
+def probe_key(model: Classifier, image_size: int, batch: int, whole_model: bool = False) -> str:
     """What a step's speed depends on: the CPU (model, usable flags, oneDNN's cap), torch and its threads, the
-    architecture with which parameters train (names, shapes, trainable or not), the input size and the batch."""
+    backbone with which parameters train (names, shapes, trainable or not; not the head, whose size follows the
+    classes), whether the trunk is timed too, the input size and the batch."""
     layers = hashlib.sha256()
-    for name, parameter in model.named_parameters():
+    for name, parameter in model.backbone.named_parameters():
         layers.update(f"{name}:{tuple(parameter.shape)}:{parameter.requires_grad};".encode())
     flags = ",".join(sorted(usable_cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
     return (f"v{PROBE_VERSION}|{cpu_model()}|{flags}|cap={isa_cap()}|torch {torch.__version__}|"
-            f"threads {torch.get_num_threads()}|{layers.hexdigest()[:16]}|{image_size}px|batch {batch}")
+            f"threads {torch.get_num_threads()}|{layers.hexdigest()[:16]}|{'whole' if whole_model else 'tail'}|"
+            f"{image_size}px|batch {batch}")
 
 
-def time_training_steps(model: Classifier, image_size: int, batch: int) -> tuple[float, float]:
-    """Median seconds of a training step (forward, backward) in fp32 and under bf16 autocast, alternated, on a copy
-    of what trains: the tail after the frozen trunk (whose outputs training reads from a fast runtime) and the head,
-    or the whole classifier where it does not split. The global random state is left as it was."""
+def time_training_steps(model: Classifier, image_size: int, batch: int, whole_model: bool = False) -> tuple[float, float]:
+    """Median seconds of a training step (forward, backward, Adam) in fp32 and under bf16 autocast, alternated, on a
+    copy of what trains: the tail after the frozen trunk (whose outputs training reads from a fast runtime) and the
+    head, or the whole classifier (`whole_model`, or where it does not split). The global random state is left as it
+    was."""
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         generator = torch.Generator().manual_seed(0)
-        trainable, inputs = _trainable_part(model, image_size, batch, generator)
+        trainable, inputs = _trainable_part(model, image_size, batch, generator, whole_model)
         labels = torch.randint(0, model.head[-1].out_features, (batch,), generator=generator)
+        optimizer = torch.optim.Adam([parameter for parameter in trainable.parameters() if parameter.requires_grad])
         times: dict[bool, list[float]] = {False: [], True: []}
         for round_ in range(ROUNDS + 1):
             for bf16 in (False, True):
-                seconds = _step_seconds(trainable, inputs, labels, bf16)
+                seconds = _step_seconds(trainable, optimizer, inputs, labels, bf16)
                 if round_:
                     times[bf16].append(seconds)
     return statistics.median(times[False]), statistics.median(times[True])
 
 
-def _trainable_part(model: Classifier, image_size: int, batch: int, generator: torch.Generator) -> tuple[nn.Module, torch.Tensor]:
+def _trainable_part(model: Classifier, image_size: int, batch: int, generator: torch.Generator, whole_model: bool) -> tuple[nn.Module, torch.Tensor]:
     copy = _training_copy(model)
     images = torch.randn(batch, 3, image_size, image_size, generator=generator)
-    split = split_at_first_trainable(copy.backbone)
+    split = None if whole_model else split_at_first_trainable(copy.backbone)
     if split is None:
         return copy, images.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -121,12 +145,13 @@ def _training_copy(model: Classifier) -> Classifier:
     return trained.to(memory_format=torch.channels_last)
 
 
-def _step_seconds(trainable: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, bf16: bool) -> float:
+def _step_seconds(trainable: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, labels: torch.Tensor, bf16: bool) -> float:
     started = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         loss = nn.functional.cross_entropy(trainable(inputs).float(), labels)
     loss.backward()
-    trainable.zero_grad(set_to_none=True)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     return time.perf_counter() - started
 
 
@@ -139,3 +164,7 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(answers, dict):
         return {}
     return {key: value for key, value in answers.items() if isinstance(value, dict)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0

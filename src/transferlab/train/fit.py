@@ -41,7 +41,7 @@ from ..models.weights import WeightsInfo
 from ..report.plots import history_figure, save_figure
 from ..rundir import RunDir, RunDirError
 from .checkpoints import AtomicCheckpointIO, RunCheckpoints, resume_point
-from .bf16_probe import bf16_pays_on_cpu, bf16_speedup
+from .bf16_probe import Bf16Probe
 from .distributed import is_rank_zero, resolve_precision, resolve_workers, threads_per_process, trainer_options, training_device, uses_gpu
 from .feature_store import FeatureStore, remember_store, store_dir
 from .features import FeatureDataModule, FeatureDataset, extract_features
@@ -174,6 +174,7 @@ def fit_stage(
     frozen_precision = runtime_precision or frozen_precision
     part = datamodule.frozen_part if isinstance(datamodule, PhotoDataModule) else None
     cycled_views = part.views if part and datamodule.train_set.augment else 0
+    probe = bf16_probe(settings, model, module, datamodule.config.image_size)
     callbacks: list[L.Callback] = [RunCheckpoints(run, name), *strategy.callbacks(model, unfreeze), *extra_callbacks]
     if strategy.batchnorm == "frozen":
         callbacks.append(FrozenBatchNormEval())
@@ -184,7 +185,7 @@ def fit_stage(
         max_epochs=stage.epochs,
         **trainer_options(
             settings.accelerator, settings.devices, settings.num_nodes, settings.precision, strategy.unfreezes_during_training,
-            bf16_pays=bf16_probe(settings, model, datamodule.config.image_size),
+            bf16_pays=probe,
         ),
         logger=experiment_logger(settings.logger, run, name),
         log_every_n_steps=1,
@@ -195,7 +196,6 @@ def fit_stage(
         enable_model_summary=False,
         default_root_dir=run.path,
     )
-    bf16_timing = bf16_speedup(model, datamodule.config.image_size, settings.batch_size, settings.data_dir, measure=False)
     model.train()  # a previous stage may have left frozen BatchNorm in eval; FrozenBatchNormEval sets it per epoch
     if uses_gpu(settings.accelerator):
         torch.set_float32_matmul_precision("high")  # TF32 tensor cores for what runs in float32
@@ -210,8 +210,8 @@ def fit_stage(
     if hasattr(datamodule, "extraction_seconds"):
         metrics["feature_seconds"] = datamodule.extraction_seconds
     metrics["training_precision"] = trainer.precision
-    if bf16_timing is not None:
-        metrics["bf16_training_speedup"] = bf16_timing  # the timing `auto` chose by on this CPU
+    if probe.speedup is not None:
+        metrics["bf16_training_speedup"] = probe.speedup  # the timing `auto` chose the precision by, on this CPU
     metrics["schedule"] = stage.schedule
     if cycled_views:
         metrics["trunk_views"] = cycled_views
@@ -258,10 +258,10 @@ def training_module(
     return module, None
 
 
-def bf16_probe(settings: RunSettings, model: Classifier, image_size: int) -> Callable[[], bool]:
-    """Whether bf16 autocast pays for `model` as frozen now (`bf16_probe.bf16_pays_on_cpu`), asked only where the
-    precision is `auto` on a CPU with native bf16."""
-    return lambda: bf16_pays_on_cpu(model, image_size, settings.batch_size, settings.data_dir)
+def bf16_probe(settings: RunSettings, model: Classifier, module: ClassifierModule, image_size: int) -> Bf16Probe:
+    """Whether bf16 autocast pays for training `model` as frozen now through `module` (its frozen trunk in a fast
+    runtime, or all of it in PyTorch), asked only where the precision is `auto` on a CPU with native bf16."""
+    return Bf16Probe(model, image_size, settings.batch_size, settings.data_dir, whole_model=module.after_frozen is None)
 
 
 class _SeesInterrupt(L.Callback):
@@ -392,7 +392,7 @@ def attach_fast_runtime(
         log.info("%s: photos load in this process's threads, where the frozen %s runs (--workers %d is for the other stages)",
                  stage.name, what, datamodule.workers)
     processes = settings.devices * settings.num_nodes
-    trains_in_bf16 = resolve_precision(settings.precision, settings.accelerator, bf16_probe(settings, model, image_size), processes) == "bf16-mixed"
+    trains_in_bf16 = resolve_precision(settings.precision, settings.accelerator, bf16_probe(settings, model, module, image_size), processes) == "bf16-mixed"
     cache = OutputCache(processes=settings.devices, dtype=torch.bfloat16 if trains_in_bf16 else None)
     datamodule.frozen_part = FrozenPart(runtime, views, stage.epochs, cache)
     return runtime.precision
