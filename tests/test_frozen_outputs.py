@@ -108,6 +108,32 @@ def test_outputs_kept_in_bf16_take_half_the_memory_and_every_epoch_sees_the_same
     assert dataset.part.cache.bytes == first.numel() * 2
 
 
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_outputs_kept_in_a_file_come_back_the_same_and_leave_nothing_behind(samples, tmp_path, dtype):
+    folder = tmp_path / "frozen-outputs"
+    runtime = CountingRuntime()
+    photos = PhotoDataset(samples, CONFIG, Pipeline.from_config("seed-keras"), seed=3)
+    dataset = FrozenOutputs(photos, FrozenPart(runtime, 2, None, OutputCache(dtype=dtype, folder=folder)), "train")
+    first, second = batch(dataset, 0), batch(dataset, 1)
+    assert all(not isinstance(value, torch.Tensor) for value in dataset.part.cache._outputs.values()), "none held in memory"
+    assert torch.equal(batch(dataset, 2), first) and torch.equal(batch(dataset, 3), second) and runtime.photos == 8
+    assert dataset.part.cache.bytes == 2 * first.numel() * (2 if dtype else 4)
+    assert list(folder.iterdir()) == [], "an unnamed file: nothing to clean up, even after a kill"
+    dataset.part.release()
+    assert len(dataset.part.cache) == 0 and batch(dataset, 2).shape == first.shape and runtime.photos == 12
+
+
+def test_outputs_kept_in_memory_when_their_folder_cannot_take_them(samples, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    runtime = CountingRuntime()
+    photos = PhotoDataset(samples, CONFIG, Pipeline.from_config("seed-keras"), seed=3)
+    dataset = FrozenOutputs(photos, FrozenPart(runtime, 1, None, OutputCache(folder=blocked / "frozen-outputs")), "train")
+    first = batch(dataset, 0)
+    assert torch.equal(batch(dataset, 1), first) and runtime.photos == 4, "kept all the same"
+    assert all(isinstance(value, torch.Tensor) for value in dataset.part.cache._outputs.values())
+
+
 def test_the_report_says_how_many_views_the_epochs_cycled_through_and_why_that_precision():
     from transferlab.report.html import training_note
 

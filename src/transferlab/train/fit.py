@@ -393,7 +393,7 @@ def attach_fast_runtime(
                  stage.name, what, datamodule.workers)
     processes = settings.devices * settings.num_nodes
     trains_in_bf16 = resolve_precision(settings.precision, settings.accelerator, bf16_probe(settings, model, module, image_size), processes) == "bf16-mixed"
-    cache = OutputCache(processes=settings.devices, dtype=torch.bfloat16 if trains_in_bf16 else None)
+    cache = OutputCache(processes=settings.devices, dtype=torch.bfloat16 if trains_in_bf16 else None, folder=cache_dir(settings.data_dir) / "frozen-outputs")
     datamodule.frozen_part = FrozenPart(runtime, views, stage.epochs, cache)
     return runtime.precision
 
