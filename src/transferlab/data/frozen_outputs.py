@@ -3,8 +3,9 @@ layers (OpenVINO / ONNX Runtime) in the loading process, and what the training s
 
 Each output a later epoch of the fit will show again is kept (up to a byte budget; in a temporary file where the fit
 gives a folder, so that the page cache holds it rather than the process) under its photo and view, so a photo's view
-runs through the frozen layers once per fit: validation photos (one clean view) from the second epoch on, and training photos when epochs cycle through `views` augmented views (epoch e shows the augmentation
-epoch e mod `views` would draw), from epoch `views` + 1 on. Only the photos of a batch that are not kept are loaded
+runs through the frozen layers once per fit: validation photos (one clean view) from the second epoch on, and
+training photos when epochs cycle through `views` augmented views (epoch e shows the augmentation epoch e mod `views`
+would draw), from epoch `views` + 1 on. Only the photos of a batch that are not kept are loaded
 and run; a batch whose photos are all kept costs only the layers that train.
 """
 
