@@ -2,30 +2,18 @@
 
 import atexit
 import os
-import platform
 import shutil
 import tempfile
+
+from transferlab.models.precision import cpu_flags, cpu_model
 
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def cpu() -> dict:
-    """CPU model, usable cores and which of `FLAGS` it has (Linux /proc/cpuinfo; the processor name elsewhere)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                if model and flags:
-                    break
-    except OSError:
-        pass
+    """CPU model (with family and model numbers), usable cores and which of `FLAGS` it has."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": model, "cores": cores, "flags": [flag for flag in FLAGS if flag in flags]}
+    return {"model": cpu_model(), "cores": cores, "flags": [flag for flag in FLAGS if flag in cpu_flags()]}
 
 
 def describe(info: dict) -> str:

@@ -1,6 +1,7 @@
-"""Where bf16 autocast speeds up training on this CPU (what `train.bf16_probe` times before a run, here for each
-setup): a training step (forward, backward, Adam) of what trains in each strategy, fp32 against bf16 autocast, both
-channels_last as `train.module` runs them, alternated; then each block of the backbone alone (forward and backward at 224 px).
+"""Where bf16 autocast speeds up training on this CPU: for each setup what `train.bf16_probe` times before a run (a
+training step of what trains in each strategy: forward, backward, Adam; fp32 against bf16 autocast, both
+channels_last as `train.module` runs them, alternated), --rounds times; then each block of the backbone alone
+(forward and backward at 224 px).
 
     .venv/bin/python bench/train_precision.py [--backbones efficientnet_lite0 efficientnet_b0] [--sizes 224 96]
 
@@ -24,30 +25,18 @@ SETUPS = {"scratch": None, "finetune, last block group": 1, "finetune, last 3 bl
 """What trains: None for everything, else the last K blocks (`--unfreeze-blocks K`) and the head behind a frozen trunk."""
 
 
-def step_setup(backbone: str, blocks: int | None, size: int, batch: int):
-    """(the trainable module, its input batch, labels): the whole classifier, or the tail and head after the trunk."""
+def classifier_for(backbone: str, blocks: int | None):
+    """A classifier frozen as a setup trains it: nothing frozen (scratch), or all but the last `blocks` blocks."""
     from transferlab.models.classifier import build_classifier
-    from transferlab.models.freezing import freeze, set_frozen_batchnorms_eval, unfreeze, unfreeze_last_blocks
-    from transferlab.models.split import split_at_first_trainable
+    from transferlab.models.freezing import freeze, unfreeze, unfreeze_last_blocks
 
     model, _ = build_classifier(backbone, num_classes=10, pretrained=False)
-    images = torch.randn(batch, 3, size, size)
-    labels = torch.randint(0, 10, (batch,))
     if blocks is None:
         unfreeze(model)
-        model.train()
-        trainable = model
     else:
         freeze(model.backbone)
         unfreeze_last_blocks(model.backbone, blocks)
-        model.train()
-        set_frozen_batchnorms_eval(model)
-        split = split_at_first_trainable(model.backbone)
-        with torch.no_grad():
-            images = split.trunk.eval()(images)
-        trainable = torch.nn.Sequential(split.tail, model.head)
-    trainable.to(memory_format=torch.channels_last)
-    return trainable, images.contiguous(memory_format=torch.channels_last), labels
+    return model
 
 
 def median_seconds(step, steps: int) -> float:
@@ -70,23 +59,18 @@ def alternated(seconds_in, rounds: int) -> tuple[float, float, dict[str, list[fl
     return statistics.median(times["fp32"]), statistics.median(times["bf16"]), times
 
 
-def step_seconds(trainable: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: bool, steps: int) -> float:
-    """A training step: forward, backward, Adam."""
-    optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=1e-4)
+def measure(backbone: str, setup: str, size: int, batch: int, rounds: int) -> dict:
+    """`train.bf16_probe`'s own timing of a setup, `rounds` times (each alternates fp32 and bf16 steps)."""
+    from transferlab.train.bf16_probe import time_training_steps
 
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = torch.nn.functional.cross_entropy(trainable(images).float(), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return median_seconds(step, steps)
-
-
-def measure(backbone: str, setup: str, size: int, batch: int, steps: int, rounds: int) -> dict:
-    trainable, images, labels = step_setup(backbone, SETUPS[setup], size, batch)
-    fp32, bf16, times = alternated(lambda bf16: step_seconds(trainable, images, labels, bf16, steps), rounds)
+    blocks = SETUPS[setup]
+    model = classifier_for(backbone, blocks)
+    times = {"fp32": [], "bf16": []}
+    for _ in range(rounds):
+        fp32, bf16 = time_training_steps(model, size, batch, whole_model=blocks is None)
+        times["fp32"].append(fp32)
+        times["bf16"].append(bf16)
+    fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
     return {
         "backbone": backbone, "trains": setup, "image_size": size, "batch": batch,
         "fp32_images_per_s": batch / fp32, "bf16_images_per_s": batch / bf16, "bf16_speedup": fp32 / bf16,
@@ -135,14 +119,14 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=["efficientnet_lite0", "efficientnet_b0"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[224, 96])
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=4, help="timed calls per round of each block alone")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--blocks-of", default="efficientnet_lite0", help="the backbone timed block by block ('' skips)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "train_precision.json")
     args = parser.parse_args()
     machine = cpu()
     rows = [
-        measure(backbone, setup, size, args.batch, args.steps, args.rounds)
+        measure(backbone, setup, size, args.batch, args.rounds)
         for backbone in args.backbones for size in args.sizes for setup in SETUPS
     ]
     blocks = per_block(args.blocks_of, 224, args.batch, args.steps, args.rounds) if args.blocks_of else []

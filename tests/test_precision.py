@@ -18,7 +18,7 @@ from transferlab.data.photo_cache import PhotoCache
 from transferlab.data.sources import Sample
 from transferlab.experiment import Experiment, train
 from transferlab.models.classifier import DataConfig, build_classifier
-from transferlab.models.precision import GATE_PHOTOS, MIN_AGREEMENT, candidate_precision, cpu_flags, gate, gate_sample, usable_cpu_flags
+from transferlab.models.precision import GATE_PHOTOS, MIN_AGREEMENT, candidate_precision, cpu_flags, cpu_model, gate, gate_sample, usable_cpu_flags
 from transferlab.models.runtime import FeatureRuntime
 from transferlab.train.distributed import cpu_has_bf16, resolve_precision
 
@@ -96,6 +96,15 @@ def test_cpu_flags_and_auto(tmp_path, monkeypatch):
     assert candidate_precision("int8") == "int8"
     monkeypatch.setattr(precision_module, "native_precisions", lambda: ("fp32", "bf16", "int8"))
     assert candidate_precision("auto") == "bf16"  # measured faster than int8 where both exist
+
+
+def test_cpu_model_names_family_and_model(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n")
+    assert cpu_model(info) == "AMD EPYC (family 25, model 17)"  # Zen 4; Zen 5 is family 26 under the same name
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU\n")
+    assert cpu_model(info) == "Some CPU"
+    assert cpu_model(tmp_path / "missing")  # what `platform` knows
 
 
 def test_usable_flags_follow_onednns_isa_cap(tmp_path, monkeypatch):

@@ -88,10 +88,15 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name (Linux), else what `platform` knows of it."""
+    """The CPU's model name with its family and model numbers (Linux: a cloud's "AMD EPYC" is Zen 4 or Zen 5 only by
+    those), else what `platform` knows of it."""
     import platform
 
-    return _cpuinfo_field("model name", cpuinfo) or platform.processor() or platform.machine()
+    name = _cpuinfo_field("model name", cpuinfo)
+    if name is None:
+        return platform.processor() or platform.machine()
+    family, model = _cpuinfo_field("cpu family", cpuinfo), _cpuinfo_field("model", cpuinfo)
+    return f"{name} (family {family}, model {model})" if family and model else name
 
 
 def usable_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
