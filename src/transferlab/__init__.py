@@ -5,6 +5,7 @@
     exp.fit("frozen", epochs=5)
     clf = tl.load("runs/compare")        # a trained classifier: see transferlab.inference
     tl.audit("photos/")                  # duplicates, leaks, label errors, off-topic photos: a DataFrame
+    tl.machine_info()                    # this machine as a run sees it (`tlab info`): CPU, what `auto` picks
 
 Importing transferlab is cheap and changes no global state; what a name needs is imported when it is first used.
 """
@@ -19,6 +20,7 @@ _LAZY = {
     "train": ("transferlab.experiment", "train"),
     "compare": ("transferlab.experiment", "compare"),
     "audit": ("transferlab.audits.findings", "audit"),
+    "machine_info": ("transferlab.machine", "machine_info"),
 }
 
 __all__ = ["__version__", *_LAZY]

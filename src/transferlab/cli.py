@@ -178,8 +178,19 @@ def _validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from . import __version__
+
+        typer.echo(f"transferlab {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library log messages.")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library log messages.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit (`tlab info` says more).", is_eager=True, callback=_print_version)] = False,
+) -> None:
     """Set up logging; Lightning's own INFO lines (accelerator, tips) are shown with --verbose only."""
     level = logging.INFO if verbose else logging.WARNING
     if not is_rank_zero():
@@ -359,6 +370,28 @@ def strategies() -> None:
         )
         continues = f"; continues from {strategy.starts_from}" if strategy.starts_from and "continues from" not in strategy.summary else ""
         out.print(f"{name}: {strategy.summary}{continues} ({recipes})", highlight=False)
+
+
+@app.command()
+def info(
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
+) -> None:
+    """This machine as a run sees it: versions, the CPU and its extensions (what `auto` chooses here, and why), GPUs,
+    the fast runtimes installed and what the cache folder holds. Paste it into a bug report."""
+    import json
+
+    from .machine import machine_info
+
+    described = machine_info(data_dir)
+    if as_json:
+        typer.echo(json.dumps(described.as_dict(), indent=2))
+        return
+    rows = described.lines()
+    width = max(len(label) for label, _ in rows)
+    out = Console(soft_wrap=True)
+    for label, text in rows:
+        out.print(f"{label:<{width}}  {text}", highlight=False, markup=False)
 
 
 def _print_summary(run) -> None:

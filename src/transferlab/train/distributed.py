@@ -52,7 +52,7 @@ def training_device(accelerator: Accelerator) -> str:
 
 def resolve_precision(precision: Precision, accelerator: Accelerator, bf16_pays: Callable[[], bool] | None = None, processes: int = 1) -> str:
     """`auto`: bf16 autocast on a GPU that supports it; on a CPU with native bf16 (AMX / AVX512-BF16) where
-    `bf16_pays()` (`train.bf16_probe.bf16_pays_on_cpu`, asked only there) finds it faster for what trains; float32
+    `bf16_pays()` (a `train.bf16_probe.Bf16Probe`, asked only there) finds it faster for what trains; float32
     elsewhere: on CPUs without bf16, where autocast is emulated and slower, and with several CPU processes, whose
     timings could disagree."""
     if precision != "auto":

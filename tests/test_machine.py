@@ -1,0 +1,73 @@
+"""`tlab info` / `machine_info`: what this machine offers a run, and why `auto` chooses what it does."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from transferlab import __version__
+from transferlab.cli import app
+from transferlab.machine import cache_sizes, machine_info
+from transferlab.models import precision
+from transferlab.models.precision import candidate_precision, cpu_model
+from transferlab.train.bf16_probe import PROBE_FILE, PROBE_VERSION
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cache(tmp_path):
+    """A cache folder with features, a photo database and two kept bf16 timings, one of them another CPU's."""
+    folder = tmp_path / "cache"
+    (folder / "features" / "lite0").mkdir(parents=True)
+    (folder / "features" / "lite0" / "a.npy").write_bytes(b"x" * 3000)
+    (folder / "features" / "b.npy").write_bytes(b"x" * 1000)
+    (folder / "photos.sqlite").write_bytes(b"x" * 10)
+    timings = {f"v{PROBE_VERSION}|{cpu_model()}|avx2|cap=None|rest": {"bf16_speedup": 1.4},
+               f"v{PROBE_VERSION}|Another CPU|avx2|cap=None|rest": {"bf16_speedup": 0.7}}
+    (folder / PROBE_FILE).write_text(json.dumps(timings))
+    return folder
+
+
+def test_info_json_names_the_cpu_the_choices_and_the_cache(cache):
+    result = runner.invoke(app, ["info", "--json", "--data-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["versions"]["transferlab"] == __version__ and info["versions"]["torch"]
+    assert info["cpu"] == cpu_model() and info["cores"] >= 1
+    assert info["auto_inference_precision"] == candidate_precision("auto")
+    assert info["auto_training_precision"] in ("timed", "32-true", "bf16-mixed")
+    assert info["cache_folder"] == str(cache)
+    assert info["cache"]["features"] == 4000 and info["cache"]["photos.sqlite"] == 10
+    assert list(info["cache"])[0] == "features"  # largest first
+    assert info["bf16_timings_kept"] == 1  # only this CPU's
+
+
+def test_info_prints_one_line_a_topic(cache):
+    result = runner.invoke(app, ["info", "--data-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    labels = [line.split("  ")[0].strip() for line in result.output.splitlines()]
+    assert labels == ["versions", "CPU", "extensions", "oneDNN cap", "GPU", "fast runtimes", "inference", "training", "cache"]
+    assert f"transferlab {__version__}" in result.output and "features 3.9 KiB" in result.output
+
+
+def test_info_under_an_avx2_cap_says_fp32_and_why(cache, monkeypatch):
+    """Kernels capped at AVX2 only emulate bf16, as on an AVX2-only CPU: `auto` stays fp32, and info says so."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    precision.native_precisions.cache_clear()
+    try:
+        info = machine_info(cache)
+    finally:
+        precision.native_precisions.cache_clear()
+    assert info.isa_cap == "AVX2" and not {"avx512_bf16", "amx_bf16"} & set(info.usable_flags)
+    assert info.native_precisions == ["fp32"] and info.auto_inference_precision == "fp32"
+    if not info.gpus:
+        assert info.auto_training_precision == "32-true"
+        assert "32-true" in dict(info.lines())["training"]
+    assert dict(info.lines())["oneDNN cap"].startswith("AVX2")
+
+
+def test_version_and_an_absent_cache_folder(tmp_path):
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"transferlab {__version__}"
+    assert cache_sizes(tmp_path / "never-made") == {}
