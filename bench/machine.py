@@ -5,15 +5,13 @@ import os
 import shutil
 import tempfile
 
-from transferlab.models.precision import cpu_flags, cpu_model
-
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
+from transferlab.models.precision import cpu_model, speed_flags
 
 def cpu() -> dict:
-    """CPU model (with family and model numbers), usable cores and which of `FLAGS` it has."""
+    """CPU model (with family and model numbers), usable cores and which of the extensions that change the figures
+    it has (`SPEED_FLAGS`)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": cpu_model(), "cores": cores, "flags": [flag for flag in FLAGS if flag in cpu_flags()]}
+    return {"model": cpu_model(), "cores": cores, "flags": speed_flags()}
 
 
 def describe(info: dict) -> str:

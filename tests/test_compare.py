@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from transferlab.cli import app
 from transferlab.config import CompareConfig
 from transferlab.experiment import compare
+from transferlab.models.precision import cpu_model
 from transferlab.rundir import RunDir
 
 pytestmark = pytest.mark.slow
@@ -91,7 +92,7 @@ def test_report_rebuilds_from_the_run_directory_alone(compare_run, tmp_path):
     markdown = (copy / "report.md").read_text()
     assert (copy / "plots" / "compare.png").is_file() and (copy / "plots" / "history_frozen.png").is_file()
     assert "http://" not in html.split("</style>", 1)[1] and 'src="plots/' not in html
-    for text in ("Diagnosis", "scratch", "frozen", "finetune", "McNemar"):
+    for text in ("Diagnosis", "scratch", "frozen", "finetune", "McNemar", f"trained on {cpu_model()}"):
         assert text in html and text in markdown
     assert html.count("<img ") >= 13
 

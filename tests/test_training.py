@@ -19,6 +19,7 @@ from transferlab.data.sources import folder_source
 from transferlab.models.backbones import resolve_backbone
 from transferlab.models.classifier import build_classifier, data_config
 from transferlab.models.freezing import frozen_batchnorms, weight_layers
+from transferlab.models.precision import cpu_model, speed_flags
 from transferlab.models.weights import create_timm_model
 from transferlab.rundir import HISTORY_COLUMNS, RunDir
 from transferlab.experiment import train
@@ -105,6 +106,7 @@ def test_run_directory_has_every_file(frozen_run):
     config = yaml.safe_load(run.config_file.read_text())
     assert config["config"]["strategy"] == "frozen" and config["versions"]["torch"].startswith("2.14")
     assert config["weights"]["source"] == "bundled"
+    assert config["machine"]["cpu"] == cpu_model() and config["machine"]["extensions"] == speed_flags()  # what its seconds mean
     classes = json.loads(run.classes_file.read_text())
     assert len(classes) == 10 and classes[6] == {"index": 6, "folder": "n02099601-golden_retriever", "name": "golden retriever", "train": 30, "val": 10}
     assert run.best_checkpoint("frozen").is_file() and (run.checkpoint_dir("frozen") / "last.ckpt").is_file()

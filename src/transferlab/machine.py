@@ -10,14 +10,12 @@ from typing import Any
 
 from .files import cache_dir, installed_version
 from .models.devices import default_threads
-from .models.precision import candidate_precision, cpu_flags, cpu_model, isa_cap, native_precisions, usable_cpu_flags
+from .models.precision import SPEED_FLAGS, candidate_precision, cpu_model, isa_cap, native_precisions, speed_flags, usable_cpu_flags
 from .models.runtime import RUNTIMES
 from .train.bf16_probe import kept_timings
 from .train.distributed import cpu_has_bf16, resolve_precision
 
 PACKAGES = ("transferlab", "torch", "torchvision", "timm", "lightning", "openvino", "onnxruntime", "nncf")
-SPEED_FLAGS = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-"""The CPU extensions that change which kernels and precisions run, in the order they came to CPUs."""
 
 
 @dataclass(frozen=True)
@@ -77,14 +75,13 @@ def machine_info(data_dir: str | Path | None = None) -> MachineInfo:
     `files.cache_dir`)."""
     import torch
 
-    flags = cpu_flags()
     folder = cache_dir(data_dir)
     return MachineInfo(
         versions={"python": platform.python_version(), **{name: installed_version(name) for name in PACKAGES},
                   "torch": torch.__version__},  # with its build (+cpu, +cu130)
         cpu=cpu_model(),
         cores=default_threads(),
-        cpu_flags=[flag for flag in SPEED_FLAGS if flag in flags],
+        cpu_flags=speed_flags(),
         isa_cap=isa_cap(),
         usable_flags=[flag for flag in SPEED_FLAGS if flag in usable_cpu_flags()],
         native_precisions=list(native_precisions()),

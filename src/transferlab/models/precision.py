@@ -99,6 +99,16 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return f"{name} (family {family}, model {model})" if family and model else name
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+"""The CPU extensions that change which kernels and precisions run, in the order they came to CPUs."""
+
+
+def speed_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """Which of `SPEED_FLAGS` this CPU has."""
+    flags = cpu_flags(cpuinfo)
+    return [flag for flag in SPEED_FLAGS if flag in flags]
+
+
 def usable_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """`cpu_flags` less those oneDNN's ISA cap keeps its kernels from (`ISA_CAPS`): under ONEDNN_MAX_CPU_ISA=AVX2,
     PyTorch's and OpenVINO's convolutions would only emulate bf16, as on an AVX2-only CPU."""

@@ -206,6 +206,7 @@ def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -
         "config": config["config"],
         "data": config["data"],
         "versions": config["versions"],
+        "machine": config.get("machine"),  # runs from before it was recorded have none
         "augment_ops": config.get("augment_ops", []),
         "classes": names,
         "strategies": list(histories),

@@ -33,8 +33,9 @@ from ..data.sources import DataSourceError, DatasetIndex, Sample
 from ..files import cache_dir, runtimes_dir
 from ..models.checkpoints import classifier_state, read_checkpoint
 from ..models.classifier import Classifier, DataConfig, data_config
+from ..models.devices import default_threads
 from ..models.freezing import FreezeSummary
-from ..models.precision import CALIBRATION_PHOTOS, candidate_precision, gate_sample
+from ..models.precision import CALIBRATION_PHOTOS, candidate_precision, cpu_model, gate_sample, isa_cap, speed_flags
 from ..models.runtime import FeatureRuntime, feature_runtime, module_runtime
 from ..models.split import split_at_first_trainable
 from ..models.weights import WeightsInfo
@@ -78,6 +79,18 @@ def versions() -> dict[str, str]:
     }
 
 
+def machine(settings: RunSettings) -> dict[str, Any]:
+    """What a run's seconds and precisions depend on: the CPU (model, cores, extensions, oneDNN's cap) and the GPU
+    it trains on, if any."""
+    return {
+        "cpu": cpu_model(),
+        "cores": default_threads(),
+        "extensions": speed_flags(),
+        "isa_cap": isa_cap(),
+        "gpu": torch.cuda.get_device_name(0) if uses_gpu(settings.accelerator) and torch.cuda.is_available() else None,
+    }
+
+
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(
@@ -102,6 +115,7 @@ def write_run_header(run: RunDir, config: RunSettings, index: DatasetIndex, weig
             "config": {**(keep or {}), **config.model_dump()},
             "augment_ops": resolve_ops(config.augment, config.augment_set),
             "versions": versions(),
+            "machine": machine(config),
             "git_sha": _git_sha(),
             "weights": asdict(weights),
             "data": {
