@@ -65,6 +65,30 @@ def test_processes_sharing_a_store_compute_each_photo_once(extraction):
     assert sum(computed) == len(index.train)
     np.testing.assert_array_equal(results[0], results[1])
 
+def test_the_next_batch_loads_while_the_backbone_runs(extraction, monkeypatch):
+    """Without worker processes, extraction loads batch k + 1 (decoding, augmenting) while the backbone runs batch k."""
+    import time
+
+    from transferlab.train import features
+
+    index, model, config, store = extraction
+    monkeypatch.setattr(features, "RUNTIME_BATCH", 2)
+    loaded, seen = [0], []  # photos loaded so far; how many when each batch's run ended
+    view_item = features.ViewDataset.__getitem__
+    monkeypatch.setattr(features.ViewDataset, "__getitem__", lambda self, i: (loaded.__setitem__(0, loaded[0] + 1), view_item(self, i))[1])
+    reference = torch_runtime(model.backbone)
+
+    def run(images):
+        time.sleep(0.2)  # a slow backbone: the loader has time to load the next batch meanwhile
+        seen.append(loaded[0])
+        return reference.run(images)
+
+    result = extract_features(index.train, store, lambda: FeatureRuntime("slow", run), config, None, 1)
+    photos = len(index.train)
+    assert len(seen) == photos // 2 and result.shape == (photos, 1, 1280)
+    assert seen == [min(photos, 2 * (k + 2)) for k in range(len(seen))]  # when batch k is done, batch k + 1 is loaded too
+
+
 def test_every_installed_runtime_matches_pytorch(tmp_path):
     model, _ = build_classifier("efficientnet_lite0", 2, True)
     images = np.random.default_rng(1).standard_normal((3, 3, 96, 96)).astype(np.float32)

@@ -125,3 +125,32 @@ def test_evaluation_in_a_fast_runtime_agrees_with_pytorch(frozen_run, monkeypatc
     assert fast.paths == reference.paths
     assert (fast.predicted == reference.predicted).mean() >= 0.99
     assert abs(fast.probability - reference.probability).max() < 1e-3
+
+
+def test_evaluation_loads_the_next_batch_while_the_models_run():
+    """`predict_logits` over photos: batch k + 1 is decoded while the models run on batch k."""
+    import time
+
+    import numpy as np
+    from torch.utils.data import Dataset
+
+    from transferlab.evaluate.metrics import predict_logits
+
+    loaded, seen = [0], []  # photos loaded so far; how many when each batch's models were done
+
+    class Photos(Dataset):
+        def __len__(self) -> int:
+            return 10
+
+        def __getitem__(self, index: int):
+            loaded[0] += 1
+            return torch.full((3, 4, 4), float(index)), index % 2
+
+    def logits(batch: np.ndarray) -> np.ndarray:
+        time.sleep(0.2)  # a slow model: the loader has time to load the next batch meanwhile
+        seen.append(loaded[0])
+        return batch.reshape(len(batch), -1)[:, :2]
+
+    labels, computed = predict_logits({"slow": logits}, Photos(), batch_size=2)
+    assert labels.tolist() == [i % 2 for i in range(10)] and computed["slow"][:, 0].tolist() == list(range(10))
+    assert seen == [min(10, 2 * (k + 2)) for k in range(5)]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.threads import prefetched
 from ..files import write_csv_atomic
 
 TOP_K = 5
@@ -43,9 +44,9 @@ def predict_logits(
     logits: Mapping[str, Callable[[np.ndarray], np.ndarray]], dataset: Dataset, batch_size: int = 64
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(labels, logits per strategy) of every strategy's `logits` (normalised batch -> logits) over `dataset`, whose
-    items are (image, label); each photo is decoded once for all of them."""
+    items are (image, label); each photo is decoded once for all of them, the next batch while the models run on this one."""
     labels, chunks = [], {strategy: [] for strategy in logits}
-    for images, batch_labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    for images, batch_labels in prefetched(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
         batch = np.ascontiguousarray(images.numpy())
         for strategy, run in logits.items():
             chunks[strategy].append(run(batch))

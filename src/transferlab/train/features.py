@@ -22,7 +22,7 @@ from ..data.datasets import Placement, PhotoDataset, epoch_loader, normalize
 from ..data.decoded import DecodedStore
 from ..data.photo_cache import PhotoCache
 from ..data.sources import Sample
-from ..data.threads import map_in_threads
+from ..data.threads import map_in_threads, prefetched
 from ..files import exclusive_lock
 from ..models.classifier import DataConfig
 from ..models.runtime import FeatureRuntime
@@ -115,7 +115,7 @@ def _compute_missing(
         photos_per_batch = max(1, RUNTIME_BATCH // views)
         loader = DataLoader(dataset, batch_size=photos_per_batch, num_workers=workers, persistent_workers=False)
         position = 0
-        for batch in loader:
+        for batch in prefetched(loader) if workers == 0 else loader:  # the next batch loads while the backbone runs
             flat = batch.reshape(-1, *batch.shape[2:]).numpy()
             features = backbone.run(np.ascontiguousarray(flat)).reshape(batch.shape[0], views, -1)
             for row in features:
