@@ -11,7 +11,7 @@ def cpu() -> dict:
     """CPU model (with family and model numbers), usable cores and which of the extensions that change the figures
     it has (`SPEED_FLAGS`)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": cpu_model(), "cores": cores, "flags": speed_flags()}
+    return {"model": cpu_model(), "cores": cores, "flags": speed_flags() or []}
 
 
 def describe(info: dict) -> str:

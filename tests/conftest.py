@@ -1,6 +1,7 @@
 """Shared fixtures: the real photos of ../shared/data (skipped with a reason when absent) and synthetic images."""
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,12 @@ def three_classes(tmp_path_factory) -> Path:
         for i in range(10):
             make_image(root / name / f"{i}.png", seed=100 * c + i)
     return root
+
+
+def wait_until(condition, seconds: float = 30.0) -> None:
+    """Poll `condition` until it holds; fail after `seconds` (a browser page whose CSP forbids the eval behind
+    Playwright's wait_for_function, a loader thread that should be loading)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from conftest import wait_until
 from transferlab.config import TrainConfig
 from transferlab.data.sources import folder_source
 from transferlab.models.classifier import build_classifier, data_config
@@ -67,8 +68,6 @@ def test_processes_sharing_a_store_compute_each_photo_once(extraction):
 
 def test_the_next_batch_loads_while_the_backbone_runs(extraction, monkeypatch):
     """Without worker processes, extraction loads batch k + 1 (decoding, augmenting) while the backbone runs batch k."""
-    import time
-
     from transferlab.train import features
 
     index, model, config, store = extraction
@@ -78,14 +77,15 @@ def test_the_next_batch_loads_while_the_backbone_runs(extraction, monkeypatch):
     monkeypatch.setattr(features.ViewDataset, "__getitem__", lambda self, i: (loaded.__setitem__(0, loaded[0] + 1), view_item(self, i))[1])
     reference = torch_runtime(model.backbone)
 
+    photos = len(index.train)
+
     def run(images):
-        time.sleep(0.2)  # a slow backbone: the loader has time to load the next batch meanwhile
+        wait_until(lambda: loaded[0] >= min(photos, 2 * (len(seen) + 2)))  # the next batch, loading meanwhile
         seen.append(loaded[0])
         return reference.run(images)
 
     result = extract_features(index.train, store, lambda: FeatureRuntime("slow", run), config, None, 1)
-    photos = len(index.train)
-    assert len(seen) == photos // 2 and result.shape == (photos, 1, 1280)
+    assert len(seen) == (photos + 1) // 2 and result.shape == (photos, 1, 1280)
     assert seen == [min(photos, 2 * (k + 2)) for k in range(len(seen))]  # when batch k is done, batch k + 1 is loaded too
 
 

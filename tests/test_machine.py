@@ -7,9 +7,11 @@ from typer.testing import CliRunner
 
 from transferlab import __version__
 from transferlab.cli import app
+from transferlab import machine
 from transferlab.machine import cache_sizes, machine_info
 from transferlab.models import precision
-from transferlab.models.precision import candidate_precision, cpu_model
+from transferlab.models.precision import candidate_precision, cpu_model, speed_flags
+from transferlab.train import bf16_probe
 from transferlab.train.bf16_probe import PROBE_FILE, PROBE_VERSION
 
 runner = CliRunner()
@@ -17,13 +19,16 @@ runner = CliRunner()
 
 @pytest.fixture
 def cache(tmp_path):
-    """A cache folder with features, a photo database and two kept bf16 timings, one of them another CPU's."""
+    """A cache folder with features, a photo database and three kept bf16 timings: one for this machine now, one for
+    other threads, one for another CPU."""
     folder = tmp_path / "cache"
     (folder / "features" / "lite0").mkdir(parents=True)
     (folder / "features" / "lite0" / "a.npy").write_bytes(b"x" * 3000)
     (folder / "features" / "b.npy").write_bytes(b"x" * 1000)
     (folder / "photos.sqlite").write_bytes(b"x" * 10)
-    timings = {f"v{PROBE_VERSION}|{cpu_model()}|avx2|cap=None|rest": {"bf16_speedup": 1.4},
+    here = bf16_probe._this_machine()
+    timings = {f"{here}layers|tail|224px|batch 32": {"bf16_speedup": 1.4},
+               here.replace("|threads ", "|threads 99") + "layers|tail|224px|batch 32": {"bf16_speedup": 1.2},
                f"v{PROBE_VERSION}|Another CPU|avx2|cap=None|rest": {"bf16_speedup": 0.7}}
     (folder / PROBE_FILE).write_text(json.dumps(timings))
     return folder
@@ -40,7 +45,7 @@ def test_info_json_names_the_cpu_the_choices_and_the_cache(cache):
     assert info["cache_folder"] == str(cache)
     assert info["cache"]["features"] == 4000 and info["cache"]["photos.sqlite"] == 10
     assert list(info["cache"])[0] == "features"  # largest first
-    assert info["bf16_timings_kept"] == 1  # only this CPU's
+    assert info["bf16_timings_kept"] == 1  # only what applies here now
 
 
 def test_info_prints_one_line_a_topic(cache):
@@ -71,3 +76,22 @@ def test_version_and_an_absent_cache_folder(tmp_path):
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"transferlab {__version__}"
     assert cache_sizes(tmp_path / "never-made") == {}
+
+
+def test_a_cpu_that_cannot_be_read_is_unknown_not_bare(tmp_path, monkeypatch, cache):
+    """Without /proc/cpuinfo (macOS, Windows) the extensions are unknown, not absent: config.yaml records null."""
+    assert speed_flags(tmp_path / "no-cpuinfo") is None
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert speed_flags(tmp_path / "cpuinfo") == ["avx2", "avx512f"]
+    monkeypatch.setattr(machine, "speed_flags", lambda: None)
+    assert dict(machine_info(cache).lines())["extensions"] == "unknown (no /proc/cpuinfo)"
+
+
+def test_links_in_the_cache_folder_are_not_followed(tmp_path):
+    elsewhere = tmp_path / "datasets"
+    elsewhere.mkdir()
+    (elsewhere / "big.bin").write_bytes(b"x" * 100_000)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "stanford-dogs").symlink_to(elsewhere)
+    assert cache_sizes(folder)["stanford-dogs"] < 1000

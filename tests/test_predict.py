@@ -10,6 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import transferlab
+from conftest import wait_until
 from transferlab.cli import app
 from transferlab.evaluate.evaluation import evaluate_run
 from transferlab.evaluate.metrics import read_predictions
@@ -129,8 +130,6 @@ def test_evaluation_in_a_fast_runtime_agrees_with_pytorch(frozen_run, monkeypatc
 
 def test_evaluation_loads_the_next_batch_while_the_models_run():
     """`predict_logits` over photos: batch k + 1 is decoded while the models run on batch k."""
-    import time
-
     import numpy as np
     from torch.utils.data import Dataset
 
@@ -147,7 +146,7 @@ def test_evaluation_loads_the_next_batch_while_the_models_run():
             return torch.full((3, 4, 4), float(index)), index % 2
 
     def logits(batch: np.ndarray) -> np.ndarray:
-        time.sleep(0.2)  # a slow model: the loader has time to load the next batch meanwhile
+        wait_until(lambda: loaded[0] >= min(10, 2 * (len(seen) + 2)))  # the next batch, loading meanwhile
         seen.append(loaded[0])
         return batch.reshape(len(batch), -1)[:, :2]
 

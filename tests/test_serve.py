@@ -15,6 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import wait_until
 from transferlab.serve import TORCH_THREADS_SERVING, create_app
 
 pytestmark = pytest.mark.slow
@@ -171,14 +172,6 @@ def serving(app, **config):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-
-
-def wait_until(condition, seconds: float = 30.0) -> None:
-    """Poll `condition` (the page's CSP forbids the eval behind Playwright's wait_for_function)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 OVERLAPS = """() => {

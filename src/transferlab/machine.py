@@ -2,6 +2,7 @@
 decide what `auto` chooses (inference precision, training precision), oneDNN's ISA cap, GPUs, the fast runtimes
 installed, and what the cache folder holds. For a bug report, and for whoever wonders why `auto` chose fp32."""
 
+import importlib.util
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -12,7 +13,7 @@ from .files import cache_dir, installed_version
 from .models.devices import default_threads
 from .models.precision import SPEED_FLAGS, candidate_precision, cpu_model, isa_cap, native_precisions, speed_flags, usable_cpu_flags
 from .models.runtime import RUNTIMES
-from .train.bf16_probe import kept_timings
+from .train.bf16_probe import MIN_SPEEDUP, kept_timings
 from .train.distributed import cpu_has_bf16, resolve_precision
 
 PACKAGES = ("transferlab", "torch", "torchvision", "timm", "lightning", "openvino", "onnxruntime", "nncf")
@@ -25,7 +26,8 @@ class MachineInfo:
     versions: dict[str, str | None]
     cpu: str
     cores: int
-    cpu_flags: list[str]
+    cpu_flags: list[str] | None
+    """Which of `SPEED_FLAGS` the CPU has; None where that cannot be read."""
     isa_cap: str | None
     usable_flags: list[str]
     native_precisions: list[str]
@@ -44,11 +46,11 @@ class MachineInfo:
     def lines(self) -> list[tuple[str, str]]:
         """(label, text) rows, as `tlab info` prints them."""
         versions = ", ".join(f"{name} {version}" for name, version in self.versions.items() if version)
-        capped = sorted(set(self.cpu_flags) - set(self.usable_flags))
+        capped = sorted(set(self.cpu_flags or []) - set(self.usable_flags))
         cap = f"{self.isa_cap} (kernels may not use {', '.join(capped) or 'any of these'})" if self.isa_cap else "none"
         reduced = [p for p in self.native_precisions if p != "fp32"]
         training = {
-            "timed": f"bf16-mixed where a few timed training steps show it >= 1.1x faster, else 32-true "
+            "timed": f"bf16-mixed where a few timed training steps show it >= {MIN_SPEEDUP}x faster, else 32-true "
                      f"({self.bf16_timings_kept} setup(s) timed and kept)",
             "32-true": "32-true (no bf16 its kernels may use here)" if not self.gpus else "32-true (the GPU has no bf16)",
         }.get(self.auto_training_precision, self.auto_training_precision)
@@ -60,7 +62,7 @@ class MachineInfo:
         return [
             ("versions", versions),
             ("CPU", f"{self.cpu}, {self.cores} core(s) usable"),
-            ("extensions", " ".join(self.cpu_flags) or "none of " + " ".join(SPEED_FLAGS)),
+            ("extensions", "unknown (no /proc/cpuinfo)" if self.cpu_flags is None else " ".join(self.cpu_flags) or "none of " + " ".join(SPEED_FLAGS)),
             ("oneDNN cap", cap),
             ("GPU", ", ".join(self.gpus) or "none (everything runs on the CPU)"),
             ("fast runtimes", runtimes),
@@ -87,12 +89,20 @@ def machine_info(data_dir: str | Path | None = None) -> MachineInfo:
         native_precisions=list(native_precisions()),
         auto_inference_precision=candidate_precision("auto"),
         auto_training_precision=_auto_training_precision(),
-        fast_runtimes=[f"{name} {installed_version(name)}" for name in RUNTIMES if name != "torch" and installed_version(name)],
+        fast_runtimes=[runtime for runtime in map(_installed_runtime, RUNTIMES[:-1]) if runtime],
         gpus=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)],
         cache_folder=str(folder),
         cache=cache_sizes(folder),
         bf16_timings_kept=len(kept_timings(folder)),
     )
+
+
+def _installed_runtime(module: str) -> str | None:
+    """"name version" of a runtime that imports as `module`, whichever package installed it (onnxruntime-gpu, ...)."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    version = next(filter(None, (installed_version(f"{module}{suffix}") for suffix in ("", "-gpu", "-openvino", "-directml"))), None)
+    return f"{module} {version or '(version unknown)'}"
 
 
 def _auto_training_precision() -> str:
@@ -114,8 +124,12 @@ def cache_sizes(folder: Path) -> dict[str, int]:
 
 
 def _bytes_under(path: Path) -> int:
-    if not path.is_dir():
-        return _file_size(path)
+    """Bytes of a file, or of the files under a folder; a link (to a dataset elsewhere, say) is not followed."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            return _file_size(path)
+    except OSError:  # a folder that may be listed but not entered
+        return 0
     total = 0
     for root, _, files in os.walk(path):
         total += sum(_file_size(Path(root) / name) for name in files)
@@ -124,7 +138,7 @@ def _bytes_under(path: Path) -> int:
 
 def _file_size(path: Path) -> int:
     try:
-        return path.stat().st_size
+        return path.lstat().st_size
     except OSError:  # removed meanwhile by another run
         return 0
 

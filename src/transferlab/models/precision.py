@@ -93,7 +93,7 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     import platform
 
     name = _cpuinfo_field("model name", cpuinfo)
-    if name is None:
+    if not name:
         return platform.processor() or platform.machine()
     family, model = _cpuinfo_field("cpu family", cpuinfo), _cpuinfo_field("model", cpuinfo)
     return f"{name} (family {family}, model {model})" if family and model else name
@@ -103,10 +103,10 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx
 """The CPU extensions that change which kernels and precisions run, in the order they came to CPUs."""
 
 
-def speed_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """Which of `SPEED_FLAGS` this CPU has."""
-    flags = cpu_flags(cpuinfo)
-    return [flag for flag in SPEED_FLAGS if flag in flags]
+def speed_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str] | None:
+    """Which of `SPEED_FLAGS` this CPU has; None where it cannot be read (no /proc/cpuinfo: macOS, Windows)."""
+    flags = _cpuinfo_field("flags", cpuinfo)
+    return None if flags is None else [flag for flag in SPEED_FLAGS if flag in flags.split()]
 
 
 def usable_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:

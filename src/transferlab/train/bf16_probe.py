@@ -100,20 +100,20 @@ def probe_key(model: Classifier, image_size: int, batch: int, whole_model: bool 
     layers = hashlib.sha256()
     for name, parameter in model.backbone.named_parameters():
         layers.update(f"{name}:{tuple(parameter.shape)}:{parameter.requires_grad};".encode())
+    return f"{_this_machine()}{layers.hexdigest()[:16]}|{'whole' if whole_model else 'tail'}|{image_size}px|batch {batch}"
+
+
+def _this_machine() -> str:
+    """How every `probe_key` of this probe version starts on this CPU, with this torch and its threads now."""
     flags = ",".join(sorted(usable_cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
-    return (f"{_this_cpu()}{flags}|cap={isa_cap()}|torch {torch.__version__}|"
-            f"threads {torch.get_num_threads()}|{layers.hexdigest()[:16]}|{'whole' if whole_model else 'tail'}|"
-            f"{image_size}px|batch {batch}")
-
-
-def _this_cpu() -> str:
-    """How every `probe_key` of this probe version on this CPU starts."""
-    return f"v{PROBE_VERSION}|{cpu_model()}|"
+    return (f"v{PROBE_VERSION}|{cpu_model()}|{flags}|cap={isa_cap()}|torch {torch.__version__}|"
+            f"threads {torch.get_num_threads()}|")
 
 
 def kept_timings(data_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """The timings kept in a cache folder (`--data-dir`) for this CPU, by `probe_key`."""
-    return {key: value for key, value in _read(cache_dir(data_dir) / PROBE_FILE).items() if key.startswith(_this_cpu())}
+    """The timings kept in a cache folder (`--data-dir`) that apply here now (this CPU, torch and threads), by
+    `probe_key`."""
+    return {key: value for key, value in _read(cache_dir(data_dir) / PROBE_FILE).items() if key.startswith(_this_machine())}
 
 
 def time_training_steps(model: Classifier, image_size: int, batch: int, whole_model: bool = False) -> tuple[float, float]:
