@@ -1,17 +1,17 @@
 """The machine a benchmark ran on: CPU model, core count and the vector/matrix extensions that change the figures."""
 
 import atexit
-import os
 import shutil
 import tempfile
 
+from transferlab.models.devices import default_threads
 from transferlab.models.precision import cpu_model, speed_flags
+
 
 def cpu() -> dict:
     """CPU model (with family and model numbers), usable cores and which of the extensions that change the figures
     it has (`SPEED_FLAGS`)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": cpu_model(), "cores": cores, "flags": speed_flags() or []}
+    return {"model": cpu_model(), "cores": default_threads(), "flags": speed_flags() or []}
 
 
 def describe(info: dict) -> str:

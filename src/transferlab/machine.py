@@ -14,7 +14,7 @@ from .models.devices import default_threads
 from .models.precision import SPEED_FLAGS, candidate_precision, cpu_model, isa_cap, native_precisions, speed_flags, usable_cpu_flags
 from .models.runtime import RUNTIMES
 from .train.bf16_probe import MIN_SPEEDUP, kept_timings
-from .train.distributed import cpu_has_bf16, resolve_precision
+from .train.distributed import resolve_precision
 
 PACKAGES = ("transferlab", "torch", "torchvision", "timm", "lightning", "openvino", "onnxruntime", "nncf")
 
@@ -78,6 +78,7 @@ def machine_info(data_dir: str | Path | None = None) -> MachineInfo:
     import torch
 
     folder = cache_dir(data_dir)
+    usable = usable_cpu_flags()
     return MachineInfo(
         versions={"python": platform.python_version(), **{name: installed_version(name) for name in PACKAGES},
                   "torch": torch.__version__},  # with its build (+cpu, +cu130)
@@ -85,7 +86,7 @@ def machine_info(data_dir: str | Path | None = None) -> MachineInfo:
         cores=default_threads(),
         cpu_flags=speed_flags(),
         isa_cap=isa_cap(),
-        usable_flags=[flag for flag in SPEED_FLAGS if flag in usable_cpu_flags()],
+        usable_flags=[flag for flag in SPEED_FLAGS if flag in usable],
         native_precisions=list(native_precisions()),
         auto_inference_precision=candidate_precision("auto"),
         auto_training_precision=_auto_training_precision(),
@@ -106,11 +107,10 @@ def _installed_runtime(module: str) -> str | None:
 
 
 def _auto_training_precision() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return resolve_precision("auto", "gpu")
-    return "timed" if cpu_has_bf16() else "32-true"
+    """`resolve_precision`'s answer for `auto` here, "timed" where it would ask the bf16 probe."""
+    asked = []
+    chosen = resolve_precision("auto", "auto", lambda: asked.append(True) or True)
+    return "timed" if asked else chosen
 
 
 def cache_sizes(folder: Path) -> dict[str, int]:

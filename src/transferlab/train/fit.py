@@ -83,12 +83,13 @@ def machine(settings: RunSettings) -> dict[str, Any]:
     """What a run's seconds and precisions depend on: the CPU (model, cores, extensions where known, oneDNN's cap)
     and the GPUs it trains on, if any (a resumed run records the machine it resumed on)."""
     gpus = settings.devices if uses_gpu(settings.accelerator) and torch.cuda.is_available() else 0
+    gpu = torch.cuda.get_device_name(0) if gpus else None
     return {
         "cpu": cpu_model(),
         "cores": default_threads(),
         "extensions": speed_flags(),
         "isa_cap": isa_cap(),
-        "gpu": None if not gpus else f"{gpus} x {torch.cuda.get_device_name(0)}" if gpus > 1 else torch.cuda.get_device_name(0),
+        "gpu": f"{gpus} x {gpu}" if gpus > 1 else gpu,
     }
 
 
