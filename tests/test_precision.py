@@ -11,7 +11,7 @@ import yaml
 
 import transferlab.models.precision as precision_module
 import transferlab.models.runtime as runtime_module
-from transferlab.config import TrainConfig
+from transferlab.config import RunSettings, TrainConfig
 from transferlab.data.datasets import PhotoDataset
 from transferlab.data.decoded import DecodedStore
 from transferlab.data.photo_cache import PhotoCache
@@ -370,6 +370,35 @@ def test_int8_is_quantized_on_training_photos_and_needs_them(woof_mini, tmp_path
     photos = torch.stack([PhotoDataset(index.val[:16], config)[i][0] for i in range(16)]).numpy()
     assert min_cosine(runtime.run(photos), torch_runtime(model.backbone).run(photos)) > 0.9
     assert feature_runtime(model.backbone, 96, tmp_path, "openvino", 2, precision="int8").precision == "fp32"  # no photos
+
+
+@pytest.mark.parametrize("flags, bits", [({"avx2"}, 7), ({"avx2", "avx_vnni"}, 8), ({"avx2", "avx512f", "avx512_vnni"}, 8)])
+def test_int8_weights_take_7_bits_where_the_cpu_has_no_vnni(monkeypatch, tmp_path, flags, bits):
+    """Without VNNI, AVX2's int8 multiply-add saturates on 8-bit weights: on a Zen 3 EPYC, Lite0's int8 features
+    pointed elsewhere (cosine 0.85 to fp32; the runtime's probe refused them) until NNCF fixed overflow on every layer."""
+    nncf = pytest.importorskip("nncf", reason="int8 quantization needs NNCF (the int8 extra)")
+    pytest.importorskip("openvino", reason="int8 runs in OpenVINO (the openvino extra)")
+    from nncf.quantization.advanced_parameters import OverflowFix
+
+    from transferlab.train.feature_store import settings_key, store_dir
+
+    monkeypatch.setattr(precision_module, "usable_cpu_flags", lambda: flags)
+    assert precision_module.int8_weight_bits() == bits
+    asked = {}
+    monkeypatch.setattr(nncf, "quantize", lambda model, dataset, **options: asked.update(options))
+    monkeypatch.setattr("openvino.Core.read_model", lambda self, path: path)
+    runtime_module.quantized_model(tmp_path / "model.onnx", lambda: [np.zeros((1, 3, 8, 8), np.float32)])
+    assert asked["advanced_parameters"].overflow_fix == (OverflowFix.ENABLE if bits == 7 else OverflowFix.FIRST_LAYER)
+
+    model, _ = build_classifier("efficientnet_lite0", 3, False)
+    config = DataConfig(64, "bicubic", 0.875, (0.5,) * 3, (0.5,) * 3)
+    folder = store_dir(tmp_path, "efficientnet_lite0", model.backbone, config, [], "int8").name
+    assert folder.endswith("-int8" if bits == 8 else "-int8-w7")
+    keys = set()
+    for cpu in ({"avx2"}, {"avx2", "avx_vnni"}):
+        monkeypatch.setattr(precision_module, "usable_cpu_flags", lambda: cpu)
+        keys.add(settings_key(RunSettings(data=str(tmp_path), out=str(tmp_path / "run"), inference_precision="int8")))
+    assert len(keys) == 2  # a remembered int8 folder is not the other weight width's
 
 
 def test_an_unknown_precision_is_one_line_naming_the_choices(tmp_path):

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..augment.presets import PRESETS
 from ..files import cache_dir, installed_version, write_atomic, write_npy_atomic
+from ..models.precision import int8_weight_bits
 
 if TYPE_CHECKING:
     from torch import nn
@@ -44,8 +45,13 @@ def store_dir(
     recipe = json.dumps({"data": asdict(config), "augment": augment_ops}, sort_keys=True, default=str)
     recipe_hash = hashlib.blake2b(recipe.encode(), digest_size=6).hexdigest()
     name = backbone_name.replace(":", "_").replace("/", "_")
-    suffix = "" if precision == "fp32" else f"-{precision}"
+    suffix = "" if precision == "fp32" else f"-{precision}{_weight_bits_suffix(precision)}"
     return cache / "features" / f"{name}-{model_fingerprint(backbone)[:12]}-{config.image_size}-{recipe_hash}{suffix}"
+
+
+def _weight_bits_suffix(precision: str) -> str:
+    """int8 features of 7-bit weights (a CPU without VNNI) and of 8-bit ones never share a folder."""
+    return f"-w{int8_weight_bits()}" if precision == "int8" and int8_weight_bits() != 8 else ""
 
 
 class FeatureStore:
@@ -85,6 +91,8 @@ def settings_key(settings: RunSettings) -> str:
         "precision": [settings.runtime, settings.inference_precision, settings.accelerator, settings.devices, settings.num_nodes],
         "packages": [installed_version(name) for name in PACKAGES],
     }
+    if settings.inference_precision == "int8":
+        facts["int8_weight_bits"] = int8_weight_bits()
     return hashlib.blake2b(json.dumps(facts, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
 
 
