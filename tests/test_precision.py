@@ -1,6 +1,7 @@
 """Inference precision: the accuracy gate, the `auto` choice, fp32 fallback, the record, caches kept apart; bf16
 training; the decoded-photo cache."""
 
+import importlib.util
 import itertools
 import math
 
@@ -261,7 +262,7 @@ def test_a_reduced_precision_that_changes_answers_falls_back_to_fp32(woof_mini, 
 
 
 @pytest.mark.slow
-def test_a_reduced_precision_that_passes_is_kept_and_recorded_everywhere(woof_mini, tmp_path):
+def test_a_reduced_precision_that_passes_is_kept_and_recorded_everywhere(woof_mini, tmp_path, monkeypatch):
     _needs_openvino()
     run = _frozen(woof_mini, tmp_path / "run", inference_precision="bf16", data_dir=str(tmp_path / "cache"))
     record = run.read_metrics()["frozen"]["inference_precision"]
@@ -274,6 +275,11 @@ def test_a_reduced_precision_that_passes_is_kept_and_recorded_everywhere(woof_mi
 
     assert load(run.path, runtime="auto", precision="bf16").precision == "bf16"
     assert load(run.path, runtime="torch").precision == "fp32"
+    if importlib.util.find_spec("nncf"):  # int8 quantized on the run's training photos, as the gate and predict do
+        from transferlab.evaluate import evaluation
+
+        monkeypatch.setattr(evaluation, "FAST_RUNTIME_MIN_PHOTOS", 0)  # woof-mini's 100 would run in PyTorch
+        assert evaluation.evaluate_run(run.path, precision="int8")[0]["frozen"]["inference_precision"] == "int8"
     html, _ = experiment.report()
     assert "bf16" in html.read_text() and "agrees with fp32" in html.read_text()
 
@@ -404,6 +410,21 @@ def test_int8_weights_take_7_bits_where_the_cpu_has_no_vnni(monkeypatch, tmp_pat
     monkeypatch.setattr("openvino.Core.read_model", lambda self, path: path)
     runtime_module.quantized_model(tmp_path / "model.onnx", lambda: [np.zeros((1, 3, 8, 8), np.float32)])
     assert asked["advanced_parameters"].overflow_fix == (OverflowFix.ENABLE if bits == 7 else OverflowFix.FIRST_LAYER)
+
+
+def test_the_gate_on_a_whole_classifier_quantizes_int8_on_training_photos(woof_mini, tmp_path):
+    """Without calibration photos the gate could not build int8: a finetune asked for int8 was never judged, only
+    trained again in fp32."""
+    _needs_openvino()
+    pytest.importorskip("nncf", reason="int8 quantization needs NNCF (the int8 extra)")
+    from transferlab.data.sources import folder_source
+    from transferlab.train.precision_gate import gate_on_photos
+
+    index = folder_source(woof_mini)
+    model, _ = build_classifier("efficientnet_lite0", len(index.classes), True)
+    settings = RunSettings(data=str(woof_mini), out=str(tmp_path / "run"), data_dir=str(tmp_path / "cache"))
+    result = gate_on_photos(settings, model, index.val[:40], "int8", 96, index.train[:64])
+    assert result.precision == "int8" and result.photos == 40 and 0 <= result.agreement <= 1
 
 
 def test_an_unknown_precision_is_one_line_naming_the_choices(tmp_path):

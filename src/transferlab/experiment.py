@@ -328,7 +328,7 @@ class Experiment:
                 verdict = gate_on_features(self.settings, result.model, self._pretrained_model()[0], self.index.val,
                                            self._features(precision).val_set.features.numpy()[:, 0], precision, image_size)
             elif precision != "fp32":
-                verdict = gate_on_photos(self.settings, result.model, self.index.val, precision, result.image_size)
+                verdict = gate_on_photos(self.settings, result.model, self.index.val, precision, result.image_size, self.index.train)
         except PrecisionUnavailable as error:
             log.warning("%s: %s; it runs in fp32", result.stage.name, error)
             precision = "fp32"

@@ -24,6 +24,7 @@ from .data.formats import is_image_file
 from .data.names import readable_name
 from .explain.explanation import Explanation
 from .evaluate.calibration import softmax_with_temperature
+from .evaluate.evaluation import run_calibration
 from .evaluate.tta import DEFAULT_VIEWS, run_views, with_flips
 from .explain.gradcam import ExplainError, grad_cam
 from .files import runtimes_dir, short_reason
@@ -285,19 +286,6 @@ def best_strategy(run: RunDir) -> str:
     predictions = read_predictions(run.predictions_file) if run.predictions_file.is_file() else None
     seed = run.read_config()["config"]["seed"] if run.config_file.is_file() else 0
     return choose(accuracy, costs(trained), predictions, seed)[0]
-
-
-def run_calibration(run: RunDir, config: DataConfig) -> Callable[[], list[np.ndarray]] | None:
-    """For int8: calibration photos from the run's training photos, if they are still where config.yaml says."""
-    from .evaluate.evaluation import run_samples
-    from .train.fit import calibration_photos
-
-    try:
-        train = run_samples(run, split="train")
-    except Exception as error:  # the photos moved or the source is gone: no calibration, fp32 then
-        log.warning("%s: no training photos to calibrate int8 on (%s)", run.path, short_reason(error))
-        return None
-    return calibration_photos(train, config, run.read_config()["config"]["seed"])
 
 
 def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch", precision: str = "auto", tta: bool = False) -> Predictor:

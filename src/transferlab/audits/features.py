@@ -74,7 +74,7 @@ def extracted_features(
     from ..models.runtime import feature_runtime
     from ..train.distributed import threads_per_process, training_device
     from ..train.features import extract_features
-    from ..train.fit import PrecisionUnavailable, checked_precision, feature_store, run_precision
+    from ..train.fit import PrecisionUnavailable, calibration_photos, checked_precision, feature_store, run_precision
 
     precision = precision or run_precision(settings)
     model, _ = build_classifier(settings.backbone, 2, pretrained=True, weights_file=settings.weights)  # its backbone only
@@ -82,7 +82,7 @@ def extracted_features(
     store = feature_store(settings, model, config, precision)
     runtime = functools.cache(lambda: checked_precision(feature_runtime(
         model.backbone, config.image_size, runtimes_dir(settings.data_dir), settings.runtime, threads_per_process(settings.devices),
-        training_device(settings.accelerator), precision,
+        training_device(settings.accelerator), precision, calibration_photos(samples, config, settings.seed),
     ), precision))
     try:
         pooled = extract_features(samples, store, runtime, config, None, 1, 0, photos, DecodedStore.for_config(config, settings.data_dir), digests)

@@ -1,5 +1,6 @@
 """Evaluate a run's models on labelled photos: predictions.csv, metrics, confusion matrices, worst mistakes."""
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -13,16 +14,18 @@ from ..data.resolve import DataSpec, data_name, open_data
 from ..data.scan import readable
 from ..data.stanford_dogs import NAME as STANFORD_DOGS
 from ..data.sources import DataSourceError, DatasetIndex, Sample
-from ..files import runtimes_dir
+from ..files import runtimes_dir, short_reason
 from ..models.checkpoints import load_checkpoint_classifier
-from ..models.classifier import Classifier, data_config
+from ..models.classifier import Classifier, DataConfig, data_config
 from ..models.devices import default_device
 from ..models.precision import check_precision, recorded_precision
-from ..models.runtime import module_runtime
+from ..models.runtime import Calibration, module_runtime
 from ..rundir import RunDir
 from .calibration import calibrate, expected_calibration_error
 from .tta import flipped, run_views
 from .metrics import compute_metrics, predict_logits, top_predictions, write_predictions
+
+log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("accuracy", "top5_accuracy", "macro_f1", "n_images")
 
@@ -49,6 +52,7 @@ def evaluate_models(
     data_dir: str | Path | None = None,
     temperatures: Mapping[str, float] | None = None,
     tta: Sequence[str] = (),
+    calibration: Calibration | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Predict with every model on `samples`; write predictions.csv and evaluation.json into `out`.
 
@@ -61,7 +65,8 @@ def evaluate_models(
     (`models.runtime`) when there are enough photos to pay for its export, in PyTorch on `device` otherwise.
     `known_logits` (strategy → logits on `samples`, e.g. a frozen model's head on cached features) spare those
     models the photos. `precisions` (strategy → inference precision, default fp32) apply where OpenVINO runs the
-    model; each strategy's metrics say which precision its answers came from. Returns the full metrics per strategy.
+    model (int8 quantized on `calibration`'s photos); each strategy's metrics say which precision its answers came
+    from. Returns the full metrics per strategy.
     """
     known_logits = {} if tta else (known_logits or {})  # cached features hold no flipped photo
     precisions = precisions or {}
@@ -69,7 +74,9 @@ def evaluate_models(
     prefer = runtime if len(samples) >= FAST_RUNTIME_MIN_PHOTOS else "torch"
     shape = (3, config.image_size, config.image_size)
     runtimes = {
-        strategy: module_runtime(model, shape, export_dir or runtimes_dir(), prefer, device=device, precision=precisions.get(strategy, "fp32"))
+        strategy: module_runtime(
+            model, shape, export_dir or runtimes_dir(), prefer, device=device, precision=precisions.get(strategy, "fp32"), calibration=calibration,
+        )
         for strategy, model in models.items()
         if strategy not in known_logits
     }
@@ -158,6 +165,18 @@ def run_samples(run: RunDir, split: str = "val") -> list[Sample]:
     return readable(index.val if split == "val" else index.train)
 
 
+def run_calibration(run: RunDir, config: DataConfig) -> Callable[[], list[np.ndarray]] | None:
+    """For int8: calibration photos from the run's training photos, if they are still where config.yaml says."""
+    from ..train.fit import calibration_photos
+
+    try:
+        train = run_samples(run, split="train")
+    except Exception as error:  # the photos moved or the source is gone: no calibration, fp32 then
+        log.warning("%s: no training photos to calibrate int8 on (%s)", run.path, short_reason(error))
+        return None
+    return calibration_photos(train, config, run.read_config()["config"]["seed"])
+
+
 def summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     return {strategy: {key: metrics[key] for key in SUMMARY_KEYS} for strategy, metrics in results.items()}
 
@@ -237,10 +256,12 @@ def evaluate_run(
     own_photos = data is None and not tta
     temperatures = None if own_photos else {strategy: run.temperature(strategy) for strategy in strategies}
     views = run_views(run.read_config().get("augment_ops")) if tta else ()
+    config = data_config(models[strategies[0]][0].backbone, image_size)
+    calibration = run_calibration(run, config) if "int8" in precisions.values() else None
     with run.claimed():
         results = evaluate_models(
             out, {name: models[name][0] for name in strategies}, samples, names, image_size, batch_size, runtime,
-            device or default_device(), export_dir, known_logits, precisions, data_dir, temperatures, views,
+            device or default_device(), export_dir, known_logits, precisions, data_dir, temperatures, views, calibration,
         )
         if own_photos:
             record_calibration(run, results)

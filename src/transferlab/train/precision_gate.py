@@ -19,7 +19,7 @@ from ..models.precision import GateResult, gate, gate_sample, int8_weight_bits
 from ..models.runtime import eval_mode, feature_runtime, module_runtime
 from .distributed import threads_per_process
 from .features import extract_features
-from .fit import checked_precision, feature_store
+from .fit import calibration_photos, checked_precision, feature_store
 
 BATCH = 32
 
@@ -50,21 +50,26 @@ def gate_on_features(
     return gate(precision, logits_fp32, logits, np.array([s.label for s in samples]))
 
 
-def gate_on_photos(settings: RunSettings, model: Classifier, val: Sequence[Sample], precision: str, image_size: int) -> GateResult:
-    """The whole classifier in `precision` against fp32 on (up to `GATE_PHOTOS` of) the validation photos."""
+def gate_on_photos(
+    settings: RunSettings, model: Classifier, val: Sequence[Sample], precision: str, image_size: int, train: Sequence[Sample] = (),
+) -> GateResult:
+    """The whole classifier in `precision` against fp32 on (up to `GATE_PHOTOS` of) the validation photos; int8
+    quantizes on `train`'s photos, as the stage's frozen part did."""
     samples = gate_samples(val, settings.seed)
     config = data_config(model.backbone, image_size)
+    calibration = calibration_photos(train, config, settings.seed) if precision == "int8" and train else None
     shape = (3, config.image_size, config.image_size)
     export_dir, threads = runtimes_dir(settings.data_dir), threads_per_process(settings.devices)
     dataset = PhotoDataset(samples, config, decoded=DecodedStore.for_config(config, settings.data_dir), photos=PhotoCache.in_cache(settings.data_dir))
     logits: dict[str, np.ndarray] = {}
     for name in ("fp32", precision):  # one compiled model in memory at a time (the photos come from the decoded cache)
-        run = checked_precision(module_runtime(model, shape, export_dir, settings.runtime, threads, precision=name), name).run
+        runtime = module_runtime(model, shape, export_dir, settings.runtime, threads, precision=name, calibration=calibration)
+        run = checked_precision(runtime, name).run
         logits[name] = np.concatenate([
             run(torch.stack([dataset[i][0] for i in range(start, min(start + BATCH, len(dataset)))]).numpy())
             for start in range(0, len(dataset), BATCH)
         ])
-        del run
+        del runtime, run
     return gate(precision, logits["fp32"], logits[precision], np.array([s.label for s in samples]))
 
 
