@@ -275,13 +275,14 @@ def test_a_reduced_precision_that_passes_is_kept_and_recorded_everywhere(woof_mi
 
     assert load(run.path, runtime="auto", precision="bf16").precision == "bf16"
     assert load(run.path, runtime="torch").precision == "fp32"
+    html, _ = experiment.report()
+    assert "bf16" in html.read_text() and "agrees with fp32" in html.read_text()
     if importlib.util.find_spec("nncf"):  # int8 quantized on the run's training photos, as the gate and predict do
         from transferlab.evaluate import evaluation
 
         monkeypatch.setattr(evaluation, "FAST_RUNTIME_MIN_PHOTOS", 0)  # woof-mini's 100 would run in PyTorch
-        assert evaluation.evaluate_run(run.path, precision="int8")[0]["frozen"]["inference_precision"] == "int8"
-    html, _ = experiment.report()
-    assert "bf16" in html.read_text() and "agrees with fp32" in html.read_text()
+        results, _ = evaluation.evaluate_run(run.path, precision="int8", export_dir=tmp_path / "runtimes")
+        assert results["frozen"]["inference_precision"] == "int8"
 
 
 def test_features_of_different_precisions_never_share_a_folder(tmp_path):
@@ -393,6 +394,7 @@ def test_int8_is_quantized_on_training_photos_and_needs_them(woof_mini, tmp_path
     photos = torch.stack([PhotoDataset(index.val[:16], config)[i][0] for i in range(16)]).numpy()
     assert min_cosine(runtime.run(photos), torch_runtime(model.backbone).run(photos)) > 0.9
     assert feature_runtime(model.backbone, 96, tmp_path, "openvino", 2, precision="int8").precision == "fp32"  # no photos
+    assert feature_runtime(model.backbone, 96, tmp_path, "openvino", 2, precision="int8", calibration=lambda: []).precision == "fp32"
 
 
 @pytest.mark.parametrize("flags, bits", [({"avx2"}, 7), ({"avx2", "avx_vnni"}, 8), ({"avx2", "avx512f", "avx512_vnni"}, 8)])
@@ -412,7 +414,7 @@ def test_int8_weights_take_7_bits_where_the_cpu_has_no_vnni(monkeypatch, tmp_pat
     assert asked["advanced_parameters"].overflow_fix == (OverflowFix.ENABLE if bits == 7 else OverflowFix.FIRST_LAYER)
 
 
-def test_the_gate_on_a_whole_classifier_quantizes_int8_on_training_photos(woof_mini, tmp_path):
+def test_the_gate_on_a_whole_classifier_quantizes_int8_on_training_photos(woof_mini, tmp_path, monkeypatch):
     """Without calibration photos the gate could not build int8: a finetune asked for int8 was never judged, only
     trained again in fp32."""
     _needs_openvino()
@@ -423,8 +425,33 @@ def test_the_gate_on_a_whole_classifier_quantizes_int8_on_training_photos(woof_m
     index = folder_source(woof_mini)
     model, _ = build_classifier("efficientnet_lite0", len(index.classes), True)
     settings = RunSettings(data=str(woof_mini), out=str(tmp_path / "run"), data_dir=str(tmp_path / "cache"))
+    quantized = []
+    real = runtime_module.quantized_model
+    monkeypatch.setattr(runtime_module, "quantized_model", lambda path, calibration: quantized.append(path) or real(path, calibration))
     result = gate_on_photos(settings, model, index.val[:40], "int8", 96, index.train[:64])
-    assert result.precision == "int8" and result.photos == 40 and 0 <= result.agreement <= 1
+    assert len(quantized) == 1 and result.photos == 40 and 0 <= result.agreement <= 1
+
+
+def test_the_audit_quantizes_int8_on_the_training_photos_as_training_does(tmp_path, monkeypatch):
+    """Its features share a folder with a frozen run's: they must come from the same int8 model."""
+    _needs_openvino()
+    pytest.importorskip("nncf", reason="int8 quantization needs NNCF (the int8 extra)")
+    import transferlab.train.fit as fit_module
+    from transferlab.audits.features import photo_features
+    from transferlab.data.sources import folder_source
+
+    for split, count in (("train", 4), ("val", 2)):
+        for label in ("a", "b"):
+            for i in range(count):
+                make_image(tmp_path / "photos" / split / label / f"{i}.png", (40, 40), seed=hash((split, label, i)) % 1000)
+    index = folder_source(tmp_path / "photos")
+    calibrated_on = []
+    real = fit_module.calibration_photos
+    monkeypatch.setattr(fit_module, "calibration_photos", lambda samples, *rest: calibrated_on.append(list(samples)) or real(samples, *rest))
+    settings = RunSettings(data=str(tmp_path / "photos"), out=str(tmp_path / "run"), data_dir=str(tmp_path / "cache"),
+                           inference_precision="int8", image_size=64)
+    assert len(photo_features(settings, index).samples) == 12
+    assert calibrated_on == [list(index.train)]
 
 
 def test_an_unknown_precision_is_one_line_naming_the_choices(tmp_path):

@@ -307,7 +307,7 @@ def _torch_predictor(path: Path, strategy: str | None, runtime: str = "torch", p
     run = run_of(path)
     temperature = run.temperature(strategy or hparams.get("strategy") or "frozen") if run else 1.0
     config = data_config(model.backbone, hparams["image_size"])
-    calibration = run_calibration(RunDir(path), config) if precision == "int8" and path.is_dir() else None
+    calibration = run_calibration(run, config) if precision == "int8" and run else None
     runner = module_runtime(model, (3, config.image_size, config.image_size), runtimes_dir(), runtime, precision=precision, calibration=calibration)
     if runner.precision != precision:
         log.warning("%s: runs in %s, not %s (%s)", path, runner.precision, precision,

@@ -8,6 +8,7 @@ every photo not in the cache goes through it.
 
 import functools
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def photo_features(settings: RunSettings, index: DatasetIndex) -> PhotoFeatures:
     digests = photos.hashes([s.path for s in samples])
     pooled = remembered_features(settings, digests)
     if pooled is None:
-        pooled = extracted_features(settings, samples, photos, digests)
+        pooled = extracted_features(settings, samples, photos, digests, index.train)
     features = pooled.astype(np.float32)
     features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     return PhotoFeatures(
@@ -64,10 +65,12 @@ def remembered_features(settings: RunSettings, digests: list[str]) -> np.ndarray
 
 
 def extracted_features(
-    settings: RunSettings, samples: list[Sample], photos: PhotoCache, digests: list[str], precision: str | None = None,
+    settings: RunSettings, samples: list[Sample], photos: PhotoCache, digests: list[str], training: Sequence[Sample],
+    precision: str | None = None,
 ) -> np.ndarray:
     """(N, D) clean-view features through the backbone (those already cached read from the cache), in the run's
-    inference precision or fp32 where that cannot run; the folder is remembered for the next audit."""
+    inference precision or fp32 where that cannot run; int8 quantized on the `training` photos, as a frozen run's
+    features in the same folder are. The folder is remembered for the next audit."""
     from ..data.decoded import DecodedStore
     from ..files import runtimes_dir
     from ..models.classifier import build_classifier, data_config
@@ -82,13 +85,13 @@ def extracted_features(
     store = feature_store(settings, model, config, precision)
     runtime = functools.cache(lambda: checked_precision(feature_runtime(
         model.backbone, config.image_size, runtimes_dir(settings.data_dir), settings.runtime, threads_per_process(settings.devices),
-        training_device(settings.accelerator), precision, calibration_photos(samples, config, settings.seed),
+        training_device(settings.accelerator), precision, calibration_photos(training, config, settings.seed),
     ), precision))
     try:
         pooled = extract_features(samples, store, runtime, config, None, 1, 0, photos, DecodedStore.for_config(config, settings.data_dir), digests)
     except PrecisionUnavailable:
         if precision == "fp32":
             raise
-        return extracted_features(settings, samples, photos, digests, "fp32")
+        return extracted_features(settings, samples, photos, digests, training, "fp32")
     remember_store(settings, store)
     return pooled[:, 0, :]

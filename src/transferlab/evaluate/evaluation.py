@@ -1,5 +1,6 @@
 """Evaluate a run's models on labelled photos: predictions.csv, metrics, confusion matrices, worst mistakes."""
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -165,16 +166,23 @@ def run_samples(run: RunDir, split: str = "val") -> list[Sample]:
     return readable(index.val if split == "val" else index.train)
 
 
-def run_calibration(run: RunDir, config: DataConfig) -> Callable[[], list[np.ndarray]] | None:
-    """For int8: calibration photos from the run's training photos, if they are still where config.yaml says."""
+def run_calibration(run: RunDir, config: DataConfig) -> Calibration:
+    """For int8: calibration photos from the run's training photos, found only when first asked for; none (and a
+    warning: the model then runs in fp32) when they are no longer where config.yaml says."""
     from ..train.fit import calibration_photos
 
-    try:
-        train = run_samples(run, split="train")
-    except Exception as error:  # the photos moved or the source is gone: no calibration, fp32 then
-        log.warning("%s: no training photos to calibrate int8 on (%s)", run.path, short_reason(error))
-        return None
-    return calibration_photos(train, config, run.read_config()["config"]["seed"])
+    @functools.cache
+    def batches() -> list[np.ndarray]:
+        try:
+            train = run_samples(run, split="train")
+        except Exception as error:  # the photos moved or the source is gone
+            log.warning("%s: no training photos to calibrate int8 on (%s)", run.path, short_reason(error))
+            return []
+        if not train:
+            log.warning("%s: no training photos to calibrate int8 on (none of them is readable where config.yaml says)", run.path)
+        return calibration_photos(train, config, run.read_config()["config"]["seed"])() if train else []
+
+    return batches
 
 
 def summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -257,7 +265,7 @@ def evaluate_run(
     temperatures = None if own_photos else {strategy: run.temperature(strategy) for strategy in strategies}
     views = run_views(run.read_config().get("augment_ops")) if tta else ()
     config = data_config(models[strategies[0]][0].backbone, image_size)
-    calibration = run_calibration(run, config) if "int8" in precisions.values() else None
+    calibration = run_calibration(run, config)  # read only if a model is quantized to int8
     with run.claimed():
         results = evaluate_models(
             out, {name: models[name][0] for name in strategies}, samples, names, image_size, batch_size, runtime,
