@@ -262,6 +262,19 @@ def test_a_reduced_precision_that_changes_answers_falls_back_to_fp32(woof_mini, 
 
 
 @pytest.mark.slow
+def test_a_reduced_precision_that_cannot_run_says_why_in_metrics_and_report(woof_mini, tmp_path, monkeypatch):
+    """No gate judges a precision the runtime refuses (its probe points elsewhere): the record says why instead."""
+    _needs_openvino()
+    monkeypatch.setattr(runtime_module, "REDUCED_MIN_COSINE", 1.01)  # no reduced precision passes the probe
+    run = _frozen(woof_mini, tmp_path / "run", inference_precision="bf16", data_dir=str(tmp_path / "cache"))
+    record = run.read_metrics()["frozen"]["inference_precision"]
+    assert record["used"] == "fp32" and record["gate"] is None
+    assert "bf16 points elsewhere than PyTorch fp32" in record["refused"] and "1.01 needed" in record["refused"]
+    html, _ = Experiment.open(run.path).report()
+    assert "bf16 asked for: the model could not run in bf16 here: openvino in bf16 points elsewhere" in html.read_text()
+
+
+@pytest.mark.slow
 def test_a_reduced_precision_that_passes_is_kept_and_recorded_everywhere(woof_mini, tmp_path, monkeypatch):
     _needs_openvino()
     run = _frozen(woof_mini, tmp_path / "run", inference_precision="bf16", data_dir=str(tmp_path / "cache"))

@@ -322,7 +322,7 @@ class Experiment:
         outputs is trained again in fp32 from `start`."""
         requested = self.settings.inference_precision
         precision = result.trained_precision if result.cached_features else run_precision(self.settings)
-        verdict = None
+        verdict, refused = None, result.precision_refused
         try:
             if precision != "fp32" and result.cached_features:
                 verdict = gate_on_features(self.settings, result.model, self._pretrained_model()[0], self.index.val,
@@ -331,7 +331,7 @@ class Experiment:
                 verdict = gate_on_photos(self.settings, result.model, self.index.val, precision, result.image_size, self.index.train)
         except PrecisionUnavailable as error:
             log.warning("%s: %s; it runs in fp32", result.stage.name, error)
-            precision = "fp32"
+            precision, refused = "fp32", str(error)
         if verdict is not None:
             (log.info if verdict.passed else log.warning)("%s: inference precision %s", result.stage.name, verdict.reason)
         used = precision if verdict is None or verdict.passed else "fp32"
@@ -340,7 +340,7 @@ class Experiment:
             log.warning("%s: training it again with its frozen part in fp32", result.stage.name)
             data = self._features("fp32") if result.cached_features else self._photos(start, image_size)
             result = fit_stage(self.run, data, copy.deepcopy(start), result.stage, fp32, self.index.classes, callbacks, False)
-        record = precision_record(requested, used, verdict)
+        record = precision_record(requested, used, verdict, refused)
         result.metrics["inference_precision"] = record
         self.run.update_metrics(result.stage.name, {**self.run.read_metrics()[result.stage.name], "inference_precision": record})
         self.run.record_setting("inference_precision_used", {result.stage.name: used})

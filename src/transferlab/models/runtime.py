@@ -17,7 +17,7 @@ import sys
 import threading
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -67,6 +67,8 @@ class FeatureRuntime:
     name: str
     run: Callable[[np.ndarray], np.ndarray]
     precision: str = "fp32"
+    refused: str | None = None
+    """Why the reduced precision asked for does not run here (this runtime then runs fp32)."""
 
 
 def torch_runtime(backbone: nn.Module) -> FeatureRuntime:
@@ -272,14 +274,15 @@ def module_runtime(
     if prefer == "torch" or device != "cpu":
         if precision != "fp32":
             log.info("%s runs in PyTorch: fp32, not %s", type(module).__name__, precision)
+            return replace(reference_runtime, refused=f"PyTorch runs it ({device}, runtime {prefer}), in fp32")
         return reference_runtime
     candidates = RUNTIMES[:-1] if prefer == "auto" else (prefer,)
     if precision != "fp32":
         if "openvino" not in candidates:
             log.warning("%s precision needs OpenVINO, not %s; running fp32", precision, prefer)
-            precision = "fp32"
-        else:
-            candidates = ("openvino",)
+            fp32 = module_runtime(module, input_shape, export_dir, prefer, threads, device)
+            return replace(fp32, refused=f"{precision} needs OpenVINO, not {prefer}")
+        candidates = ("openvino",)
     probe = np.random.default_rng(0).standard_normal((2, *input_shape)).astype(np.float32)
     if precision == "int8" and calibration is not None:
         calibration = functools.cache(calibration)
@@ -289,6 +292,7 @@ def module_runtime(
     reference = reference_runtime.run(probe)
     onnx_path = None
     shape = "x".join(map(str, input_shape))
+    refused = f"{precision} could not be built"
     for name in candidates:
         try:
             onnx_path = onnx_path or export_module_onnx(module, input_shape, export_dir / f"{model_fingerprint(module)}-{shape}.onnx")
@@ -299,9 +303,11 @@ def module_runtime(
             output = runtime.run(probe)
         except ImportError as error:
             log.info("%s", error if precision == "int8" else f"{name} is not installed")
+            refused = str(error) if precision == "int8" else f"{name} is not installed"
             continue
         except Exception as exc:  # a runtime that fails to load the model must never stop a run
             log.warning("%s could not run the model (%s); trying the next runtime", name, exc)
+            refused = f"{name} could not run the model ({exc})"
             continue
         if precision != "fp32":
             cosine = min_cosine(output, reference)
@@ -309,12 +315,14 @@ def module_runtime(
                 log.info("runtime: %s in %s (cosine %.4f against PyTorch fp32 on a probe)", name, precision, cosine)
                 return runtime
             log.warning("%s in %s points elsewhere than PyTorch (cosine %.3f); running fp32", name, precision, cosine)
-            return module_runtime(module, input_shape, export_dir, prefer, threads, device)
+            fp32 = module_runtime(module, input_shape, export_dir, prefer, threads, device)
+            return replace(fp32, refused=f"{name} in {precision} points elsewhere than PyTorch fp32 (cosine {cosine:.3f} on a probe, "
+                                         f"{REDUCED_MIN_COSINE} needed)")
         error = relative_error(output, reference)
         if error <= PARITY_TOLERANCE:
             log.info("runtime: %s (relative error %.1e against PyTorch)", name, error)
             return runtime
         log.warning("%s differs from PyTorch by %.1e (> %.0e); not used", name, error, PARITY_TOLERANCE)
     if precision != "fp32":
-        return module_runtime(module, input_shape, export_dir, prefer, threads, device)
+        return replace(module_runtime(module, input_shape, export_dir, prefer, threads, device), refused=refused)
     return reference_runtime

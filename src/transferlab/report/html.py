@@ -73,7 +73,8 @@ def training_note(metrics: dict[str, Any]) -> str | None:
     record = metrics.get("inference_precision")
     if record:
         gate = record.get("gate")
-        parts.append(f"answers in {record['used']}" + (f": {gate['reason']}" if gate else ""))
+        why = f": {gate['reason']}" if gate else f" ({record['requested']} asked for: {record['refused']})" if record.get("refused") else ""
+        parts.append(f"answers in {record['used']}{why}")
     return "; ".join(parts) or None
 
 

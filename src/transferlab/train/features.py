@@ -164,6 +164,7 @@ class FeatureDataModule(L.LightningDataModule):
         self.config = config
         self.extraction_seconds = 0.0  # reading or computing the cached features; set by whoever built them
         self.precision = "fp32"  # the inference precision they were computed in
+        self.precision_refused: str | None = None  # why not in the one the run asked for
         self.batch_size = batch_size
         self.seed = seed
 

@@ -66,6 +66,8 @@ class StageResult:
     """Trained on the cached pooled features of the pretrained backbone (its head can be evaluated on them)."""
     trained_precision: str = "fp32"
     """The inference precision its frozen part (cached features, the trunk) ran in while it trained."""
+    precision_refused: str | None = None
+    """Why the cached features are fp32 when the run asked for a reduced precision (the runtime's reason)."""
 
 
 def versions() -> dict[str, str]:
@@ -175,11 +177,12 @@ def fit_stage(
     freeze = strategy.apply(model, unfreeze)
     cached_features = isinstance(datamodule, FeatureDataModule)
     frozen_precision = datamodule.precision if cached_features else "fp32"
+    refused = datamodule.precision_refused if cached_features else None
     finished = name in run.read_metrics() and run.best_checkpoint(name).is_file()
     if finished and keep_finished and not settings.overwrite:
         log.info("%s: already trained in %s; loading its best checkpoint", name, run.path)
         model.load_state_dict(classifier_state(read_checkpoint(run.best_checkpoint(name))))
-        return StageResult(stage, model, run.read_metrics()[name], freeze, datamodule.config.image_size, cached_features, frozen_precision)
+        return StageResult(stage, model, run.read_metrics()[name], freeze, datamodule.config.image_size, cached_features, frozen_precision, refused)
     if (finished or settings.overwrite) and is_rank_zero():
         if finished:
             log.warning("%s: training it again; its earlier results in %s are replaced", name, run.path)
@@ -234,7 +237,7 @@ def fit_stage(
     if is_rank_zero():
         run.update_metrics(name, metrics)
         save_figure(history_figure(run.read_history(name), name), run.plot_file(f"history_{name}"))
-    return StageResult(stage, model, metrics, freeze, datamodule.config.image_size, cached_features, frozen_precision)
+    return StageResult(stage, model, metrics, freeze, datamodule.config.image_size, cached_features, frozen_precision, refused)
 
 
 def stage_module(
@@ -537,7 +540,9 @@ def feature_datamodule(
             if precision == "fp32":
                 raise
             log.warning("%s; the features are computed in fp32", error)
-            return feature_datamodule(settings, index, model, image_size, "fp32")
+            fallback = feature_datamodule(settings, index, model, image_size, "fp32")
+            fallback.precision_refused = str(error)
+            return fallback
     remember_store(settings, store)  # every photo's clean view is there: a later audit reads them without a model
     datamodule = FeatureDataModule(
         FeatureDataset(train_features, [s.label for s in index.train], settings.seed, draw_views=True),
@@ -565,5 +570,6 @@ class PrecisionUnavailable(RuntimeError):
 def checked_precision(runtime: FeatureRuntime, precision: str) -> FeatureRuntime:
     """`runtime`, refused when it does not run in `precision` (its features would go into another precision's cache)."""
     if runtime.precision != precision:
-        raise PrecisionUnavailable(f"the model could not run in {precision} here ({runtime.name} runs {runtime.precision})")
+        why = runtime.refused or f"{runtime.name} runs {runtime.precision}"
+        raise PrecisionUnavailable(f"the model could not run in {precision} here: {why}")
     return runtime

@@ -73,7 +73,9 @@ def gate_on_photos(
     return gate(precision, logits["fp32"], logits[precision], np.array([s.label for s in samples]))
 
 
-def precision_record(requested: str, used: str, result: GateResult | None) -> dict[str, Any]:
-    """What metrics.json says of a stage's inference precision (int8: with the width its weights were quantized to)."""
+def precision_record(requested: str, used: str, result: GateResult | None, refused: str | None = None) -> dict[str, Any]:
+    """What metrics.json says of a stage's inference precision (int8: with the width its weights were quantized to;
+    `refused`: why the reduced precision could not run at all, when no gate judged it)."""
     width = {"int8_weight_bits": int8_weight_bits()} if used == "int8" else {}
-    return {"requested": requested, "used": used, **width, "gate": result.as_dict() if result else None}
+    why = {"refused": refused} if refused and result is None else {}
+    return {"requested": requested, "used": used, **width, **why, "gate": result.as_dict() if result else None}
