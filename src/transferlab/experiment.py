@@ -86,6 +86,7 @@ class Experiment:
         self._pretrained: tuple[Classifier, WeightsInfo] | None = None
         self._photo_data: dict[int | None, Any] = {}
         self._feature_data = None
+        self._feature_data_asked: str | None = None  # the precision asked for (the features may be fp32: refused)
 
     @classmethod
     def open(cls, run: str | Path, **overrides: Any) -> "Experiment":
@@ -533,8 +534,9 @@ class Experiment:
     def _features(self, precision: str | None = None):
         """The pretrained backbone's cached features, in `precision` (default: the run's, `run_precision`)."""
         precision = precision or run_precision(self.settings)
-        if self._feature_data is None or self._feature_data.precision != precision:
+        if self._feature_data is None or self._feature_data_asked != precision:
             self._feature_data = feature_datamodule(self.settings, self.index, self._pretrained_model()[0], self.settings.image_size, precision)
+            self._feature_data_asked = precision
         return self._feature_data
 
     def _write_data_figures(self) -> None:

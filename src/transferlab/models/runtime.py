@@ -303,11 +303,11 @@ def module_runtime(
             output = runtime.run(probe)
         except ImportError as error:
             log.info("%s", error if precision == "int8" else f"{name} is not installed")
-            refused = str(error) if precision == "int8" else f"{name} is not installed"
+            refused = str(error) if precision == "int8" else f"{error.name or name} is not installed"
             continue
         except Exception as exc:  # a runtime that fails to load the model must never stop a run
             log.warning("%s could not run the model (%s); trying the next runtime", name, exc)
-            refused = f"{name} could not run the model ({exc})"
+            refused = f"{name} could not run the model ({(str(exc).splitlines() or [type(exc).__name__])[0][:200]})"
             continue
         if precision != "fp32":
             cosine = min_cosine(output, reference)
