@@ -180,7 +180,8 @@ def run_calibration(run: RunDir, config: DataConfig) -> Calibration:
             return []
         if not train:
             log.warning("%s: no training photos to calibrate int8 on (none of them is readable where config.yaml says)", run.path)
-        return calibration_photos(train, config, run.read_config()["config"]["seed"])() if train else []
+            return []
+        return calibration_photos(train, config, run.read_config()["config"]["seed"])()
 
     return batches
 

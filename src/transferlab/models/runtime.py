@@ -268,9 +268,14 @@ def module_runtime(
     matches PyTorch on a probe batch within `PARITY_TOLERANCE`; PyTorch otherwise, and always on a GPU.
 
     A reduced `precision` (bf16, int8) runs in OpenVINO alone; where it cannot, the module runs in fp32 (the
-    returned runtime's `precision` says which)."""
+    returned runtime's `precision` says which, and its `refused` why)."""
     threads = threads or default_threads()
     reference_runtime = torch_module_runtime(module, device)
+
+    def fp32_instead(reason: str) -> FeatureRuntime:
+        """The module in fp32, saying why not in the reduced `precision`."""
+        return replace(module_runtime(module, input_shape, export_dir, prefer, threads, device), refused=reason)
+
     if prefer == "torch" or device != "cpu":
         if precision != "fp32":
             log.info("%s runs in PyTorch: fp32, not %s", type(module).__name__, precision)
@@ -280,8 +285,7 @@ def module_runtime(
     if precision != "fp32":
         if "openvino" not in candidates:
             log.warning("%s precision needs OpenVINO, not %s; running fp32", precision, prefer)
-            fp32 = module_runtime(module, input_shape, export_dir, prefer, threads, device)
-            return replace(fp32, refused=f"{precision} needs OpenVINO, not {prefer}")
+            return fp32_instead(f"{precision} needs OpenVINO, not {prefer}")
         candidates = ("openvino",)
     probe = np.random.default_rng(0).standard_normal((2, *input_shape)).astype(np.float32)
     if precision == "int8" and calibration is not None:
@@ -315,14 +319,11 @@ def module_runtime(
                 log.info("runtime: %s in %s (cosine %.4f against PyTorch fp32 on a probe)", name, precision, cosine)
                 return runtime
             log.warning("%s in %s points elsewhere than PyTorch (cosine %.3f); running fp32", name, precision, cosine)
-            fp32 = module_runtime(module, input_shape, export_dir, prefer, threads, device)
-            return replace(fp32, refused=f"{name} in {precision} points elsewhere than PyTorch fp32 (cosine {cosine:.3f} on a probe, "
-                                         f"{REDUCED_MIN_COSINE} needed)")
+            return fp32_instead(f"{name} in {precision} points elsewhere than PyTorch fp32 (cosine {cosine:.3f} on a probe, "
+                                f"{REDUCED_MIN_COSINE} needed)")
         error = relative_error(output, reference)
         if error <= PARITY_TOLERANCE:
             log.info("runtime: %s (relative error %.1e against PyTorch)", name, error)
             return runtime
         log.warning("%s differs from PyTorch by %.1e (> %.0e); not used", name, error, PARITY_TOLERANCE)
-    if precision != "fp32":
-        return replace(module_runtime(module, input_shape, export_dir, prefer, threads, device), refused=refused)
-    return reference_runtime
+    return fp32_instead(refused) if precision != "fp32" else reference_runtime
