@@ -64,6 +64,28 @@ def test_underfitting_is_found_and_not_overfitting():
     assert not found & {"overfitting", "still-learning", "val-above-train"}
 
 
+def test_a_model_at_chance_is_underfitting_not_overfitting():
+    """Scratch on clothing-mini's 300 photos, 3 epochs (a real history): validation at chance (10 classes) while its
+    loss rises from the uniform guess's 2.30 is no reason to keep epoch 1's weights."""
+    rows = history(train_loss=[2.584, 2.396, 2.262], val_loss=[2.320, 2.419, 2.518], train_acc=[0.10, 0.147, 0.18], val_acc=[0.10, 0.10, 0.10])
+    found = verdicts(rows)
+    assert "underfitting" in found and "overfitting" not in found
+
+
+def test_far_below_training_is_not_called_underfitting():
+    rows = history(train_loss=[1.5, 1.2, 1.0, 0.9], val_loss=[1.6, 1.5, 1.6, 1.8], train_acc=[0.45, 0.55, 0.62, 0.66], val_acc=[0.40, 0.42, 0.41, 0.40])
+    found = verdicts(rows)
+    assert "overfitting" in found and "underfitting" not in found
+
+
+def test_validation_above_training_only_while_it_still_is():
+    """Frozen on clothing-mini (a real history): the first epoch's low training accuracy lifts the average lead, but at
+    the end training (88.7 %) is above validation (84 %): no "validation above training"."""
+    rows = history(train_loss=[1.803, 0.626, 0.324], val_loss=[0.856, 0.599, 0.545], train_acc=[0.40, 0.797, 0.887], val_acc=[0.80, 0.82, 0.84])
+    found = verdicts(rows)
+    assert "val-above-train" not in found and "generalises" in found
+
+
 def test_still_improving():
     found = verdicts(STILL_IMPROVING)
     assert "still-learning" in found

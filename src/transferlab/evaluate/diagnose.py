@@ -20,6 +20,8 @@ MIN_RELATIVE_CHANGE = 0.02
 """A change of the loss under 2 % of its level counts as no change, whatever the noise."""
 UNDERFIT_ACCURACY = 0.7
 """Training accuracy under this after training, with validation close to it, is underfitting."""
+UNDERFIT_GAP_POINTS = 0.1
+"""Validation "close to" training accuracy, for underfitting: within this many points (10) either way."""
 NOISY_SPREAD = 0.03
 """Scatter of validation accuracy around its trend above 3 points is called noisy."""
 GAP_POINTS = 0.05
@@ -104,7 +106,8 @@ def fit_findings(strategy: str, rows: Sequence[Mapping[str, float]]) -> list[Fin
     findings = []
     val_losses = [row["val_loss"] for row in rows]
     best = int(np.argmin(val_losses))
-    if n >= 3 and best < n - 1:
+    underfitting = train_acc < UNDERFIT_ACCURACY and -UNDERFIT_GAP_POINTS < gap <= UNDERFIT_GAP_POINTS
+    if n >= 3 and best < n - 1 and not underfitting:  # a model that fits not even its training photos is not overfitting them
         rise = val_losses[-1] - val_losses[best]
         _, noise = _trend(val_losses[best:]) if n - best >= 3 else (0.0, 0.0)
         train_fell = rows[-1]["train_loss"] < rows[best]["train_loss"]
@@ -117,7 +120,7 @@ def fit_findings(strategy: str, rows: Sequence[Mapping[str, float]]) -> list[Fin
                 f"{_pct(train_acc)} and validation {_pct(val_acc)} (gap {100 * gap:.1f} points). Keep the weights from "
                 f"around epoch {rows[best]['epoch']} (--early-stop does that); more augmentation or dropout also helps.",
             ))
-    if train_acc < UNDERFIT_ACCURACY and gap > -0.05:
+    if underfitting:
         findings.append(Finding(
             strategy, "fit", "underfitting",
             f"Underfitting: training accuracy is only {_pct(train_acc)} after {n} epochs, and validation "
@@ -126,7 +129,7 @@ def fit_findings(strategy: str, rows: Sequence[Mapping[str, float]]) -> list[Fin
         ))
     tail = rows[-min(TREND_WINDOW, n):]
     val_lead = float(np.mean([row["val_acc"] - row["train_acc"] for row in tail]))
-    if val_lead > 0.02:
+    if val_lead > 0.02 and val_acc > train_acc:  # above on average, and still above at the end
         findings.append(Finding(
             strategy, "fit", "val-above-train",
             f"Validation accuracy is above training accuracy (by {100 * val_lead:.1f} points on average over the last "
