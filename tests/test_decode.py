@@ -131,6 +131,16 @@ def test_unreadable_photos_are_dropped_and_a_class_left_empty_is_an_error(image_
         drop_unreadable(folder_source(root))
 
 
+def test_classes_too_thin_to_learn_or_to_measure_are_warned_about(image_tree, caplog):
+    root = image_tree({"many": 8, "few": 4, "one": 1})  # split 80/20: 6 + 2, 3 + 1, 1 + 0
+    with caplog.at_level("WARNING", logger="transferlab.data.scan"):
+        drop_unreadable(folder_source(root))
+    warned = {record.getMessage().split("class ")[1].split(" has")[0]: record.getMessage() for record in caplog.records}
+    assert set(warned) == {"few", "one"}
+    assert "only 3 training photo(s)" in warned["few"] and "validation" not in warned["few"]
+    assert "only 1 training photo(s) and no validation photo" in warned["one"] and str(root) in warned["one"]
+
+
 def test_find_unreadable_keeps_order_and_reasons(tmp_path):
     good = make_image(tmp_path / "good.jpg")
     empty = tmp_path / "empty.jpg"

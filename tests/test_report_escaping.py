@@ -55,3 +55,19 @@ def test_hostile_report_runs_no_script_in_chromium(hostile_run):
         browser.close()
     assert dialogs == [] and injected == [0, 0]
     assert "<script>alert(1)</script>" in shown  # shown as text
+
+
+def test_a_class_too_thin_to_learn_or_judge_is_named_in_the_report_as_text(hostile_run, tmp_path):
+    import json
+    import shutil
+
+    from transferlab.report.html import build_report
+
+    run = shutil.copytree(hostile_run.path, tmp_path / "run")
+    classes = json.loads((run / "classes.json").read_text())
+    classes[1].update(train=2, val=0)
+    (run / "classes.json").write_text(json.dumps(classes))
+    html, markdown = build_report(run)
+    assert "Too thin to learn or to judge: <strong>&lt;script&gt;alert(1)&lt;/script&gt;</strong> (only 2 training photo(s) and no validation photo" in html.read_text()
+    assert "only 2 training photo(s) and no validation photo" in markdown.read_text()
+    assert "Too thin" not in hostile_run.report_file.read_text()

@@ -58,7 +58,30 @@ def drop_unreadable(index: DatasetIndex, photos: PhotoCache | None = None) -> Da
         raise DataSourceError(f"{index.root}: no readable training photo left in class(es) {', '.join(empty)}")
     if not cleaned.val:
         raise DataSourceError(f"{index.root}: no readable validation photo left")
+    warn_thin_classes(cleaned)
     return cleaned
+
+
+FEW_TRAINING_PHOTOS = 5
+"""A class with fewer training photos than this is warned about: a model learns little from so few (`tlab curve`
+measures how accuracy grows with photos per class)."""
+
+
+def thinness(train: int, val: int) -> str | None:
+    """What makes a class of `train` training and `val` validation photos too thin to learn or to measure; None
+    when nothing does."""
+    problems = [f"only {train} training photo(s)"] if train < FEW_TRAINING_PHOTOS else []
+    if val == 0:
+        problems.append("no validation photo, so its accuracy goes unmeasured")
+    return " and ".join(problems) or None
+
+
+def warn_thin_classes(index: DatasetIndex) -> None:
+    """A warning per class with fewer than `FEW_TRAINING_PHOTOS` training photos or no validation photo."""
+    train, val = index.counts("train"), index.counts("val")
+    for folder in index.classes:
+        if problem := thinness(train[folder], val[folder]):
+            log.warning("%s: class %s has %s; add photos to it or leave it out", index.root, folder, problem)
 
 
 @dataclass(frozen=True)

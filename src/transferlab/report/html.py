@@ -11,6 +11,7 @@ from PIL import Image
 
 from ..data.names import class_noun, plural
 from ..data.resolve import data_title
+from ..data.scan import FEW_TRAINING_PHOTOS, thinness
 from ..evaluate.curve import curve_finding
 from ..evaluate.diagnose import Finding, diagnose
 from ..train.strategies import costs, get_strategy, order, strategy_names
@@ -210,6 +211,7 @@ def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -
         "machine": config.get("machine"),  # runs from before it was recorded have none
         "augment_ops": config.get("augment_ops", []),
         "classes": names,
+        "thin_classes": {e["name"]: why for e in run.read_classes() if (why := thinness(e.get("train", FEW_TRAINING_PHOTOS), e.get("val", 1)))},
         "strategies": list(histories),
         "metrics": _metrics_rows(run, histories),
         "findings": findings,
