@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import make_image
 from transferlab.config import TrainConfig
 from transferlab.data import decode
-from transferlab.data.decode import UnreadableImageError, check_image, load_rgb, load_uint8
+from transferlab.data.decode import ImageTooLargeError, UnreadableImageError, check_image, load_rgb, load_uint8
 from transferlab.data.scan import drop_unreadable, find_unreadable
 from transferlab.data.sources import DataSourceError, folder_source
 from transferlab.experiment import train
@@ -109,6 +109,16 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(decode, "MAX_PIXELS", 50_000)
     with pytest.raises(UnreadableImageError, match="decompression bomb"):
         load_uint8(path)
+
+
+def test_pillows_own_bomb_refusal_is_reported_as_ours_and_its_limit_left_alone(tmp_path, monkeypatch):
+    from PIL import Image
+
+    path = make_image(tmp_path / "big.png", size=(48, 40))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 900)  # a user's own, stricter limit: 1,920 pixels is over twice it
+    with pytest.raises(ImageTooLargeError, match="big.png: over twice the limit .* decompression bomb"):
+        load_uint8(path)
+    assert Image.MAX_IMAGE_PIXELS == 900
 
 
 def test_unsupported_extensions_are_listed_as_skipped(image_tree):

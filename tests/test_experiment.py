@@ -21,10 +21,15 @@ def test_importing_transferlab_changes_no_global_state():
     code = """
 import matplotlib, warnings
 import torch, torchvision, lightning, timm, scipy.stats, onnx, onnxruntime, fastapi, uvicorn, pandas, typer
-backend, filters = matplotlib.get_backend(), list(warnings.filters)
+from PIL import Image
+backend, filters, pixels = matplotlib.get_backend(), list(warnings.filters), Image.MAX_IMAGE_PIXELS
 import transferlab, transferlab.experiment, transferlab.cli, transferlab.serve, transferlab.inference
 assert matplotlib.get_backend() == backend, (backend, matplotlib.get_backend())
 assert list(warnings.filters) == filters, set(warnings.filters) ^ set(filters)
+assert Image.MAX_IMAGE_PIXELS == pixels, "Pillow's decompression-bomb limit changed"
+import types
+for name in transferlab.__all__[1:]:  # every name the package offers stays what it names once the library is loaded
+    assert callable(getattr(transferlab, name)) and not isinstance(getattr(transferlab, name), types.ModuleType), name
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -8,6 +8,7 @@
     tl.machine_info()                    # this machine as a run sees it (`tlab info`): CPU, what `auto` picks
 
 Importing transferlab is cheap and changes no global state; what a name needs is imported when it is first used.
+(`transferlab.experiment.train` is not offered here as `train`: that name is the `transferlab.train` subpackage.)
 """
 
 from typing import Any
@@ -17,7 +18,6 @@ __version__ = "0.1.0"
 _LAZY = {
     "Experiment": ("transferlab.experiment", "Experiment"),
     "load": ("transferlab.inference", "load"),
-    "train": ("transferlab.experiment", "train"),
     "compare": ("transferlab.experiment", "compare"),
     "audit": ("transferlab.audits.findings", "audit"),
     "machine_info": ("transferlab.machine", "machine_info"),

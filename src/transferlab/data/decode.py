@@ -19,9 +19,8 @@ if TYPE_CHECKING:
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})
 MAX_PIXELS = 89_478_485
-"""Refuse larger images (Pillow's decompression-bomb threshold: a 0.25 GiB RGB image)."""
-
-Image.MAX_IMAGE_PIXELS = None  # our own check below names the file and the limit
+"""Refuse larger images (Pillow's decompression-bomb threshold: a 0.25 GiB RGB image). Pillow's own limit is left
+as it is (it is the user's process): past twice it Pillow refuses to open the file, and that is reported as ours."""
 
 
 class UnreadableImageError(ValueError):
@@ -64,6 +63,8 @@ def _check_opened(image: Image.Image, name: str) -> None:
 def _decode_error(name: str, data: bytes | None, error: Exception) -> UnreadableImageError:
     if isinstance(error, FileNotFoundError):
         return UnreadableImageError(f"{name}: file not found")
+    if isinstance(error, Image.DecompressionBombError):
+        return ImageTooLargeError(f"{name}: over twice the limit of {MAX_PIXELS:,} pixels (a possible decompression bomb); refused")
     if isinstance(error, UnidentifiedImageError):
         if not data:
             return UnreadableImageError(f"{name}: empty file (0 bytes)")
