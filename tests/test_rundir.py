@@ -1,8 +1,11 @@
 import csv
+import json
+
+import pytest
 
 from transferlab.files import write_atomic
 from transferlab.report.plots import history_figure, save_figure
-from transferlab.rundir import HISTORY_COLUMNS, RunDir
+from transferlab.rundir import HISTORY_COLUMNS, RunDir, RunDirError
 
 
 def _row(epoch: int, strategy: str = "frozen", loss: float = 1.0) -> dict:
@@ -46,3 +49,26 @@ def test_history_plot_has_two_labelled_panels(tmp_path):
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["train", "validation"]
     save_figure(figure, tmp_path / "h.png")
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("calibration, fragment", [
+    ({"frozen": {"temperature": "hot"}}, "frozen's temperature must be a positive number, not 'hot'"),
+    ({"frozen": {"temperature": -2.0}}, "not -2.0"),
+    ({"frozen": {"temperature": 0}}, "not 0"),
+    (["x"], "expected a calibration per strategy"),
+    ({"frozen": 3}, "expected a calibration per strategy"),
+])
+def test_a_damaged_temperature_is_refused_naming_the_file(tmp_path, calibration, fragment):
+    """A negative temperature would turn answers around, zero would divide by it: neither may be used."""
+    run = RunDir(tmp_path)
+    run.calibration_file.write_text(json.dumps(calibration))
+    with pytest.raises(RunDirError, match="calibration.json: damaged") as error:
+        run.temperature("frozen")
+    assert fragment in str(error.value)
+
+
+def test_a_temperature_is_read_and_defaults_to_one(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.temperature("frozen") == 1.0
+    run.calibration_file.write_text(json.dumps({"frozen": {"temperature": 1.5}, "scratch": {}}))
+    assert run.temperature("frozen") == 1.5 and run.temperature("scratch") == 1.0 and run.temperature("finetune") == 1.0

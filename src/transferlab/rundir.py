@@ -3,6 +3,7 @@ atomically (temp file + flush + rename), and the lock that lets one process writ
 
 import csv
 import json
+import math
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -153,11 +154,17 @@ class RunDir:
         return _read(self.evaluation_file, json.loads) if self.evaluation_file.exists() else {}
 
     def read_calibration(self) -> dict[str, Any]:
-        return _read(self.calibration_file, json.loads) if self.calibration_file.exists() else {}
+        calibration = _read(self.calibration_file, json.loads) if self.calibration_file.exists() else {}
+        if not isinstance(calibration, dict) or not all(isinstance(entry, dict) for entry in calibration.values()):
+            raise RunDirError(f"{self.calibration_file}: damaged (expected a calibration per strategy); `tlab evaluate` fits it again")
+        return calibration
 
     def temperature(self, strategy: str) -> float:
         """The strategy's fitted temperature; 1 (the raw probabilities) before an evaluation has fitted one."""
-        return float(self.read_calibration().get(strategy, {}).get("temperature", 1.0))
+        value = self.read_calibration().get(strategy, {}).get("temperature", 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise RunDirError(f"{self.calibration_file}: damaged ({strategy}'s temperature must be a positive number, not {value!r}); `tlab evaluate` fits it again")
+        return float(value)
 
     def trained_strategies(self) -> list[str]:
         """Strategies with a best checkpoint, in the order they were trained (their first row in history.csv)."""
