@@ -111,6 +111,11 @@ def test_clear_errors(frozen_run, tmp_path, image_tree):
     other = image_tree({"zebra": 2, "okapi": 2})
     result = runner.invoke(app, ["evaluate", str(frozen_run.path), "--data", str(other)])
     assert result.exit_code == 2 and "not trained on" in result.output
+    for command in ("predict", "evaluate"):  # a misspelt runtime is named with the ones there are, not run as ONNX Runtime
+        result = runner.invoke(app, [command, str(frozen_run.path), *(["x.jpg"] if command == "predict" else []), "--runtime", "openvno"])
+        assert result.exit_code == 2 and "--runtime: expected one of auto, openvino, onnxruntime, torch (got 'openvno')" in result.output
+    with pytest.raises(ValueError, match="got 'bogus'"):
+        transferlab.load(frozen_run.path, runtime="bogus")
 
 
 def test_evaluation_in_a_fast_runtime_agrees_with_pytorch(frozen_run, monkeypatch, tmp_path):

@@ -136,6 +136,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from .explain.gradcam import ExplainError
     from .models.backbones import BackboneError
     from .models.precision import PrecisionError
+    from .models.runtime import UnknownRuntimeError
     from .models.weights import WeightsError
     from .train.distributed import DeviceError
     from .train.strategies import StrategyError
@@ -143,7 +144,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
 
     return (
         DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, AugmentConfigError,
-        StrategyError, PrecisionError, ExplainError, MisconfigurationException, FileNotFoundError,
+        StrategyError, PrecisionError, UnknownRuntimeError, ExplainError, MisconfigurationException, FileNotFoundError,
     )
 
 
@@ -434,13 +435,11 @@ def evaluate(
     from .evaluate.evaluation import evaluation_dir
     from .experiment import Experiment
     from .inference import best_strategy
-    from .models.runtime import RUNTIMES
-
-    if runtime not in ("auto", *RUNTIMES):
-        _fail(f"--runtime: expected one of auto, {', '.join(RUNTIMES)} (got {runtime!r})")
     from .models.precision import check_precision
+    from .models.runtime import check_runtime
 
     with _one_line_errors():
+        check_runtime(runtime)
         check_precision(inference_precision)
         spec = DataSpec(data, breeds, data_dir=data_dir, source_url=source_url) if data else None
         experiment = Experiment.open(run_dir, batch_size=batch_size, runtime=runtime)

@@ -31,7 +31,7 @@ from .files import runtimes_dir, short_reason
 from .models.checkpoints import find_checkpoint, load_checkpoint_classifier
 from .models.classifier import Classifier, DataConfig, data_config
 from .models.precision import check_precision, recorded_precision
-from .models.runtime import module_runtime
+from .models.runtime import check_runtime, module_runtime
 from .models.weights import WeightsError
 from .rundir import RunDir, RunDirError
 
@@ -412,6 +412,7 @@ def load(
     Probabilities are calibrated with the temperature the run's evaluation fitted (1 before there is one).
     """
     check_precision(precision)
+    check_runtime(runtime)
     path = Path(source).expanduser()
     if not path.exists():
         raise WeightsError(f"{path}: no such run directory, checkpoint or model file")

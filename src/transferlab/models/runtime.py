@@ -37,6 +37,17 @@ REDUCED_MIN_COSINE = 0.95
 ONNX_OPSET = 17
 
 
+class UnknownRuntimeError(ValueError):
+    """A runtime name that does not exist; names the ones that do."""
+
+
+def check_runtime(name: str) -> str:
+    """`name` when it is auto or one of `RUNTIMES`, else an `UnknownRuntimeError`."""
+    if name != "auto" and name not in RUNTIMES:
+        raise UnknownRuntimeError(f"--runtime: expected one of auto, {', '.join(RUNTIMES)} (got {name!r})")
+    return name
+
+
 @contextmanager
 def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     """`module` in eval mode inside the block; every submodule gets its own mode back after it."""
@@ -269,6 +280,7 @@ def module_runtime(
 
     A reduced `precision` (bf16, int8) runs in OpenVINO alone; where it cannot, the module runs in fp32 (the
     returned runtime's `precision` says which, and its `refused` why)."""
+    check_runtime(prefer)
     threads = threads or default_threads()
     reference_runtime = torch_module_runtime(module, device)
 
