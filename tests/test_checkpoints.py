@@ -199,3 +199,15 @@ def test_early_stopping_resumes_with_the_patience_it_had(three_classes, tmp_path
         train(_config(three_classes, tmp_path / "run", **settings), callbacks=[CrashIn("train_batch", worse[0] + 1)])
     train(_config(three_classes, tmp_path / "run", **settings))
     _assert_same_run(tmp_path / "run", whole)
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"", "(an empty file)"),
+    (b"PK\x03\x04" + bytes(500), "(damaged, truncated, or not a PyTorch checkpoint)"),  # a zip without its directory
+])
+def test_an_unreadable_checkpoint_says_so_in_a_users_words(tmp_path, content, says):
+    path = tmp_path / "best.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError) as error:
+        read_checkpoint(path)
+    assert str(error.value) == f"{path}: not a readable checkpoint {says}"

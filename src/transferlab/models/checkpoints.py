@@ -1,5 +1,6 @@
 """Read what training wrote: a checkpoint as weights only (no code in it runs), and the classifier it holds."""
 
+import logging
 import pickle
 import warnings
 from pathlib import Path
@@ -11,6 +12,8 @@ from ..files import short_reason
 from ..rundir import RunDir
 from .classifier import Classifier, build_classifier
 from .weights import WeightsError
+
+log = logging.getLogger(__name__)
 
 METADATA_KEY = "transferlab"
 """A checkpoint's own record: strategy, epoch (1-based, completed), best_epoch and best_val_acc."""
@@ -27,8 +30,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise WeightsError(f"{path}: no such checkpoint") from None
     except pickle.UnpicklingError:
         raise WeightsError(f"{path}: not a readable checkpoint (damaged, or holding more than weights)") from None
-    except Exception as error:  # torch raises RuntimeError, EOFError, ValueError... on a truncated or random file
-        raise WeightsError(f"{path}: not a readable checkpoint ({short_reason(error)})") from None
+    except Exception as error:  # torch raises RuntimeError, EOFError, KeyError... on a truncated or random file
+        log.debug("%s: torch.load said %r", path, error)  # its words ("174812789", miniz internals) say nothing to a user
+        what = "an empty file" if Path(path).stat().st_size == 0 else "damaged, truncated, or not a PyTorch checkpoint"
+        raise WeightsError(f"{path}: not a readable checkpoint ({what})") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise WeightsError(f"{path}: not a transferlab checkpoint (no state_dict)")
     return checkpoint
