@@ -104,3 +104,15 @@ def test_compare_bad_flags(image_tree, args, fragment):
 def test_evaluate_and_report_need_a_run_directory(tmp_path):
     _assert_usage_error(runner.invoke(app, ["evaluate", str(tmp_path)]), "not a run directory")
     _assert_usage_error(runner.invoke(app, ["report", str(tmp_path)]), "not a run directory")
+
+
+def test_a_bad_config_file_is_named_with_the_line_or_the_key(tmp_path):
+    """A setting that came from --config is named as the file's key, not as a flag nobody typed; broken YAML is one
+    line with where it breaks."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: photos\nepochs: lots\n")
+    _assert_usage_error(_train("--config", str(bad)), f"{bad}: epochs: Input should be a valid integer", "(got 'lots')")
+    _assert_usage_error(_train("--config", str(bad), "--epochs", "0"), "--epochs: Input should be greater than or equal to 1")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data: [unclosed\nepochs: 2\n")
+    _assert_usage_error(_train("--config", str(broken)), f"--config {broken}: not valid YAML (line 2, column 7:")

@@ -168,13 +168,17 @@ def _one_line_errors(exit_code: int = USAGE_ERROR) -> Iterator[None]:
         raise typer.Exit(FOUND_ERRORS) from None
 
 
-def _validation_message(error: ValidationError) -> str:
+def _validation_message(error: ValidationError, config_file: Path | None = None, from_file: set[str] = frozenset()) -> str:
+    """Each wrong setting, named as the user gave it: a flag, or a key of `config_file` for the fields in `from_file`."""
     parts = []
     for item in error.errors():
         if not item["loc"]:
             parts.append(item["msg"].removeprefix("Value error, "))
             continue
-        field = "--" + "-".join(str(loc) for loc in item["loc"]).replace("_", "-")
+        if item["loc"][0] in from_file:
+            field = f"{config_file}: {'.'.join(str(loc) for loc in item['loc'])}"
+        else:
+            field = "--" + "-".join(str(loc) for loc in item["loc"]).replace("_", "-")
         parts.append(f"{field}: {item['msg']} (got {item.get('input')!r})")
     return "; ".join(parts)
 
@@ -220,21 +224,26 @@ _LIGHTNING_LINES = _StderrLines()
 before Lightning is imported (only commands that train import it), since its import sets them to INFO."""
 
 
-def _merge_config(ctx: typer.Context, config_file: Path | None, values: dict) -> dict:
-    """`values` (config field -> flag value) over a config file's settings: only flags typed on the command line win."""
+def _merge_config(ctx: typer.Context, config_file: Path | None, values: dict) -> tuple[dict, set[str]]:
+    """`values` (config field -> flag value) over a config file's settings: only flags typed on the command line win;
+    and the fields whose value came from the file."""
     if config_file is None:
-        return values
+        return values, set()
     import yaml
 
     try:
         saved = yaml.safe_load(config_file.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        _fail(f"--config {config_file}: cannot read it ({error})")
+    except OSError as error:
+        _fail(f"--config {config_file}: cannot read it ({error.strerror or error})")
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        _fail(f"--config {config_file}: not valid YAML ({where}{getattr(error, 'problem', None) or 'unreadable'})")
     saved = saved.get("config", saved) if isinstance(saved, dict) else None
     if not isinstance(saved, dict):
         _fail(f"--config {config_file}: expected a mapping of settings (a run's config.yaml or your own)")
     given = {field for field in values if _typed(ctx, field)}
-    return {**saved, **{field: values[field] for field in given}}
+    return {**saved, **{field: values[field] for field in given}}, set(saved) - given
 
 
 def _flag_values(parameters: dict[str, Any], model: type[RunSettings]) -> dict[str, Any]:
@@ -244,13 +253,15 @@ def _flag_values(parameters: dict[str, Any], model: type[RunSettings]) -> dict[s
     return values
 
 
-def _configure_and_run(model: type[RunSettings], values: dict[str, Any], run: Callable[[Any], Any]) -> Any:
-    """Validate `values` as `model` and run it: bad input is one line and exit 2. None on the processes of a
-    distributed run other than rank 0 (it alone reports)."""
+def _configure_and_run(
+    model: type[RunSettings], values: dict[str, Any], run: Callable[[Any], Any], config_file: Path | None = None, from_file: set[str] = frozenset(),
+) -> Any:
+    """Validate `values` as `model` and run it: bad input is one line and exit 2 (a setting from `config_file`, one of
+    `from_file`, named as its key there). None on the processes of a distributed run other than rank 0 (it alone reports)."""
     try:
         config = model(**values)
     except ValidationError as error:
-        _fail(_validation_message(error))
+        _fail(_validation_message(error, config_file, from_file))
     with _one_line_errors():
         result = run(config)
     return result if is_rank_zero() else None
@@ -274,12 +285,12 @@ def _train(ctx: typer.Context, parameters: dict[str, Any]) -> None:
         config_file = resume / "config.yaml"
         if not config_file.is_file():
             _fail(f"--resume {resume}: no run there (no config.yaml)")
-    values = _merge_config(ctx, config_file, values)
+    values, from_file = _merge_config(ctx, config_file, values)
     if resume is not None:
         values["out"] = str(resume)
     if not values.get("data"):
         _fail("DATA is missing: give a folder, a CSV manifest or stanford-dogs (or --config with a data setting)")
-    run = _configure_and_run(TrainConfig, values, run_training)
+    run = _configure_and_run(TrainConfig, values, run_training, config_file, from_file)
     if run is None:
         return
     for name, metrics in run.read_metrics().items():
