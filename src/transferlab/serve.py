@@ -180,7 +180,7 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> list
     except MultiPartException as error:
         message = str(error)
         if message.startswith("Too many files"):
-            raise HTTPException(413, f"more than {max_files} files in one request") from None
+            raise HTTPException(413, f"more than {max_files} file{'' if max_files == 1 else 's'} in one request") from None
         raise HTTPException(413 if "over the limit" in message or "exceeded" in message else 422, message) from None
     try:
         uploads = [value for _, value in form.multi_items() if hasattr(value, "read")]
