@@ -16,6 +16,7 @@ def test_check_a_clean_dataset(woof_mini):
     assert result.exit_code == 0, result.output
     assert "10 classes" in result.output and "Old English sheepdog" in result.output
     assert "300" in result.output and "100" in result.output and "no errors" in result.output
+    assert "too thin" not in result.output
 
 
 def test_check_finds_unreadable_files_and_train_val_leaks(image_tree):
@@ -29,6 +30,7 @@ def test_check_finds_unreadable_files_and_train_val_leaks(image_tree):
     assert "broken.jpg: empty file" in result.output
     assert "in train and val (identical)" in result.output and "copy.jpg" in result.output
     assert "1 unreadable file(s), 1 photo(s) in both train and val" in result.output
+    assert "too thin to learn or to judge: a: only 3 training photo(s)" in result.output
 
 
 def test_check_of_a_missing_folder_exits_1(tmp_path):

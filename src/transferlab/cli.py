@@ -733,7 +733,7 @@ def data_check(
     from rich.table import Table
 
     from .data.photo_cache import PhotoCache
-    from .data.scan import find_unreadable, train_val_duplicates
+    from .data.scan import find_unreadable, thinness, train_val_duplicates
 
     index = _open_index(data, val_fraction, seed, breeds, data_dir, source_url, exit_code=FOUND_ERRORS)
     out = Console(soft_wrap=True)
@@ -755,9 +755,9 @@ def data_check(
     duplicates = train_val_duplicates(index, photos)
     for group in duplicates:
         out.print(f"in train and val (identical): {', '.join(map(str, group.train + group.val))}", highlight=False)
-    empty_val = [name for name, count in val_counts.items() if count == 0]
-    if empty_val:
-        out.print(f"no validation photos for: {', '.join(empty_val)}", highlight=False)
+    for folder in index.classes:
+        if why := thinness(train_counts[folder], val_counts[folder]):
+            out.print(f"too thin to learn or to judge: {folder}: {why}", highlight=False)
     errors = len(unreadable) + len(duplicates)
     out.print(
         f"{len(unreadable)} unreadable file(s), {len(duplicates)} photo(s) in both train and val"
