@@ -117,6 +117,12 @@ def test_too_short_a_run_says_so():
     assert "too-short" in verdicts(STILL_IMPROVING[:2])
 
 
+def test_three_epochs_judge_no_validation_noise_but_give_its_standard_error():
+    noise = [f for f in diagnose({"frozen": STILL_IMPROVING[:4]}, n_val=100) if f.topic == "noise"][0]
+    assert noise.verdict == "too-short" and "4 epochs are too few" in noise.text and "one standard error is" in noise.text
+    assert [f.verdict for f in diagnose({"frozen": STILL_IMPROVING[:5]}) if f.topic == "noise"] == ["steady-validation"]
+
+
 def _predictions(strategy, correct):
     labels = np.zeros(len(correct), dtype=int)
     predicted = np.where(correct, 0, 1)

@@ -24,6 +24,9 @@ UNDERFIT_GAP_POINTS = 0.1
 """Validation "close to" training accuracy, for underfitting: within this many points (10) either way."""
 NOISY_SPREAD = 0.03
 """Scatter of validation accuracy around its trend above 3 points is called noisy."""
+MIN_NOISE_EPOCHS = 5
+"""Epochs needed to judge that scatter: 3 second differences (3 epochs give one, a scatter estimated from a single
+number: "steady" there was a coin toss)."""
 GAP_POINTS = 0.05
 """Training accuracy above validation by more than this is reported as a gap."""
 NOTEBOOK_COSTS = {"frozen": 0, "finetune": 1, "scratch": 2}
@@ -172,6 +175,12 @@ def noise_finding(strategy: str, rows: Sequence[Mapping[str, float]], n_val: int
     p = float(val_acc[-1])
     standard_error = math.sqrt(p * (1 - p) / n_val) if n_val else None
     se_text = f"; with {n_val} validation photos one standard error is {100 * standard_error:.1f} points" if standard_error else ""
+    if len(rows) < MIN_NOISE_EPOCHS:
+        return Finding(
+            strategy, "noise", "too-short",
+            f"{len(rows)} epochs are too few to tell validation's scatter from its trend (at least {MIN_NOISE_EPOCHS} needed){se_text}"
+            + (f": a change of under {200 * standard_error:.0f} points from one epoch to the next may be chance." if standard_error else "."),
+        )
     if spread > NOISY_SPREAD:
         return Finding(
             strategy, "noise", "noisy-validation",
