@@ -31,6 +31,7 @@ def test_check_finds_unreadable_files_and_train_val_leaks(image_tree):
     assert "in train and val (identical)" in result.output and "copy.jpg" in result.output
     assert "1 unreadable file(s), 1 photo(s) in both train and val" in result.output
     assert "too thin to learn or to judge: a: only 3 training photo(s)" in result.output
+    assert "b: only 3 training photo(s)" in result.output  # 4 files, the empty one not counted, as training does not
 
 
 def test_check_of_a_missing_folder_exits_1(tmp_path):

@@ -78,6 +78,12 @@ def test_far_below_training_is_not_called_underfitting():
     assert "overfitting" in found and "underfitting" not in found
 
 
+def test_low_validation_a_little_above_low_training_is_underfitting_alone():
+    rows = history(train_loss=[2.0, 1.8, 1.6], val_loss=[1.9, 1.7, 1.5], train_acc=[0.30, 0.40, 0.50], val_acc=[0.33, 0.43, 0.53])
+    found = verdicts(rows)
+    assert "underfitting" in found and "val-above-train" not in found
+
+
 def test_validation_above_training_only_while_it_still_is():
     """Frozen on clothing-mini (a real history): the first epoch's low training accuracy lifts the average lead, but at
     the end training (88.7 %) is above validation (84 %): no "validation above training"."""

@@ -72,3 +72,14 @@ def test_a_temperature_is_read_and_defaults_to_one(tmp_path):
     assert run.temperature("frozen") == 1.0
     run.calibration_file.write_text(json.dumps({"frozen": {"temperature": 1.5}, "scratch": {}}))
     assert run.temperature("frozen") == 1.5 and run.temperature("scratch") == 1.0 and run.temperature("finetune") == 1.0
+
+
+def test_a_damaged_calibration_is_written_afresh_by_the_evaluation_its_message_asks_for(tmp_path, caplog):
+    from transferlab.evaluate.evaluation import record_calibration
+
+    run = RunDir(tmp_path)
+    run.calibration_file.write_text(json.dumps({"frozen": 3}))
+    run.forget_stage("finetune")  # --overwrite of another stage does not stop on it
+    with caplog.at_level("WARNING", logger="transferlab.rundir"):
+        record_calibration(run, {"frozen": {"calibration": {"temperature": 1.25, "fitted_here": True}}})
+    assert run.temperature("frozen") == 1.25 and "writing it afresh" in caplog.text

@@ -4,6 +4,7 @@ import inspect
 import logging
 import sys
 import types
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Literal, Optional, Sequence, Union, get_args, get_origin
@@ -168,7 +169,7 @@ def _one_line_errors(exit_code: int = USAGE_ERROR) -> Iterator[None]:
         raise typer.Exit(FOUND_ERRORS) from None
 
 
-def _validation_message(error: ValidationError, config_file: Path | None = None, from_file: set[str] = frozenset()) -> str:
+def _validation_message(error: ValidationError, config_file: Path | None = None, from_file: AbstractSet[str] = frozenset()) -> str:
     """Each wrong setting, named as the user gave it: a flag, or a key of `config_file` for the fields in `from_file`."""
     parts = []
     for item in error.errors():
@@ -254,7 +255,8 @@ def _flag_values(parameters: dict[str, Any], model: type[RunSettings]) -> dict[s
 
 
 def _configure_and_run(
-    model: type[RunSettings], values: dict[str, Any], run: Callable[[Any], Any], config_file: Path | None = None, from_file: set[str] = frozenset(),
+    model: type[RunSettings], values: dict[str, Any], run: Callable[[Any], Any], config_file: Path | None = None,
+    from_file: AbstractSet[str] = frozenset(),
 ) -> Any:
     """Validate `values` as `model` and run it: bad input is one line and exit 2 (a setting from `config_file`, one of
     `from_file`, named as its key there). None on the processes of a distributed run other than rank 0 (it alone reports)."""
@@ -733,7 +735,7 @@ def data_check(
     from rich.table import Table
 
     from .data.photo_cache import PhotoCache
-    from .data.scan import find_unreadable, thinness, train_val_duplicates
+    from .data.scan import find_unreadable, thin_classes, train_val_duplicates
 
     index = _open_index(data, val_fraction, seed, breeds, data_dir, source_url, exit_code=FOUND_ERRORS)
     out = Console(soft_wrap=True)
@@ -755,9 +757,8 @@ def data_check(
     duplicates = train_val_duplicates(index, photos)
     for group in duplicates:
         out.print(f"in train and val (identical): {', '.join(map(str, group.train + group.val))}", highlight=False)
-    for folder in index.classes:
-        if why := thinness(train_counts[folder], val_counts[folder]):
-            out.print(f"too thin to learn or to judge: {folder}: {why}", highlight=False)
+    for folder, why in thin_classes(index, {skipped.path for skipped in unreadable}).items():
+        out.print(f"too thin to learn or to judge: {folder}: {why}", highlight=False)
     errors = len(unreadable) + len(duplicates)
     out.print(
         f"{len(unreadable)} unreadable file(s), {len(duplicates)} photo(s) in both train and val"

@@ -3,6 +3,7 @@ atomically (temp file + flush + rename), and the lock that lets one process writ
 
 import csv
 import json
+import logging
 import math
 import shutil
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import yaml
 
 from .files import LockHeld, process_lock, short_reason, write_atomic, write_csv_atomic
+
+log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("epoch", "strategy", "train_loss", "train_acc", "val_loss", "val_acc", "val_photos", "lr", "seconds")
 INTEGER_COLUMNS = {"epoch", "val_photos"}
@@ -159,6 +162,15 @@ class RunDir:
             raise RunDirError(f"{self.calibration_file}: damaged (expected a calibration per strategy); `tlab evaluate` fits it again")
         return calibration
 
+    def calibration_to_update(self) -> dict[str, Any]:
+        """calibration.json's entries for a writer to change; none when it is damaged (a warning says it is
+        written afresh), so the evaluation its error message asks for can repair it."""
+        try:
+            return self.read_calibration()
+        except RunDirError as error:
+            log.warning("%s; writing it afresh", str(error).split("; `tlab evaluate`")[0])
+            return {}
+
     def temperature(self, strategy: str) -> float:
         """The strategy's fitted temperature; 1 (the raw probabilities) before an evaluation has fitted one."""
         value = self.read_calibration().get(strategy, {}).get("temperature", 1.0)
@@ -235,7 +247,7 @@ class RunDir:
         metrics = self.read_metrics()
         if metrics.pop(strategy, None) is not None:
             self.write_json(self.metrics_file, metrics)
-        calibration = self.read_calibration()
+        calibration = self.calibration_to_update()
         if calibration.pop(strategy, None) is not None:
             self.write_json(self.calibration_file, calibration)
         self.plot_file(f"history_{strategy}").unlink(missing_ok=True)

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})
 MAX_PIXELS = 89_478_485
 """Refuse larger images (Pillow's decompression-bomb threshold: a 0.25 GiB RGB image). Pillow's own limit is left
-as it is (it is the user's process): past twice it Pillow refuses to open the file, and that is reported as ours."""
+as it is (it is the user's process): past it Pillow warns, past twice it refuses to open the file (reported as an
+`ImageTooLargeError`, as is the warning where warnings are errors)."""
 
 
 class UnreadableImageError(ValueError):
@@ -63,8 +64,8 @@ def _check_opened(image: Image.Image, name: str) -> None:
 def _decode_error(name: str, data: bytes | None, error: Exception) -> UnreadableImageError:
     if isinstance(error, FileNotFoundError):
         return UnreadableImageError(f"{name}: file not found")
-    if isinstance(error, Image.DecompressionBombError):
-        return ImageTooLargeError(f"{name}: over twice the limit of {MAX_PIXELS:,} pixels (a possible decompression bomb); refused")
+    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):  # the warning: where warnings are errors
+        return ImageTooLargeError(f"{name}: over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels (a possible decompression bomb); refused")
     if isinstance(error, UnidentifiedImageError):
         if not data:
             return UnreadableImageError(f"{name}: empty file (0 bytes)")
@@ -72,7 +73,7 @@ def _decode_error(name: str, data: bytes | None, error: Exception) -> Unreadable
     return UnreadableImageError(f"{name}: cannot decode image ({error})")
 
 
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 def _to_rgb_image(image: Image.Image) -> Image.Image:

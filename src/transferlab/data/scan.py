@@ -1,7 +1,8 @@
 """Checks over a whole dataset: photos that do not decode, and identical files shared by train and val."""
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -76,12 +77,17 @@ def thinness(train: int, val: int) -> str | None:
     return " and ".join(problems) or None
 
 
+def thin_classes(index: DatasetIndex, unreadable: AbstractSet[Path] = frozenset()) -> dict[str, str]:
+    """Class folder -> what makes it too thin to learn or to judge (`thinness`), counting the photos not in
+    `unreadable`, as training does."""
+    counts = {split: Counter(index.classes[s.label] for s in getattr(index, split) if s.path not in unreadable) for split in ("train", "val")}
+    return {folder: why for folder in index.classes if (why := thinness(counts["train"][folder], counts["val"][folder]))}
+
+
 def warn_thin_classes(index: DatasetIndex) -> None:
     """A warning per class with fewer than `FEW_TRAINING_PHOTOS` training photos or no validation photo."""
-    train, val = index.counts("train"), index.counts("val")
-    for folder in index.classes:
-        if problem := thinness(train[folder], val[folder]):
-            log.warning("%s: class %s has %s; add photos to it or leave it out", index.root, folder, problem)
+    for folder, why in thin_classes(index).items():
+        log.warning("%s: class %s has %s; add photos to it or leave it out", index.root, folder, why)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ MIN_RELATIVE_CHANGE = 0.02
 UNDERFIT_ACCURACY = 0.7
 """Training accuracy under this after training, with validation close to it, is underfitting."""
 UNDERFIT_GAP_POINTS = 0.1
-"""Validation "close to" training accuracy, for underfitting: within this many points (10) either way."""
+VAL_LEAD_POINTS = 0.05
+"""Validation "close to" training accuracy, for underfitting: at most 10 points below it, or under 5 above (further
+above is the "validation above training" finding)."""
 NOISY_SPREAD = 0.03
 """Scatter of validation accuracy around its trend above 3 points is called noisy."""
 MIN_NOISE_EPOCHS = 5
@@ -109,7 +111,7 @@ def fit_findings(strategy: str, rows: Sequence[Mapping[str, float]]) -> list[Fin
     findings = []
     val_losses = [row["val_loss"] for row in rows]
     best = int(np.argmin(val_losses))
-    underfitting = train_acc < UNDERFIT_ACCURACY and -UNDERFIT_GAP_POINTS < gap <= UNDERFIT_GAP_POINTS
+    underfitting = train_acc < UNDERFIT_ACCURACY and -VAL_LEAD_POINTS < gap <= UNDERFIT_GAP_POINTS
     if n >= 3 and best < n - 1 and not underfitting:  # a model that fits not even its training photos is not overfitting them
         rise = val_losses[-1] - val_losses[best]
         _, noise = _trend(val_losses[best:]) if n - best >= 3 else (0.0, 0.0)
@@ -132,7 +134,7 @@ def fit_findings(strategy: str, rows: Sequence[Mapping[str, float]]) -> list[Fin
         ))
     tail = rows[-min(TREND_WINDOW, n):]
     val_lead = float(np.mean([row["val_acc"] - row["train_acc"] for row in tail]))
-    if val_lead > 0.02 and val_acc > train_acc:  # above on average, and still above at the end
+    if val_lead > 0.02 and val_acc > train_acc and not underfitting:  # above on average, and still above at the end
         findings.append(Finding(
             strategy, "fit", "val-above-train",
             f"Validation accuracy is above training accuracy (by {100 * val_lead:.1f} points on average over the last "

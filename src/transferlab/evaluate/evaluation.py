@@ -198,7 +198,7 @@ def record_summary(run: RunDir, results: Mapping[str, Mapping[str, Any]]) -> Non
 
 def record_calibration(run: RunDir, results: Mapping[str, Mapping[str, Any]]) -> None:
     """calibration.json: each evaluated strategy's temperature and calibration errors on the validation photos."""
-    calibration = run.read_calibration()
+    calibration = run.calibration_to_update()
     for strategy, metrics in results.items():
         calibration[strategy] = {key: value for key, value in metrics["calibration"].items() if key != "fitted_here"}
     run.write_json(run.calibration_file, calibration)

@@ -28,6 +28,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such checkpoint") from None
+    except OSError as error:  # permissions, a failing disk: its own words say what to do
+        raise WeightsError(f"{path}: cannot read it ({error.strerror or error})") from None
     except pickle.UnpicklingError:
         raise WeightsError(f"{path}: not a readable checkpoint (damaged, or holding more than weights)") from None
     except Exception as error:  # torch raises RuntimeError, EOFError, KeyError... on a truncated or random file

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..data.names import class_noun, plural
 from ..data.resolve import data_title
-from ..data.scan import FEW_TRAINING_PHOTOS, thinness
+from ..data.scan import thinness
 from ..evaluate.curve import curve_finding
 from ..evaluate.diagnose import Finding, diagnose
 from ..train.strategies import costs, get_strategy, order, strategy_names
@@ -165,6 +165,15 @@ def run_findings(run: RunDir, histories: dict[str, list[dict[str, Any]]] | None 
     return findings
 
 
+def thin_class_names(classes: list[dict[str, Any]]) -> dict[str, str]:
+    """Readable class name -> what makes it too thin to learn or to judge, from classes.json's counts (runs from
+    before they were recorded have none: nothing to say)."""
+    return {
+        entry["name"]: why for entry in classes
+        if "train" in entry and "val" in entry and (why := thinness(entry["train"], entry["val"]))
+    }
+
+
 def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Everything the templates show, from the run directory's files; (re)draws the curves and writes diagnosis.json.
     Evaluation figures missing from the run are drawn, with Grad-CAM maps of the mistakes when an `explainer`
@@ -211,7 +220,7 @@ def report_context(run: RunDir, explainer: Callable[[str], Any] | None = None) -
         "machine": config.get("machine"),  # runs from before it was recorded have none
         "augment_ops": config.get("augment_ops", []),
         "classes": names,
-        "thin_classes": {e["name"]: why for e in run.read_classes() if (why := thinness(e.get("train", FEW_TRAINING_PHOTOS), e.get("val", 1)))},
+        "thin_classes": thin_class_names(run.read_classes()),
         "strategies": list(histories),
         "metrics": _metrics_rows(run, histories),
         "findings": findings,
