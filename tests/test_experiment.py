@@ -185,3 +185,21 @@ def test_the_frozen_model_is_evaluated_on_its_cached_features_with_the_same_answ
     assert fast["frozen"]["accuracy"] == slow["frozen"]["accuracy"]
     assert (fast_predictions.predicted == slow_predictions.predicted).all()
     np.testing.assert_allclose(fast_predictions.probability, slow_predictions.probability, rtol=1e-4, atol=1e-5)
+
+
+def test_lightnings_info_lines_are_held_back_unless_ours_are_shown(three_classes, tmp_path, caplog, monkeypatch):
+    """In a notebook every fit printed "GPU available: False", "TPU available", a tip for Lightning's cloud logger and
+    why the fit stopped; they show where transferlab's own INFO messages do (`tlab -v`)."""
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)  # to caplog
+    caplog.set_level(logging.INFO)
+    ours = logging.getLogger("transferlab")
+    experiment = tl.Experiment(three_classes, out=tmp_path / "run", image_size=48, batch_size=4, augment="none", runtime="torch")
+    ours.setLevel(logging.WARNING)
+    try:
+        experiment.fit("frozen", epochs=1)
+    finally:
+        ours.setLevel(logging.NOTSET)
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("lightning")]
+    assert logging.getLogger("lightning.pytorch").level == logging.INFO  # as Lightning set it: given back
+    experiment.fit("frozen", epochs=1)
+    assert any("GPU available" in r.getMessage() for r in caplog.records if r.name.startswith("lightning"))

@@ -45,7 +45,7 @@ from .rundir import RunDir, RunDirError
 from .train.distributed import check_devices, is_rank_zero, training_device
 from .train.fit import PrecisionUnavailable, StageResult, feature_datamodule, fit_stage, make_datamodule, prepare_run, run_precision, write_run_header
 from .train.precision_gate import gate_on_features, gate_on_photos, precision_record
-from .train.quiet import quiet_warnings
+from .train.quiet import quiet_lightning, quiet_warnings
 from .train.strategies import Stage, StrategyError, get_strategy, lineage, order, plan
 
 if TYPE_CHECKING:
@@ -553,9 +553,10 @@ class Experiment:
 
 def _fit_for_accuracy(module: L.LightningModule, datamodule: L.LightningDataModule, epochs: int, options: dict, callbacks: Sequence[L.Callback] = ()) -> float:
     """Train `module` without a run directory (no checkpoint, log or bar); its validation accuracy at the end."""
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, callbacks=list(callbacks), **options)
-    with quiet_warnings():
+    with quiet_lightning():
+        trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks), **options)
+    with quiet_warnings(), quiet_lightning():
         trainer.fit(module, datamodule)
     return float(trainer.callback_metrics["val_acc"])
 

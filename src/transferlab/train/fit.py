@@ -47,7 +47,7 @@ from .distributed import is_rank_zero, resolve_precision, resolve_workers, threa
 from .feature_store import FeatureStore, remember_store, store_dir
 from .features import FeatureDataModule, FeatureDataset, extract_features
 from .module import ClassifierModule, FrozenBatchNormEval
-from .quiet import quiet_warnings
+from .quiet import quiet_lightning, quiet_warnings
 from .strategies import Stage, Unfreeze
 
 log = logging.getLogger(__name__)
@@ -200,21 +200,22 @@ def fit_stage(
     patience = settings.early_stop or stage.patience  # the user's --early-stop wins over the recipe's
     if patience:  # checked when validation ends, so that epoch's check is in its last.ckpt
         callbacks.append(EarlyStopping(monitor="val_loss", patience=patience, mode="min", check_on_train_epoch_end=False))
-    trainer = L.Trainer(
-        max_epochs=stage.epochs,
-        **trainer_options(
-            settings.accelerator, settings.devices, settings.num_nodes, settings.precision, strategy.unfreezes_during_training,
-            bf16_pays=probe,
-        ),
-        logger=experiment_logger(settings.logger, run, name),
-        log_every_n_steps=1,
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        enable_model_summary=False,
-        default_root_dir=run.path,
-    )
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=stage.epochs,
+            **trainer_options(
+                settings.accelerator, settings.devices, settings.num_nodes, settings.precision, strategy.unfreezes_during_training,
+                bf16_pays=probe,
+            ),
+            logger=experiment_logger(settings.logger, run, name),
+            log_every_n_steps=1,
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+            enable_checkpointing=False,
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
+            default_root_dir=run.path,
+        )
     model.train()  # a previous stage may have left frozen BatchNorm in eval; FrozenBatchNormEval sets it per epoch
     if uses_gpu(settings.accelerator):
         torch.set_float32_matmul_precision("high")  # TF32 tensor cores for what runs in float32
@@ -313,7 +314,7 @@ def fit_interruptibly(trainer: L.Trainer, module: L.LightningModule, datamodule:
     handles = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
     previous = signal.signal(signal.SIGINT, watch.on_sigint) if handles else None
     try:
-        with quiet_warnings():
+        with quiet_warnings(), quiet_lightning():
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         if watch.requested:  # dropped after the last hook (a checkpoint written, teardown)
             raise KeyboardInterrupt

@@ -17,7 +17,7 @@ import lightning as L
 import numpy as np
 from matplotlib.figure import Figure
 
-from .quiet import quiet_warnings
+from .quiet import quiet_lightning, quiet_warnings
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,12 @@ def range_test(
     from lightning.pytorch.tuner import Tuner
 
     batches = len(datamodule.train_dataloader())
-    trainer = L.Trainer(
-        max_epochs=math.ceil(steps / max(1, batches)) + 1, logger=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=root, **trainer_options,
-    )
-    with quiet_warnings(".*(LR finder|lr_find|restoring|Restoring).*"):
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=math.ceil(steps / max(1, batches)) + 1, logger=False, enable_checkpointing=False, enable_model_summary=False,
+            enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=root, **trainer_options,
+        )
+    with quiet_warnings(".*(LR finder|lr_find|restoring|Restoring).*"), quiet_lightning():
         finder = Tuner(trainer).lr_find(
             module, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr, num_training=steps, mode="exponential",
             early_stop_threshold=4.0, update_attr=False,

@@ -1,6 +1,7 @@
 """Warnings Lightning and PyTorch print while training that say nothing to a user of transferlab, filtered around
-each of our `Trainer.fit` calls only."""
+each of our `Trainer.fit` calls only; and Lightning's INFO lines, held back around our Trainers."""
 
+import logging
 import warnings
 from contextlib import contextmanager
 from typing import Iterator
@@ -20,3 +21,25 @@ def quiet_warnings(*more: str) -> Iterator[None]:
         for message in (*QUIET_WARNINGS, *more):
             warnings.filterwarnings("ignore", message=message)
         yield
+
+
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's INFO lines ("GPU available: False", tips for its cloud products, "`Trainer.fit` stopped") held back
+    inside the block, as the CLI holds them back: in a notebook they came with every fit. Shown where transferlab's
+    own INFO messages are (`tlab -v`, or the user's logging set to INFO)."""
+    if logging.getLogger("transferlab").isEnabledFor(logging.INFO):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
