@@ -211,3 +211,10 @@ def test_an_unreadable_checkpoint_says_so_in_a_users_words(tmp_path, content, sa
     with pytest.raises(WeightsError) as error:
         read_checkpoint(path)
     assert str(error.value) == f"{path}: not a readable checkpoint {says}"
+
+
+def test_a_checkpoint_the_system_cannot_read_says_why(tmp_path):
+    folder = tmp_path / "best.ckpt"
+    folder.mkdir()  # an OSError from the system (here: a folder), reported in its words
+    with pytest.raises(WeightsError, match=r"best.ckpt: cannot read it \(Is a directory\)"):
+        read_checkpoint(folder)

@@ -84,6 +84,12 @@ def test_low_validation_a_little_above_low_training_is_underfitting_alone():
     assert "underfitting" in found and "val-above-train" not in found
 
 
+def test_low_training_accuracy_with_validation_above_is_not_overfitting():
+    rows = history(train_loss=[1.8, 1.6, 1.5, 1.4], val_loss=[1.5, 1.4, 1.5, 1.6], train_acc=[0.40, 0.45, 0.50, 0.52], val_acc=[0.50, 0.55, 0.58, 0.59])
+    found = verdicts(rows)
+    assert "overfitting" not in found and "val-above-train" in found and "underfitting" not in found
+
+
 def test_validation_above_training_only_while_it_still_is():
     """Frozen on clothing-mini (a real history): the first epoch's low training accuracy lifts the average lead, but at
     the end training (88.7 %) is above validation (84 %): no "validation above training"."""
@@ -123,7 +129,7 @@ def test_too_short_a_run_says_so():
     assert "too-short" in verdicts(STILL_IMPROVING[:2])
 
 
-def test_three_epochs_judge_no_validation_noise_but_give_its_standard_error():
+def test_four_epochs_judge_no_validation_noise_but_give_its_standard_error():
     noise = [f for f in diagnose({"frozen": STILL_IMPROVING[:4]}, n_val=100) if f.topic == "noise"][0]
     assert noise.verdict == "too-short" and "4 epochs are too few" in noise.text and "one standard error is" in noise.text
     assert [f.verdict for f in diagnose({"frozen": STILL_IMPROVING[:5]}) if f.topic == "noise"] == ["steady-validation"]

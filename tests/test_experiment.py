@@ -203,3 +203,20 @@ def test_lightnings_info_lines_are_held_back_unless_ours_are_shown(three_classes
     assert logging.getLogger("lightning.pytorch").level == logging.INFO  # as Lightning set it: given back
     experiment.fit("frozen", epochs=1)
     assert any("GPU available" in r.getMessage() for r in caplog.records if r.name.startswith("lightning"))
+
+
+def test_lightnings_levels_are_given_back_after_an_error_and_a_users_own_is_kept():
+    from transferlab.train.quiet import quiet_lightning
+
+    lightning, fabric = logging.getLogger("lightning.pytorch"), logging.getLogger("lightning.fabric")
+    ours, before = logging.getLogger("transferlab"), (lightning.level, fabric.level)
+    ours.setLevel(logging.WARNING)
+    fabric.setLevel(logging.DEBUG)  # a user who asked for Lightning's debug lines keeps them
+    try:
+        with pytest.raises(KeyboardInterrupt), quiet_lightning():
+            assert lightning.level == logging.WARNING and fabric.level == logging.DEBUG
+            raise KeyboardInterrupt
+        assert lightning.level == before[0] and fabric.level == logging.DEBUG
+    finally:
+        ours.setLevel(logging.NOTSET)
+        fabric.setLevel(before[1])

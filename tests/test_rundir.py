@@ -74,12 +74,17 @@ def test_a_temperature_is_read_and_defaults_to_one(tmp_path):
     assert run.temperature("frozen") == 1.5 and run.temperature("scratch") == 1.0 and run.temperature("finetune") == 1.0
 
 
-def test_a_damaged_calibration_is_written_afresh_by_the_evaluation_its_message_asks_for(tmp_path, caplog):
+def test_a_damaged_calibration_is_repaired_by_the_evaluation_its_message_asks_for(tmp_path, caplog):
     from transferlab.evaluate.evaluation import record_calibration
 
     run = RunDir(tmp_path)
-    run.calibration_file.write_text(json.dumps({"frozen": 3}))
-    run.forget_stage("finetune")  # --overwrite of another stage does not stop on it
+    run.calibration_file.write_text(json.dumps({"frozen": 3, "scratch": {"temperature": 2.0}, "gradual": {"temperature": -1}}))
     with caplog.at_level("WARNING", logger="transferlab.rundir"):
+        run.forget_stage("finetune")  # --overwrite of another stage does not stop on it, and drops the damage
+        assert json.loads(run.calibration_file.read_text()) == {"scratch": {"temperature": 2.0}}
+        assert "damaged entries dropped (frozen, gradual)" in caplog.text
         record_calibration(run, {"frozen": {"calibration": {"temperature": 1.25, "fitted_here": True}}})
-    assert run.temperature("frozen") == 1.25 and "writing it afresh" in caplog.text
+    assert run.temperature("frozen") == 1.25 and run.temperature("scratch") == 2.0  # the other strategy's kept
+    run.calibration_file.write_text("{not json")
+    record_calibration(run, {"frozen": {"calibration": {"temperature": 1.5}}})
+    assert run.temperature("frozen") == 1.5

@@ -202,6 +202,8 @@ def _main(
     if not is_rank_zero():
         level = logging.ERROR  # the other processes of a distributed run: rank 0 reports
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if level == logging.INFO:  # also where basicConfig does nothing (a handler there before): Lightning's lines too
+        logging.getLogger("transferlab").setLevel(level)
     _LIGHTNING_LINES.setLevel(level)
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers = [_LIGHTNING_LINES]  # also instead of Lightning's own, if it came first

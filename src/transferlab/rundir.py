@@ -163,18 +163,25 @@ class RunDir:
         return calibration
 
     def calibration_to_update(self) -> dict[str, Any]:
-        """calibration.json's entries for a writer to change; none when it is damaged (a warning says it is
-        written afresh), so the evaluation its error message asks for can repair it."""
+        """calibration.json's entries for a writer to change, without the damaged ones (a warning names them): the
+        evaluation a damaged file's error asks for repairs it, and keeps the other strategies' temperatures."""
         try:
-            return self.read_calibration()
-        except RunDirError as error:
-            log.warning("%s; writing it afresh", str(error).split("; `tlab evaluate`")[0])
+            entries = _read(self.calibration_file, json.loads) if self.calibration_file.exists() else {}
+        except RunDirError as error:  # not JSON
+            log.warning("%s; written afresh", error)
             return {}
+        if not isinstance(entries, dict):
+            log.warning("%s: damaged (not a calibration per strategy); written afresh", self.calibration_file)
+            return {}
+        kept = {name: entry for name, entry in entries.items() if isinstance(entry, dict) and _positive(entry.get("temperature", 1.0))}
+        if len(kept) < len(entries):
+            log.warning("%s: damaged entries dropped (%s)", self.calibration_file, ", ".join(sorted(set(entries) - set(kept))))
+        return kept
 
     def temperature(self, strategy: str) -> float:
         """The strategy's fitted temperature; 1 (the raw probabilities) before an evaluation has fitted one."""
         value = self.read_calibration().get(strategy, {}).get("temperature", 1.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        if not _positive(value):
             raise RunDirError(f"{self.calibration_file}: damaged ({strategy}'s temperature must be a positive number, not {value!r}); `tlab evaluate` fits it again")
         return float(value)
 
@@ -247,8 +254,9 @@ class RunDir:
         metrics = self.read_metrics()
         if metrics.pop(strategy, None) is not None:
             self.write_json(self.metrics_file, metrics)
-        calibration = self.calibration_to_update()
-        if calibration.pop(strategy, None) is not None:
+        if self.calibration_file.exists():
+            calibration = self.calibration_to_update()
+            calibration.pop(strategy, None)
             self.write_json(self.calibration_file, calibration)
         self.plot_file(f"history_{strategy}").unlink(missing_ok=True)
 
@@ -275,6 +283,11 @@ class RunDir:
         metrics = self.read_metrics()
         metrics[strategy] = values
         self.write_json(self.metrics_file, metrics)
+
+
+def _positive(value: Any) -> bool:
+    """A positive, finite number (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 def _read(path: Path, parse: Callable[[str], Any]) -> Any:

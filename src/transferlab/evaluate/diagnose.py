@@ -21,9 +21,11 @@ MIN_RELATIVE_CHANGE = 0.02
 UNDERFIT_ACCURACY = 0.7
 """Training accuracy under this after training, with validation close to it, is underfitting."""
 UNDERFIT_GAP_POINTS = 0.1
+"""Validation at most this far below training accuracy (10 points), or above it, with training accuracy low: the
+model fits not even its training photos, and a rising validation loss is not called overfitting."""
 VAL_LEAD_POINTS = 0.05
-"""Validation "close to" training accuracy, for underfitting: at most 10 points below it, or under 5 above (further
-above is the "validation above training" finding)."""
+"""Underfitting is reported while validation is under this far above training (5 points); further above is the
+"validation above training" finding."""
 NOISY_SPREAD = 0.03
 """Scatter of validation accuracy around its trend above 3 points is called noisy."""
 MIN_NOISE_EPOCHS = 5
@@ -111,8 +113,9 @@ def fit_findings(strategy: str, rows: Sequence[Mapping[str, float]]) -> list[Fin
     findings = []
     val_losses = [row["val_loss"] for row in rows]
     best = int(np.argmin(val_losses))
-    underfitting = train_acc < UNDERFIT_ACCURACY and -VAL_LEAD_POINTS < gap <= UNDERFIT_GAP_POINTS
-    if n >= 3 and best < n - 1 and not underfitting:  # a model that fits not even its training photos is not overfitting them
+    fits_poorly = train_acc < UNDERFIT_ACCURACY and gap <= UNDERFIT_GAP_POINTS
+    underfitting = fits_poorly and gap > -VAL_LEAD_POINTS
+    if n >= 3 and best < n - 1 and not fits_poorly:  # a model that fits not even its training photos is not overfitting them
         rise = val_losses[-1] - val_losses[best]
         _, noise = _trend(val_losses[best:]) if n - best >= 3 else (0.0, 0.0)
         train_fell = rows[-1]["train_loss"] < rows[best]["train_loss"]
@@ -181,7 +184,7 @@ def noise_finding(strategy: str, rows: Sequence[Mapping[str, float]], n_val: int
         return Finding(
             strategy, "noise", "too-short",
             f"{len(rows)} epochs are too few to tell validation's scatter from its trend (at least {MIN_NOISE_EPOCHS} needed){se_text}"
-            + (f": a change of under {200 * standard_error:.0f} points from one epoch to the next may be chance." if standard_error else "."),
+            + (f": a change of under {200 * standard_error:.1f} points from one epoch to the next may be chance." if standard_error else "."),
         )
     if spread > NOISY_SPREAD:
         return Finding(

@@ -35,9 +35,10 @@ def quiet_lightning() -> Iterator[None]:
         yield
         return
     loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    loggers = [logger for logger in loggers if logger.level in (logging.NOTSET, logging.INFO)]  # Lightning's own, not a user's choice
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(max(logger.level, logging.WARNING))
+        logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
