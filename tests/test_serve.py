@@ -478,3 +478,21 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(run, woof_mini, monke
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert "waiting" in refused.json()["detail"] and refused_after < 5
     assert codes == [200, 200, 200]
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads(run, monkeypatch):
+    """uvicorn found it only after the model had loaded (seconds), and exited 3 with its own log lines."""
+    from typer.testing import CliRunner
+
+    from transferlab import serve
+    from transferlab.cli import app
+
+    monkeypatch.setattr(serve, "create_app", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", str(run.path), "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert f"--host 127.0.0.1 --port {port}: cannot listen there (in use" in result.output and "Traceback" not in result.output
+    serve.check_can_listen("127.0.0.1", port)  # free again: no error

@@ -142,10 +142,12 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from .train.distributed import DeviceError
     from .train.strategies import StrategyError
     from .rundir import RunDirError
+    from .serve import CannotListenError
 
     return (
         DataSourceError, BackboneError, WeightsError, UnreadableImageError, RunDirError, DeviceError, AugmentConfigError,
-        StrategyError, PrecisionError, UnknownRuntimeError, ExplainError, MisconfigurationException, FileNotFoundError,
+        StrategyError, PrecisionError, UnknownRuntimeError, ExplainError, CannotListenError, MisconfigurationException,
+        FileNotFoundError,
     )
 
 

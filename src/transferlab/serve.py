@@ -9,12 +9,14 @@ what it may load (CSP), and the report is served sandboxed: it holds class names
 """
 
 import asyncio
+import errno
 import hmac
 import io
 import ipaddress
 import json
 import logging
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -394,6 +396,7 @@ def serve(
     """Run the app with uvicorn: h11 with a deadline for request headers, idle keep-alive closed after 5 s."""
     import uvicorn
 
+    check_can_listen(host, port)
     app = create_app(
         source, strategy, max_bytes, max_megapixels=max_megapixels, token=resolve_token(token), precision=precision,
         min_confidence=min_confidence, tta=tta, own_process=True,
@@ -402,6 +405,26 @@ def serve(
         app, host=host, port=port, log_level="info", http=header_deadline_protocol(), timeout_keep_alive=5,
         limit_concurrency=64, server_header=False,
     )
+
+
+class CannotListenError(ValueError):
+    """The address or port `tlab serve` was given cannot be listened on (in use, not this machine's)."""
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """A `CannotListenError` saying why when `host`:`port` cannot be bound, found before the model loads (seconds)
+    rather than after. Bound as uvicorn binds (SO_REUSEADDR), then let go."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            why = "in use, by another server or an earlier tlab serve; pass another --port"
+        else:
+            why = f"{error.strerror or error}; --host must name this machine, e.g. 127.0.0.1 or 0.0.0.0"
+        raise CannotListenError(f"--host {host} --port {port}: cannot listen there ({why})") from None
 
 
 def header_deadline_protocol() -> type:
