@@ -272,3 +272,35 @@ def test_ops_leave_the_callers_image_alone():
     for op in (Contrast(0.5), Rotation(0.2)):
         op.apply(image, op.sample(image, torch.Generator().manual_seed(0)))
     assert torch.equal(image, before)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("- op: rotation\n  factor: [0.1\n", "ops.yaml: not valid YAML (line 3, column 1:"),
+    ("- op: rotate\n", "ops.yaml: unknown augmentation op 'rotate'"),
+    ("- op: rotation\n  factr: 0.1\n", "ops.yaml: rotation: unknown setting(s) factr; settings: degrees, factor"),
+    ("- op: rotation\n  factor: abc\n", "ops.yaml: rotation: factor='abc': a value of the wrong kind"),
+])
+def test_a_bad_augmentation_file_is_named_with_what_is_wrong(tmp_path, content, fragment):
+    """A YAML syntax error was a traceback; a value of the wrong kind was called an unknown setting."""
+    path = tmp_path / "ops.yaml"
+    path.write_text(content)
+    with pytest.raises(AugmentConfigError) as error:
+        resolve_ops(str(path))
+    assert fragment in str(error.value)
+
+
+def test_a_missing_augmentation_file_and_a_bad_override_value_say_so():
+    with pytest.raises(AugmentConfigError, match="nothere.yaml: no such file"):
+        resolve_ops("nothere.yaml")
+    with pytest.raises(AugmentConfigError, match=r"'\[0.1' is not a value"):
+        resolve_ops("seed-keras", ["rotation.factor=[0.1"])
+
+
+def test_brackets_in_an_error_survive_the_cli(tmp_path):
+    """Errors print through rich: '[0.1' in a message was eaten as markup."""
+    from typer.testing import CliRunner
+
+    from transferlab.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(tmp_path), "--augment-set", "rotation.factor=[0.1", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "'[0.1' is not a value (a number, a word or a [list])" in result.output

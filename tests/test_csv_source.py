@@ -71,3 +71,11 @@ def test_breeds_subset_by_count_and_by_name(image_tree):
         select_classes(open_data(root), "beagel,Samoyed")
     with pytest.raises(DataSourceError, match="between 2 and 3"):
         select_classes(open_data(root), 7)
+
+
+def test_a_manifest_that_is_not_utf8_names_the_line(tmp_path):
+    """A CSV saved as Latin-1 (Excel does) was a UnicodeDecodeError traceback."""
+    manifest = tmp_path / "labels.csv"
+    manifest.write_bytes("path,label\na.jpg,hat\ncaf\xe9.jpg,hat\n".encode("latin-1"))
+    with pytest.raises(DataSourceError, match=r"labels.csv, line 3: not UTF-8 text \(byte 0xe9\); save the CSV as UTF-8"):
+        csv_source(manifest)

@@ -45,3 +45,9 @@ def test_accuracy_rises_with_photos_per_class_on_woof_mini(woof_mini, tmp_path):
     assert list(record["finetune"]) == ["5"] and 0.3 < record["finetune"]["5"] <= 1  # 10 breeds: chance is 0.1
     assert "| finetune |" in result.output
     assert runner.invoke(app, ["curve", str(woof_mini), "--finetune", "0"]).exit_code == 2
+
+
+def test_a_points_band_stays_within_what_an_accuracy_can_be():
+    """Three seeds' t-band around 0.9 reached 105 % in `tlab curve`'s table."""
+    curve = Curve(photos=[1, 2], accuracy=[[0.05, 0.6, 0.1], [1.0, 0.8, 0.95]])
+    assert all(0.0 <= low <= high <= 1.0 for low, high in curve.band)

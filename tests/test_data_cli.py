@@ -2,6 +2,7 @@
 
 import shutil
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -45,3 +46,11 @@ def test_show_writes_the_grid_and_the_counts(woof_mini, tmp_path):
     assert result.exit_code == 0, result.output
     grid, counts = Image.open(out), Image.open(tmp_path / "samples_counts.png")
     assert grid.width > 200 and counts.height > 200
+
+
+def test_a_bad_audit_setting_is_one_line(tmp_path):
+    """It was a pydantic traceback with exit code 1."""
+    pytest.importorskip("imagehash", reason="the audit needs the audit extra")
+    result = runner.invoke(app, ["data", "audit", str(tmp_path), "--val-fraction", "0"])
+    assert result.exit_code == 2 and "--val-fraction: Input should be greater than 0" in result.output
+    assert "Traceback" not in result.output

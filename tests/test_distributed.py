@@ -99,6 +99,9 @@ def test_half_precision_on_cpu_is_refused_by_name(tmp_path):
         TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), accelerator="cpu", precision="16-mixed")
     result = runner.invoke(app, ["train", str(tmp_path), "--accelerator", "cpu", "--precision", "16-mixed"])
     assert result.exit_code == 2 and "16-mixed needs a GPU" in result.output
+    if not torch.cuda.is_available():  # accelerator auto on a machine without one: Lightning trained in bf16 silently
+        with pytest.raises(ValidationError, match="16-mixed needs a GPU"):
+            TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), precision="16-mixed")
     result = runner.invoke(app, ["train", str(tmp_path), "--precision", "64"])
     assert result.exit_code == 2 and "--precision" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["train", str(tmp_path), "--devices", "0"])

@@ -122,7 +122,9 @@ INTERRUPTED = 130
 
 
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # [brackets] in a path or value stay
     raise typer.Exit(code)
 
 
@@ -792,9 +794,12 @@ def data_audit(
     if missing_packages():
         _fail(f"tlab data audit needs {', '.join(missing_packages())}: pip install 'transferlab[audit]'")
 
-    with _one_line_errors():
+    try:
         settings = RunSettings(data=data, out=str(out), breeds=breeds, data_dir=data_dir, source_url=source_url,
                                val_fraction=val_fraction, seed=seed, backbone=backbone)
+    except ValidationError as error:
+        _fail(_validation_message(error))
+    with _one_line_errors():
         index = load_index(settings.data_spec)
         result = audit_index(settings, index)
         page, table = write_audit(result, out, f"Audit of {data_title(data)}")

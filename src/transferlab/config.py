@@ -106,8 +106,11 @@ class RunSettings(BaseModel):
             build_augment(self.augment, self.augment_set)
         if self.unfreeze_layers is not None and self.unfreeze_blocks is not None:
             raise ValueError("give --unfreeze-layers or --unfreeze-blocks, not both")
-        if self.accelerator == "cpu" and self.precision == "16-mixed":
-            raise ValueError("--precision 16-mixed needs a GPU; on CPU use bf16-mixed or 32")
+        if self.precision == "16-mixed" and self.accelerator != "gpu":
+            from .train.distributed import uses_gpu  # torch loads only for this setting
+
+            if not uses_gpu(self.accelerator):  # Lightning would train in bf16 without a word
+                raise ValueError("--precision 16-mixed needs a GPU, and this run would train on the CPU; use bf16-mixed or 32")
         return self
 
     @property

@@ -31,13 +31,15 @@ def build_op(config: OpConfig) -> RandomOp:
     if name not in OPS:
         raise AugmentConfigError(f"unknown augmentation op {name!r}; known: {', '.join(OPS)}")
     settings = {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
+    known = list(inspect.signature(OPS[name]).parameters)
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise AugmentConfigError(f"{name}: unknown setting(s) {', '.join(unknown)}; settings: {', '.join(known)}")
     try:
         return OPS[name](**settings)
-    except TypeError:
-        known = [p for p in inspect.signature(OPS[name]).parameters]
-        raise AugmentConfigError(f"{name}: unknown setting in {sorted(settings)}; settings: {', '.join(known)}") from None
-    except ValueError as error:
-        raise AugmentConfigError(str(error)) from None
+    except (TypeError, ValueError) as error:  # a value of the wrong kind: "abc" for a factor
+        given = ", ".join(f"{key}={value!r}" for key, value in settings.items())
+        raise AugmentConfigError(f"{name}: {given}: a value of the wrong kind ({error})") from None
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -46,7 +48,32 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     op, dot, param = key.strip().partition(".")
     if not (sep and dot and op and param):
         raise AugmentConfigError(f"--augment-set {text!r}: expected op.param=value, e.g. rotation.factor=0.2")
-    return op, param.strip(), yaml.safe_load(raw)
+    try:
+        return op, param.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise AugmentConfigError(f"--augment-set {text!r}: {raw.strip()!r} is not a value (a number, a word or a [list])") from None
+
+
+def _ops_in_file(path: Path) -> list[OpConfig]:
+    """The op configs of an augmentation YAML file; an `AugmentConfigError` naming it (and the line) when it is not one,
+    or when one of its ops cannot be built."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise AugmentConfigError(f"{path}: not valid YAML ({where}{getattr(error, 'problem', None) or 'unreadable'})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise AugmentConfigError(f"{path}: cannot read it ({error})") from None
+    configs = loaded.get("augment") if isinstance(loaded, dict) else loaded
+    if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+        raise AugmentConfigError(f"{path}: expected a list of ops like `- op: rotation` (or under `augment:`)")
+    for config in configs:
+        try:
+            build_op(config)
+        except AugmentConfigError as error:
+            raise AugmentConfigError(f"{path}: {error}") from None
+    return configs
 
 
 def resolve_ops(augment: str | Sequence[OpConfig], overrides: Sequence[str] = ()) -> list[OpConfig]:
@@ -56,10 +83,9 @@ def resolve_ops(augment: str | Sequence[OpConfig], overrides: Sequence[str] = ()
         if augment in PRESETS:
             configs = PRESETS[augment]
         elif Path(augment).is_file():
-            loaded = yaml.safe_load(Path(augment).read_text())
-            configs = loaded.get("augment") if isinstance(loaded, dict) else loaded
-            if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
-                raise AugmentConfigError(f"{augment}: expected a list of ops like `- op: rotation` (or under `augment:`)")
+            configs = _ops_in_file(Path(augment))
+        elif augment.lower().endswith((".yaml", ".yml")):
+            raise AugmentConfigError(f"{augment}: no such file")
         else:
             raise AugmentConfigError(f"unknown augmentation preset {augment!r}; presets: {', '.join(PRESETS)}, or a YAML file")
     else:

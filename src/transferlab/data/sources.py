@@ -159,8 +159,12 @@ def csv_source(manifest: str | Path, val_fraction: float = 0.2, seed: int = 0) -
     manifest = Path(manifest).expanduser()
     if not manifest.is_file():
         raise DataSourceError(f"{manifest}: no such CSV file")
-    with manifest.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1) if any(cell.strip() for cell in row)]
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1) if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as error:
+        line = manifest.read_bytes()[: error.start].count(b"\n") + 1
+        raise DataSourceError(f"{manifest}, line {line}: not UTF-8 text (byte {error.object[error.start]:#04x}); save the CSV as UTF-8") from None
     if rows and [cell.strip().lower() for cell in rows[0][1][:2]] == ["path", "label"]:
         has_split = len(rows[0][1]) > 2
         rows = rows[1:]

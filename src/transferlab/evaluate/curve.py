@@ -40,7 +40,7 @@ class Curve:
 
     @property
     def band(self) -> list[tuple[float, float]]:
-        """95 % interval of each point's mean over its seeds (the mean itself with one seed)."""
+        """95 % interval of each point's mean over its seeds, within 0-1 (the mean itself with one seed)."""
         bands = []
         for row in self.accuracy:
             mean = float(np.mean(row))
@@ -48,7 +48,7 @@ class Curve:
                 bands.append((mean, mean))
                 continue
             half = float(stats.t.ppf(0.975, len(row) - 1) * np.std(row, ddof=1) / math.sqrt(len(row)))
-            bands.append((mean - half, mean + half))
+            bands.append((max(mean - half, 0.0), min(mean + half, 1.0)))  # an accuracy: a few seeds' t-band may overshoot
         return bands
 
     def end_slope(self) -> tuple[float, float]:
