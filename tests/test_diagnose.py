@@ -64,38 +64,29 @@ def test_underfitting_is_found_and_not_overfitting():
     assert not found & {"overfitting", "still-learning", "val-above-train"}
 
 
-def test_a_model_at_chance_is_underfitting_not_overfitting():
-    """Scratch on clothing-mini's 300 photos, 3 epochs (a real history): validation at chance (10 classes) while its
-    loss rises from the uniform guess's 2.30 is no reason to keep epoch 1's weights."""
-    rows = history(train_loss=[2.584, 2.396, 2.262], val_loss=[2.320, 2.419, 2.518], train_acc=[0.10, 0.147, 0.18], val_acc=[0.10, 0.10, 0.10])
-    found = verdicts(rows)
-    assert "underfitting" in found and "overfitting" not in found
+FIT_CASES = {
+    # scratch on clothing-mini, 3 epochs (a real history): validation at chance (10 classes) while its loss rises from
+    # the uniform guess's 2.30 is no reason to keep epoch 1's weights
+    "at chance": (([2.584, 2.396, 2.262], [2.320, 2.419, 2.518], [0.10, 0.147, 0.18], [0.10, 0.10, 0.10]),
+                  {"underfitting"}, {"overfitting"}),
+    "far below training": (([1.5, 1.2, 1.0, 0.9], [1.6, 1.5, 1.6, 1.8], [0.45, 0.55, 0.62, 0.66], [0.40, 0.42, 0.41, 0.40]),
+                           {"overfitting"}, {"underfitting"}),
+    "low, a little above training": (([2.0, 1.8, 1.6], [1.9, 1.7, 1.5], [0.30, 0.40, 0.50], [0.33, 0.43, 0.53]),
+                                     {"underfitting"}, {"val-above-train"}),
+    "low, well above training": (([1.8, 1.6, 1.5, 1.4], [1.5, 1.4, 1.5, 1.6], [0.40, 0.45, 0.50, 0.52], [0.50, 0.55, 0.58, 0.59]),
+                                 {"val-above-train"}, {"overfitting", "underfitting"}),
+    # frozen on clothing-mini (a real history): the first epoch's low training accuracy lifts the average lead, but at
+    # the end training (88.7 %) is above validation (84 %)
+    "above on average, not at the end": (([1.803, 0.626, 0.324], [0.856, 0.599, 0.545], [0.40, 0.797, 0.887], [0.80, 0.82, 0.84]),
+                                         {"generalises"}, {"val-above-train"}),
+}
 
 
-def test_far_below_training_is_not_called_underfitting():
-    rows = history(train_loss=[1.5, 1.2, 1.0, 0.9], val_loss=[1.6, 1.5, 1.6, 1.8], train_acc=[0.45, 0.55, 0.62, 0.66], val_acc=[0.40, 0.42, 0.41, 0.40])
-    found = verdicts(rows)
-    assert "overfitting" in found and "underfitting" not in found
-
-
-def test_low_validation_a_little_above_low_training_is_underfitting_alone():
-    rows = history(train_loss=[2.0, 1.8, 1.6], val_loss=[1.9, 1.7, 1.5], train_acc=[0.30, 0.40, 0.50], val_acc=[0.33, 0.43, 0.53])
-    found = verdicts(rows)
-    assert "underfitting" in found and "val-above-train" not in found
-
-
-def test_low_training_accuracy_with_validation_above_is_not_overfitting():
-    rows = history(train_loss=[1.8, 1.6, 1.5, 1.4], val_loss=[1.5, 1.4, 1.5, 1.6], train_acc=[0.40, 0.45, 0.50, 0.52], val_acc=[0.50, 0.55, 0.58, 0.59])
-    found = verdicts(rows)
-    assert "overfitting" not in found and "val-above-train" in found and "underfitting" not in found
-
-
-def test_validation_above_training_only_while_it_still_is():
-    """Frozen on clothing-mini (a real history): the first epoch's low training accuracy lifts the average lead, but at
-    the end training (88.7 %) is above validation (84 %): no "validation above training"."""
-    rows = history(train_loss=[1.803, 0.626, 0.324], val_loss=[0.856, 0.599, 0.545], train_acc=[0.40, 0.797, 0.887], val_acc=[0.80, 0.82, 0.84])
-    found = verdicts(rows)
-    assert "val-above-train" not in found and "generalises" in found
+@pytest.mark.parametrize("case", FIT_CASES)
+def test_fit_findings_never_contradict_each_other(case):
+    curves, expected, excluded = FIT_CASES[case]
+    found = verdicts(history(*curves))
+    assert expected <= found and not found & excluded, found
 
 
 def test_still_improving():
