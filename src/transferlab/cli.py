@@ -17,6 +17,7 @@ from rich.console import Console
 from .config import CompareConfig, RunSettings, TrainConfig
 from .models.backbones import DEFAULT_BACKBONE
 from .train.distributed import is_rank_zero
+from .train.quiet import LIGHTNING_LOGGERS
 from .train.strategies import get_strategy, strategy_names
 
 app = typer.Typer(
@@ -209,7 +210,7 @@ def _main(
     if level == logging.INFO:  # also where basicConfig does nothing (a handler there before): Lightning's lines too
         logging.getLogger("transferlab").setLevel(level)
     _LIGHTNING_LINES.setLevel(level)
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in LIGHTNING_LOGGERS:
         logging.getLogger(name).handlers = [_LIGHTNING_LINES]  # also instead of Lightning's own, if it came first
         logging.getLogger(name).propagate = False
 
@@ -243,9 +244,9 @@ def _merge_config(ctx: typer.Context, config_file: Path | None, values: dict) ->
     except OSError as error:
         _fail(f"--config {config_file}: cannot read it ({error.strerror or error})")
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        _fail(f"--config {config_file}: not valid YAML ({where}{getattr(error, 'problem', None) or 'unreadable'})")
+        from .files import yaml_error_reason
+
+        _fail(f"--config {config_file}: not valid YAML ({yaml_error_reason(error)})")
     saved = saved.get("config", saved) if isinstance(saved, dict) else None
     if not isinstance(saved, dict):
         _fail(f"--config {config_file}: expected a mapping of settings (a run's config.yaml or your own)")
@@ -260,16 +261,21 @@ def _flag_values(parameters: dict[str, Any], model: type[RunSettings]) -> dict[s
     return values
 
 
+def _validated(model: type[RunSettings], values: dict[str, Any], config_file: Path | None = None, from_file: AbstractSet[str] = frozenset()) -> Any:
+    """`values` as `model`; a wrong setting is one line and exit 2 (`_validation_message` names it)."""
+    try:
+        return model(**values)
+    except ValidationError as error:
+        _fail(_validation_message(error, config_file, from_file))
+
+
 def _configure_and_run(
     model: type[RunSettings], values: dict[str, Any], run: Callable[[Any], Any], config_file: Path | None = None,
     from_file: AbstractSet[str] = frozenset(),
 ) -> Any:
     """Validate `values` as `model` and run it: bad input is one line and exit 2 (a setting from `config_file`, one of
     `from_file`, named as its key there). None on the processes of a distributed run other than rank 0 (it alone reports)."""
-    try:
-        config = model(**values)
-    except ValidationError as error:
-        _fail(_validation_message(error, config_file, from_file))
+    config = _validated(model, values, config_file, from_file)
     with _one_line_errors():
         result = run(config)
     return result if is_rank_zero() else None
@@ -794,11 +800,8 @@ def data_audit(
     if missing_packages():
         _fail(f"tlab data audit needs {', '.join(missing_packages())}: pip install 'transferlab[audit]'")
 
-    try:
-        settings = RunSettings(data=data, out=str(out), breeds=breeds, data_dir=data_dir, source_url=source_url,
-                               val_fraction=val_fraction, seed=seed, backbone=backbone)
-    except ValidationError as error:
-        _fail(_validation_message(error))
+    settings = _validated(RunSettings, dict(data=data, out=str(out), breeds=breeds, data_dir=data_dir, source_url=source_url,
+                                            val_fraction=val_fraction, seed=seed, backbone=backbone))
     with _one_line_errors():
         index = load_index(settings.data_spec)
         result = audit_index(settings, index)

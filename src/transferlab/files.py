@@ -57,6 +57,13 @@ def short_reason(error: BaseException, limit: int = 160) -> str:
     return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
+def yaml_error_reason(error: BaseException) -> str:
+    """Where and why YAML did not parse, in one line: "line 2, column 7: expected ',' or ']'..."."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return where + (getattr(error, "problem", None) or short_reason(error))
+
+
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 

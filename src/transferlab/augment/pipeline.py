@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import yaml
 
+from ..files import yaml_error_reason
 from .ops import OPS, RandomOp, Rotation, Translation, affine_with_fill
 from .presets import PRESETS, OpConfig
 
@@ -60,9 +61,7 @@ def _ops_in_file(path: Path) -> list[OpConfig]:
     try:
         loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise AugmentConfigError(f"{path}: not valid YAML ({where}{getattr(error, 'problem', None) or 'unreadable'})") from None
+        raise AugmentConfigError(f"{path}: not valid YAML ({yaml_error_reason(error)})") from None
     except (OSError, UnicodeDecodeError) as error:
         raise AugmentConfigError(f"{path}: cannot read it ({error})") from None
     configs = loaded.get("augment") if isinstance(loaded, dict) else loaded

@@ -1,7 +1,7 @@
 """Checks over a whole dataset: photos that do not decode, and identical files shared by train and val."""
 
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -80,8 +80,9 @@ def thinness(train: int, val: int) -> str | None:
 def thin_classes(index: DatasetIndex, unreadable: AbstractSet[Path] = frozenset()) -> dict[str, str]:
     """Class folder -> what makes it too thin to learn or to judge (`thinness`), counting the photos not in
     `unreadable`, as training does."""
-    counts = {split: Counter(index.classes[s.label] for s in getattr(index, split) if s.path not in unreadable) for split in ("train", "val")}
-    return {folder: why for folder in index.classes if (why := thinness(counts["train"][folder], counts["val"][folder]))}
+    readable = replace(index, train=tuple(s for s in index.train if s.path not in unreadable), val=tuple(s for s in index.val if s.path not in unreadable))
+    train, val = readable.counts("train"), readable.counts("val")
+    return {folder: why for folder in index.classes if (why := thinness(train[folder], val[folder]))}
 
 
 def warn_thin_classes(index: DatasetIndex) -> None:
